@@ -1,0 +1,141 @@
+"""A single Cassandra 5.0 node on 127.0.0.1, fetched from Maven Central and run on JDK 17.
+
+Maven Central publishes no 5.0 binary tarball (only up to 4.0-alpha2), so the node runs as
+``org.apache.cassandra.service.CassandraDaemon`` on the ``cassandra-all`` jar and its runtime
+dependencies, resolved by ``mvn dependency:copy-dependencies`` from ``stack/cassandra/pom.xml``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from string import Template
+
+from core.settings import Settings
+from stack import proc
+
+NAME = "cassandra"
+HERE = Path(__file__).resolve().parent
+
+# The module flags Cassandra's own jvm17-server.options sets for JDK 17.
+JDK17_FLAGS = [
+    "-Djdk.attach.allowAttachSelf=true",
+    *[f"--add-exports={m}=ALL-UNNAMED" for m in (
+        "java.base/jdk.internal.misc", "java.base/jdk.internal.ref", "java.base/sun.nio.ch",
+        "java.management.rmi/com.sun.jmx.remote.internal.rmi", "java.rmi/sun.rmi.registry",
+        "java.rmi/sun.rmi.server", "java.sql/java.sql", "java.base/java.lang.ref",
+        "jdk.unsupported/sun.misc",
+    )],
+    *[f"--add-opens={m}=ALL-UNNAMED" for m in (
+        "java.base/java.lang.module", "java.base/jdk.internal.loader", "java.base/jdk.internal.ref",
+        "java.base/jdk.internal.reflect", "java.base/jdk.internal.math",
+        "java.base/jdk.internal.module", "java.base/jdk.internal.util.jar",
+        "jdk.management/com.sun.management.internal", "java.base/sun.nio.ch", "java.base/java.io",
+        "java.base/java.nio", "java.base/java.util.concurrent", "java.base/java.util",
+        "java.base/java.util.concurrent.atomic", "java.base/java.lang", "java.base/java.math",
+        "java.base/java.lang.reflect", "java.base/java.net",
+    )],
+]
+
+
+def home(settings: Settings) -> Path:
+    return settings.stack_dir / "cassandra"
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise proc.StackError(f"{tool} not found: {hint}")
+    return path
+
+
+def ensure_installed(settings: Settings) -> Path:
+    """Resolve cassandra-all and its dependencies into the stack folder; return the lib dir."""
+    lib = home(settings) / f"lib-{settings.cassandra_version}"
+    if (lib / ".complete").exists():
+        return lib
+    _require("java", "install JDK 17 (apt-get install openjdk-17-jre-headless)")
+    mvn = _require("mvn", "install Maven (apt-get install maven)")
+    lib.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        mvn, "-q", "-B", "-f", str(HERE / "cassandra" / "pom.xml"),
+        f"-Dcassandra.version={settings.cassandra_version}",
+        "dependency:copy-dependencies", f"-DoutputDirectory={lib}", "-DincludeScope=runtime",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0 or not any(lib.glob("cassandra-all-*.jar")):
+        raise proc.StackError(
+            "could not fetch cassandra-all from Maven Central with "
+            f"`{' '.join(cmd)}`:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    (lib / ".complete").write_text(settings.cassandra_version)
+    return lib
+
+
+def _config(settings: Settings) -> Path:
+    data = home(settings) / "data"
+    for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
+        (data / sub).mkdir(parents=True, exist_ok=True)
+    text = Template((HERE / "conf" / "cassandra.yaml").read_text()).substitute(
+        DATA=data, LISTEN=settings.cassandra_hosts[0], NATIVE_PORT=settings.cassandra_port,
+        STORAGE_PORT=7000 + (settings.cassandra_port - 9042),
+    )
+    out = home(settings) / "cassandra.yaml"
+    out.write_text(text)
+    return out
+
+
+def answers(settings: Settings, timeout_s: float = 2.0) -> bool:
+    """True when the native port accepts CQL (a query runs, not just a TCP connect)."""
+    try:
+        with socket.create_connection(
+            (settings.cassandra_hosts[0], settings.cassandra_port), timeout=timeout_s
+        ):
+            pass
+    except OSError:
+        return False
+    from core.db import connect
+
+    try:
+        cluster, session = connect(settings, keyspace=None, connect_timeout_s=timeout_s)
+    except Exception:
+        return False
+    try:
+        session.execute("SELECT release_version FROM system.local", timeout=timeout_s)
+        return True
+    except Exception:
+        return False
+    finally:
+        cluster.shutdown()
+
+
+def up(settings: Settings) -> str:
+    if proc.read_pid(settings.stack_dir, NAME) is not None or answers(settings):
+        return "already running"
+    lib = ensure_installed(settings)
+    conf = _config(settings)
+    logdir = settings.stack_dir / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    heap = f"{settings.cassandra_heap_mb}m"
+    argv = [
+        _require("java", "install JDK 17 (apt-get install openjdk-17-jre-headless)"),
+        f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Xss512k", *JDK17_FLAGS,
+        f"-Dcassandra.config=file://{conf}", f"-Dcassandra.storagedir={home(settings) / 'data'}",
+        f"-Dcassandra.logdir={logdir / 'cassandra'}",
+        f"-Dlogback.configurationFile=file://{HERE / 'conf' / 'logback.xml'}",
+        "-Dcassandra-foreground=yes", "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+        "-Dcassandra.ring_delay_ms=0", "-Dcassandra.superuser_setup_delay_ms=0",
+        "-cp", f"{lib}/*", "org.apache.cassandra.service.CassandraDaemon",
+    ]
+    pid = proc.start(settings.stack_dir, NAME, argv)
+    proc.wait_until(
+        lambda: answers(settings), timeout_s=240, what="Cassandra",
+        log=logdir / f"{NAME}.log", alive=lambda: proc.read_pid(settings.stack_dir, NAME) == pid,
+    )
+    return f"started (pid {pid})"
+
+
+def down(settings: Settings) -> bool:
+    return proc.stop(settings.stack_dir, NAME, grace_s=60)

@@ -1,0 +1,49 @@
+"""``feedcast stack up|down|status``: the whole local stack, idempotent, waiting for health."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.settings import Settings
+from stack import cassandra, mlflow_server, proc, ray_head, redis
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    up: Callable[[Settings], str]
+    down: Callable[[Settings], bool]
+    answers: Callable[[Settings], bool]
+
+
+COMPONENTS = (
+    Component("redis", redis.up, redis.down, redis.answers),
+    Component("mlflow", mlflow_server.up, mlflow_server.down, mlflow_server.answers),
+    Component("cassandra", cassandra.up, cassandra.down, cassandra.answers),
+)
+
+
+def up(settings: Settings, report: Callable[[str], None] = print) -> None:
+    settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    for c in COMPONENTS:
+        report(f"{c.name:<10} {c.up(settings)}")
+    from core.schema import apply_schema
+
+    applied = apply_schema(settings)
+    report(f"{'schema':<10} keyspace {settings.cassandra_keyspace}: {applied}")
+
+
+def down(settings: Settings, report: Callable[[str], None] = print) -> None:
+    # The Ray head (started by `feedcast serve`) goes first: it holds connections to the rest.
+    report(f"{'ray':<10} {'stopped' if ray_head.down(settings) else 'not started by us'}")
+    for c in reversed(COMPONENTS):
+        report(f"{c.name:<10} {'stopped' if c.down(settings) else 'not started by us'}")
+
+
+def status(settings: Settings) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for c in COMPONENTS:
+        out[c.name] = {"pid": proc.read_pid(settings.stack_dir, c.name), "healthy": c.answers(settings)}
+    out["ray"] = {"pid": proc.read_pid(settings.stack_dir, "ray"), "healthy": ray_head.running(settings)}
+    return out

@@ -1,0 +1,59 @@
+"""A local Ray head that outlives the command that deployed the feed service.
+
+``ray start --block`` runs in its own session under our pid file; stopping that process group
+stops exactly this head, never another Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from core.settings import Settings
+from stack import proc
+
+NAME = "ray"
+
+
+def address(settings: Settings) -> str:
+    return settings.ray_address or f"127.0.0.1:{settings.ray_port}"
+
+
+def running(settings: Settings) -> bool:
+    return proc.read_pid(settings.stack_dir, NAME) is not None
+
+
+def _gcs_up(settings: Settings) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", settings.ray_port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def up(settings: Settings) -> str:
+    if settings.ray_address:
+        return f"using the cluster at {settings.ray_address}"
+    if running(settings):
+        return "already running"
+    tmp = Path("/tmp") / f"ray-feedcast-{settings.ray_port}"
+    argv = [
+        str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+        "--node-ip-address", "127.0.0.1", "--port", str(settings.ray_port),
+        "--include-dashboard", "false", "--disable-usage-stats",
+        "--object-store-memory", str(settings.ray_object_store_mb * 1024 * 1024),
+        "--temp-dir", str(tmp),
+    ]
+    pid = proc.start(settings.stack_dir, NAME, argv, env={"RAY_USAGE_STATS_ENABLED": "0"})
+    proc.wait_until(
+        lambda: _gcs_up(settings), timeout_s=90, what="Ray head",
+        log=settings.stack_dir / "logs" / f"{NAME}.log",
+        alive=lambda: proc.read_pid(settings.stack_dir, NAME) == pid,
+    )
+    return f"started (pid {pid}) at {address(settings)}"
+
+
+def down(settings: Settings) -> bool:
+    return proc.stop(settings.stack_dir, NAME, grace_s=30)
