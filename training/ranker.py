@@ -1,0 +1,60 @@
+"""The v1 ranker: LightGBM LambdaRank over the point-in-time feature set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from core import constants as C
+from training.dataset import MODEL_FEATURES
+
+
+@dataclass(frozen=True)
+class RankerParams:
+    """Hyperparameters; every field is logged to MLflow."""
+
+    num_boost_round: int = 200
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.9
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    lambdarank_truncation_level: int = 20
+    seed: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def lgb_params(self) -> dict[str, object]:
+        return {
+            "objective": "lambdarank", "metric": "ndcg", "eval_at": [10],
+            "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf, "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction, "bagging_freq": self.bagging_freq,
+            "lambdarank_truncation_level": self.lambdarank_truncation_level,
+            "seed": self.seed, "deterministic": True, "force_row_wise": True, "num_threads": 2,
+            "verbosity": -1, **self.extra,
+        }
+
+
+def features_matrix(frame: pd.DataFrame, *, serving_like: bool = False) -> pd.DataFrame:
+    """The model's input columns in order; ``serving_like`` scores as serving does (slot 0)."""
+    x = frame[list(MODEL_FEATURES)].astype(np.float64)
+    if serving_like:
+        x = x.assign(position_hint=0.0)
+    return x
+
+
+def _groups(frame: pd.DataFrame) -> np.ndarray:
+    # Rows of a request are contiguous (training_frame sorts by time, request, position).
+    return frame.groupby(C.REQUEST_ID, sort=False).size().to_numpy()
+
+
+def train(train_df: pd.DataFrame, params: RankerParams) -> lgb.Booster:
+    data = lgb.Dataset(
+        features_matrix(train_df), label=train_df[C.LABEL].to_numpy(),
+        group=_groups(train_df), feature_name=list(MODEL_FEATURES), free_raw_data=True,
+    )
+    return lgb.train(params.lgb_params(), data, num_boost_round=params.num_boost_round)
