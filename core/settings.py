@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         REPO_ROOT / ".feedcast",
         description="Where the local stack, world data, Feast registry and logs live (git-ignored).",
     )
+    data_dir: Path | None = Field(
+        None, description="World data and the Feast registry; unset = the home folder."
+    )
 
     # Cassandra
     cassandra_hosts: list[str] = Field(["127.0.0.1"], description="Contact points.")
@@ -97,11 +100,11 @@ class Settings(BaseSettings):
 
     @property
     def world_dir(self) -> Path:
-        return self.home / "world"
+        return (self.data_dir or self.home) / "world"
 
     @property
     def feast_dir(self) -> Path:
-        return self.home / "feast"
+        return (self.data_dir or self.home) / "feast"
 
     @property
     def stack_dir(self) -> Path:

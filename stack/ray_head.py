@@ -6,6 +6,8 @@ stops exactly this head, never another Ray on the machine.
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -17,6 +19,21 @@ NAME = "ray"
 
 def address(settings: Settings) -> str:
     return settings.ray_address or f"127.0.0.1:{settings.ray_port}"
+
+
+def auth_env(settings: Settings) -> dict[str, str]:
+    """Token authentication with a token the stack owns (not the user's ~/.ray/auth_token).
+
+    Exported into this process too, so that ``ray.init`` here presents the same token.
+    """
+    path = settings.stack_dir / "ray" / "auth_token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+    os.environ.update(env)
+    return env
 
 
 def running(settings: Settings) -> bool:
@@ -36,6 +53,7 @@ def _gcs_up(settings: Settings) -> bool:
 def up(settings: Settings) -> str:
     if settings.ray_address:
         return f"using the cluster at {settings.ray_address}"
+    env = {"RAY_USAGE_STATS_ENABLED": "0", **auth_env(settings)}
     if running(settings):
         return "already running"
     tmp = Path("/tmp") / f"ray-feedcast-{settings.ray_port}"
@@ -46,7 +64,7 @@ def up(settings: Settings) -> str:
         "--object-store-memory", str(settings.ray_object_store_mb * 1024 * 1024),
         "--temp-dir", str(tmp),
     ]
-    pid = proc.start(settings.stack_dir, NAME, argv, env={"RAY_USAGE_STATS_ENABLED": "0"})
+    pid = proc.start(settings.stack_dir, NAME, argv, env=env)
     proc.wait_until(
         lambda: _gcs_up(settings), timeout_s=90, what="Ray head",
         log=settings.stack_dir / "logs" / f"{NAME}.log",

@@ -1,0 +1,219 @@
+"""``feedcast``: one command line for the stack, the world, features, training and serving."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.settings import Settings
+
+app = typer.Typer(
+    help="feedcast: ML-ranked feeds on Cassandra, Feast/Redis, LightGBM, MLflow and Ray Serve.",
+    no_args_is_help=True, pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(help="The local stack: Cassandra, Redis, MLflow (and the Ray head).",
+                        no_args_is_help=True)
+world_app = typer.Typer(help="The synthetic world: users, follows, posts, sessions.",
+                        no_args_is_help=True)
+features_app = typer.Typer(help="Feast feature tables, registry and online store.",
+                           no_args_is_help=True)
+serve_app = typer.Typer(help="The Ray Serve feed service.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(world_app, name="world")
+app.add_typer(features_app, name="features")
+app.add_typer(serve_app, name="serve")
+
+console = Console()
+
+
+@app.callback()
+def _before_any_command() -> None:
+    """Export the stack's Ray token settings before anything imports ray (read at import)."""
+    from stack.ray_head import auth_env
+
+    try:
+        auth_env(Settings())
+    except Exception:  # a bad configuration is reported by the command that reads it
+        pass
+
+
+def fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's message names the variable and the problem
+        fail(f"invalid FEEDCAST_* configuration: {exc}")
+        raise
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start Cassandra, Redis and MLflow on 127.0.0.1 (idempotent) and apply the schema."""
+    from stack import local
+    from stack.proc import StackError
+
+    try:
+        local.up(settings())
+    except StackError as exc:
+        fail(str(exc))
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop exactly what `stack up` and `serve start` started (by pid file)."""
+    from stack import local
+
+    local.down(settings())
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Which components run and answer."""
+    from stack import local
+
+    table = Table("component", "pid", "healthy")
+    status = local.status(settings())
+    for name, s in status.items():
+        table.add_row(name, str(s["pid"] or "-"), "yes" if s["healthy"] else "no")
+    console.print(table)
+
+
+@world_app.command("generate")
+def world_generate(
+    users: Annotated[int, typer.Option(min=20, max=1_000_000, help="Number of users.")] = 2000,
+    days: Annotated[int, typer.Option(min=2, max=90, help="Simulated days.")] = 7,
+    seed: Annotated[int, typer.Option(min=0, help="Seed: same seed and end, same world.")] = 0,
+    end: Annotated[
+        datetime | None, typer.Option(help="End of the simulated period (UTC); default: this hour.")
+    ] = None,
+    cassandra: Annotated[bool, typer.Option(help="Also write the world to Cassandra.")] = True,
+    replace: Annotated[
+        bool, typer.Option(help="Replace a world already in the keyspace (truncates its tables).")
+    ] = False,
+) -> None:
+    """Generate a world, write it to Cassandra and export its interaction log to parquet."""
+    from pipelines.steps import WorldExistsError, generate_world
+    from simulator.config import WorldConfig
+
+    config = WorldConfig(users=users, days=days, seed=seed, **({"end": end} if end else {}))
+    try:
+        _, summary = generate_world(
+            settings(), config, to_cassandra=cassandra, replace=replace, progress=True
+        )
+    except WorldExistsError as exc:
+        fail(str(exc))
+    console.print_json(json.dumps({"rows": summary.rows, "cassandra": summary.cassandra,
+                                   "parquet": summary.out}))
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Compute the feature tables from the world log and register the Feast objects."""
+    from pipelines.steps import features_apply as step
+
+    try:
+        counts = step(settings())
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    console.print_json(json.dumps(counts))
+
+
+@features_app.command("materialize")
+def features_materialize() -> None:
+    """Load the latest feature values into the Redis online store."""
+    from pipelines.steps import features_materialize as step
+
+    try:
+        step(settings())
+    except FileNotFoundError as exc:
+        fail(str(exc))
+
+
+@app.command("train")
+def train(
+    rounds: Annotated[int, typer.Option(min=1, max=5000, help="Boosting rounds.")] = 200,
+    holdout_days: Annotated[float, typer.Option(min=0.1, help="Days held out at the end.")] = 1.0,
+    alias: Annotated[str, typer.Option(help="Alias to point at the new version.")] = "champion",
+) -> None:
+    """Train the LightGBM ranker on a point-in-time set, log it and register it with an alias."""
+    from training.ranker import RankerParams
+    from training.train import train_and_register
+
+    result = train_and_register(
+        settings(), RankerParams(num_boost_round=rounds), holdout_days=holdout_days, alias=alias
+    )
+    console.print(f"registered {result.model_name} version {result.version} as @{alias}")
+    console.print_json(json.dumps(result.metrics))
+
+
+@serve_app.command("start")
+def serve_start() -> None:
+    """Start the Ray head (if needed) and deploy the feed service; print its URL."""
+    from serving.deploy import deploy
+    from stack import ray_head
+    from stack.proc import StackError
+
+    s = settings()
+    try:
+        console.print(f"ray        {ray_head.up(s)}")
+    except StackError as exc:
+        fail(str(exc))
+    url = deploy(s, address=ray_head.address(s))
+    console.print(f"feed service at {url}  (try: curl {url}/v1/feed/1?limit=5)")
+
+
+@serve_app.command("stop")
+def serve_stop() -> None:
+    """Stop the Ray head started by `serve start` (and with it the feed service)."""
+    from stack import ray_head
+
+    console.print("stopped" if ray_head.down(settings()) else "not running")
+
+
+@app.command("feed")
+def feed(
+    user_id: Annotated[int, typer.Argument(help="The reader.")],
+    limit: Annotated[int, typer.Option(min=1, max=100, help="Items on the page.")] = 10,
+) -> None:
+    """Ask the running service for a user's feed and print it as a table."""
+    import httpx
+
+    from pipelines.render import feed_table
+
+    s = settings()
+    try:
+        r = httpx.get(f"{s.serve_url}/v1/feed/{user_id}", params={"limit": limit}, timeout=10)
+    except httpx.HTTPError as exc:
+        fail(f"feed service at {s.serve_url} unreachable ({exc}); run `feedcast serve start`")
+    if r.status_code != 200:
+        fail(f"HTTP {r.status_code}: {r.text}")
+    console.print(feed_table(r.json()))
+
+
+@app.command("demo")
+def demo(
+    users: Annotated[int, typer.Option(min=20, help="Users in the demo world.")] = 2000,
+    seed: Annotated[int, typer.Option(min=0, help="World seed.")] = 0,
+) -> None:
+    """The whole loop: stack → world → features → train → serve → ranked feeds and metrics."""
+    from pipelines.demo import run
+
+    try:
+        run(settings(), users=users, seed=seed, console=console)
+    except Exception as exc:
+        fail(f"{type(exc).__name__}: {exc}")
+
+
+def main() -> None:  # pragma: no cover — entry point
+    app(prog_name=Path(sys.argv[0]).name)

@@ -1,0 +1,77 @@
+"""`make demo`: the whole feed loop on the local stack, narrated."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pandas as pd
+from rich.console import Console
+
+from core import constants as C
+from core.settings import Settings
+from pipelines import steps
+from pipelines.render import feed_table, metrics_table
+from simulator.config import WorldConfig
+
+
+@contextmanager
+def _step(console: Console, title: str) -> Iterator[None]:
+    console.rule(f"[bold]{title}")
+    t0 = time.perf_counter()
+    yield
+    console.print(f"[dim]{title}: {time.perf_counter() - t0:.1f}s[/]")
+
+
+def _reusable_world(settings: Settings, config: WorldConfig) -> bool:
+    """An existing world of the same shape generated within the last day is reused."""
+    manifest = settings.world_dir / "manifest.json"
+    if not manifest.exists():
+        return False
+    old = json.loads(manifest.read_text())["config"]
+    same = all(old[k] == getattr(config, k) for k in ("users", "days", "seed"))
+    fresh = datetime.fromisoformat(old["end"]) > datetime.now(UTC) - timedelta(hours=20)
+    return same and fresh
+
+
+def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
+    from serving.deploy import deploy
+    from stack import local, ray_head
+    from training.train import train_and_register
+
+    started = time.perf_counter()
+    with _step(console, "1/6 local stack (Cassandra, Redis, MLflow)"):
+        local.up(settings, report=console.print)
+    config = WorldConfig(users=users, seed=seed)
+    with _step(console, f"2/6 world: {users} users, {config.days} days, seed {seed}"):
+        if _reusable_world(settings, config):
+            console.print(f"reusing the world under {settings.world_dir} "
+                          "(`feedcast world generate --replace` makes a new one)")
+        else:
+            _, summary = steps.generate_world(settings, config, replace=True, progress=True)
+            console.print(summary.rows)
+    with _step(console, "3/6 features: Feast apply + materialize to Redis"):
+        console.print(steps.features_apply(settings))
+        steps.features_materialize(settings)
+    with _step(console, "4/6 train LightGBM ranker, register @champion in MLflow"):
+        result = train_and_register(settings)
+        console.print(f"{result.model_name} version {result.version} is @{settings.model_alias}")
+    with _step(console, "5/6 serve on Ray Serve"):
+        console.print(f"ray        {ray_head.up(settings)}")
+        url = deploy(settings, address=ray_head.address(settings))
+    with _step(console, "6/6 ranked feeds from the running service"):
+        imp = pd.read_parquet(settings.world_dir / "impressions.parquet", columns=[C.USER_ID])
+        for user_id in imp[C.USER_ID].value_counts().index[:3].tolist():
+            r = httpx.get(f"{url}/v1/feed/{user_id}", params={"limit": 10}, timeout=10)
+            r.raise_for_status()
+            console.print(feed_table(r.json()))
+        console.print(metrics_table(result.metrics))
+    console.rule("[bold green]feedcast is running")
+    console.print(f"demo took {time.perf_counter() - started:.0f}s")
+    console.print(f"feed API : {url}/v1/feed/<user_id>?limit=20   e.g. curl '{url}/v1/feed/1?limit=5'")
+    console.print(f"health   : {url}/healthz    MLflow UI: {settings.mlflow_tracking_uri}")
+    console.print("stop it  : make down   (= feedcast stack down: stops exactly what was started)")
