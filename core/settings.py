@@ -7,10 +7,10 @@ here runs at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     )
 
     # Cassandra
-    cassandra_hosts: list[str] = Field(["127.0.0.1"], description="Contact points.")
+    cassandra_hosts: Annotated[list[str], NoDecode] = Field(
+        ["127.0.0.1"], description="Contact points, comma-separated."
+    )
     cassandra_port: int = Field(9042, description="Native protocol port.")
     cassandra_keyspace: str = Field("feedcast", description="Keyspace holding every table.")
     cassandra_replication_factor: int = Field(1, ge=1, description="SimpleStrategy RF at create.")

@@ -109,7 +109,6 @@ class FeedService:
             page = []
         self._log_impressions(user_id, request_id, now, page)
         response.headers["X-Model-Version"] = self.model.label
-        response.headers["X-Request-Id"] = request_id
         log.info("feed user=%s request=%s candidates=%d ms=%.1f", user_id, request_id, len(cands),
                  (time.perf_counter() - started) * 1000)
         return FeedPage(

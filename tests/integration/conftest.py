@@ -1,0 +1,91 @@
+"""Integration fixtures: the real local stack, a small world in a keyspace of its own.
+
+Everything a run creates is named with a unique suffix (keyspace, Feast project, registered
+model, experiment) and removed at the end, so the suite never touches the demo's data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from core.settings import Settings
+
+TEST_SERVE_PORT = 8011
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    from stack import local
+
+    s = Settings(
+        env="test", cassandra_keyspace=f"feedcast_test_{run_id}", feast_project=f"test_{run_id}",
+        model_name=f"feed_ranker_test_{run_id}", experiment=f"feedcast-test-{run_id}",
+        data_dir=tmp_path_factory.mktemp("data"), serve_port=TEST_SERVE_PORT,
+    )
+    # Idempotent: `make test` has already started the stack; a bare `pytest` starts it here.
+    local.up(s, report=lambda _: None)
+    yield s
+    _cleanup(s)
+
+
+def _cleanup(s: Settings) -> None:
+    from mlflow import MlflowClient
+
+    from core.db import connect
+
+    cluster, session = connect(s, keyspace=None)
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {s.cassandra_keyspace}", timeout=60)
+    finally:
+        cluster.shutdown()
+    if (s.feast_dir / "registry.db").exists():
+        from features.store import open_store
+
+        open_store(s).teardown()
+    client = MlflowClient(s.mlflow_tracking_uri, s.mlflow_tracking_uri)
+    if client.search_registered_models(filter_string=f"name = '{s.model_name}'"):
+        client.delete_registered_model(s.model_name)
+    exp = client.get_experiment_by_name(s.experiment)
+    if exp is not None:
+        client.delete_experiment(exp.experiment_id)
+
+
+@pytest.fixture(scope="session")
+def world(settings: Settings):
+    from pipelines.steps import generate_world
+    from simulator.config import WorldConfig
+
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    world, _ = generate_world(settings, WorldConfig(users=300, days=4, seed=11, end=end))
+    return world
+
+
+@pytest.fixture(scope="session")
+def trained(settings: Settings, world):
+    from pipelines.steps import features_apply, features_materialize
+    from training.train import train_and_register
+
+    features_apply(settings)
+    features_materialize(settings)
+    return train_and_register(settings)
+
+
+@pytest.fixture(scope="session")
+def service(settings: Settings, trained) -> str:
+    import ray
+    from ray import serve
+
+    from serving.deploy import deploy
+
+    url = deploy(settings, address="local")
+    yield url
+    serve.shutdown()
+    ray.shutdown()

@@ -1,0 +1,87 @@
+"""generate → materialize → train → register → serve → HTTP → a ranked feed from @champion."""
+
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pandas as pd
+import pytest
+
+from core import constants as C
+from core.db import connect
+from core.time import day_bucket
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+def _reader_with_candidates(world, settings) -> int:
+    from simulator.writer import timeline_rows
+
+    tl = timeline_rows(world, settings.pull_follower_threshold)
+    recent = tl[tl["created_at"] > pd.Timestamp(world.config.end) - pd.Timedelta(days=2)]
+    return int(recent[C.USER_ID].value_counts().index[0])
+
+
+def test_feed_is_ranked_by_the_champion(service, settings, world, trained):
+    user = _reader_with_candidates(world, settings)
+    r = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 10}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    champion = f"{settings.model_name}/{trained.version}"
+    assert body["model_version"] == champion == r.headers["x-model-version"]
+    assert body["user_id"] == user and body["degraded"] == []
+    items = body["items"]
+    assert 0 < len(items) <= 10
+    scores = [i["score"] for i in items]
+    assert scores == sorted(scores, reverse=True)
+    # Every item is a post of an author the reader follows.
+    followed = set(world.follows.loc[world.follows[C.USER_ID] == user, "followee_id"])
+    posts = world.posts.set_index(C.POST_ID)
+    for item in items:
+        assert posts.loc[item["post_id"], C.AUTHOR_ID] == item["author_id"]
+        assert item["author_id"] in followed
+
+
+def test_served_pages_are_logged_as_impressions(service, settings, world):
+    user = _reader_with_candidates(world, settings)
+    body = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 5}, timeout=30).json()
+    cluster, session = connect(settings)
+    try:
+        deadline = time.monotonic() + 10
+        rows: list = []
+        while time.monotonic() < deadline and len(rows) < len(body["items"]):
+            today = day_bucket(datetime.now(UTC))
+            rows = [r for day in (today - 1, today) for r in session.execute(
+                "SELECT request_id, position, post_id, model_version FROM impressions_by_user "
+                "WHERE user_id = %s AND day = %s", (user, day)) if r.request_id == body["request_id"]]
+            time.sleep(0.2)
+    finally:
+        cluster.shutdown()
+    assert sorted((r.position, r.post_id) for r in rows) == [
+        (i, item["post_id"]) for i, item in enumerate(body["items"])]
+    assert {r.model_version for r in rows} == {body["model_version"]}
+
+
+def test_unknown_user_is_a_404_that_says_so(service):
+    r = httpx.get(f"{service}/v1/feed/987654321", timeout=30)
+    assert r.status_code == 404
+    assert "unknown user_id 987654321" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=ten"])
+def test_bad_limit_is_a_422_naming_the_field(service, world, query):
+    r = httpx.get(f"{service}/v1/feed/1?{query}", timeout=30)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
+def test_bad_user_id_is_a_422(service):
+    r = httpx.get(f"{service}/v1/feed/not-a-user", timeout=30)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["path", "user_id"]
+
+
+def test_health_names_the_model(service, settings, trained):
+    r = httpx.get(f"{service}/healthz", timeout=30)
+    assert r.status_code == 200
+    assert r.json()["model_version"] == f"{settings.model_name}/{trained.version}"

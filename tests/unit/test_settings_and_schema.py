@@ -1,0 +1,27 @@
+import pytest
+from pydantic import ValidationError
+
+from core.schema import migrations
+from core.settings import Settings
+
+
+def test_settings_read_the_environment(monkeypatch):
+    monkeypatch.setenv("FEEDCAST_CASSANDRA_HOSTS", "10.0.0.1, 10.0.0.2")
+    monkeypatch.setenv("FEEDCAST_REDIS_PORT", "6390")
+    s = Settings()
+    assert s.cassandra_hosts == ["10.0.0.1", "10.0.0.2"]
+    assert s.redis_url.endswith(":6390/0")
+
+
+def test_settings_refuse_bad_values(monkeypatch):
+    monkeypatch.setenv("FEEDCAST_CASSANDRA_READ_CONSISTENCY", "MOST")
+    with pytest.raises(ValidationError, match="cassandra_read_consistency"):
+        Settings()
+
+
+def test_migrations_are_numbered_and_idempotent_statements():
+    found = migrations()
+    assert [v for v, _, _ in found] == sorted({v for v, _, _ in found})
+    for _, _, statements in found:
+        assert statements
+        assert all("IF NOT EXISTS" in s for s in statements)
