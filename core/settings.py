@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     )
     home: Path = Field(
         REPO_ROOT / ".feedcast",
-        description="Where the local stack, world data, Feast registry and logs live (git-ignored).",
+        description="Local stack, world data, Feast registry and logs (git-ignored).",
     )
     data_dir: Path | None = Field(
         None, description="World data and the Feast registry; unset = the home folder."
@@ -82,7 +82,9 @@ class Settings(BaseSettings):
     feed_max_candidates: int = Field(500, ge=10, description="Cap on candidates scored.")
     timeline_days: int = Field(3, ge=1, description="Day buckets of timeline read per request.")
     pull_follower_threshold: int = Field(
-        200, ge=1, description="Authors with more followers are pulled at read time, not fanned out."
+        200,
+        ge=1,
+        description="Authors with more followers are pulled at read time, not fanned out.",
     )
 
     @field_validator("cassandra_hosts", mode="before")

@@ -18,8 +18,8 @@ _WRITES = {
     "insert_follow": "INSERT INTO follows_by_user (user_id, followee_id, followee_followers) "
     "VALUES (?, ?, ?)",
     "insert_follower": "INSERT INTO followers_by_user (user_id, follower_id) VALUES (?, ?)",
-    "insert_timeline": "INSERT INTO timeline_by_user (user_id, day, created_at, post_id, author_id) "
-    "VALUES (?, ?, ?, ?, ?)",
+    "insert_timeline": "INSERT INTO timeline_by_user (user_id, day, created_at, post_id, "
+    "author_id) VALUES (?, ?, ?, ?, ?)",
     "insert_interaction_by_user": "INSERT INTO interactions_by_user (user_id, day, event_ts, "
     "event_id, post_id, author_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
     "insert_interaction_by_post": "INSERT INTO interactions_by_post (post_id, event_ts, event_id, "
@@ -29,10 +29,12 @@ _WRITES = {
 }
 
 _READS = {
-    "get_user": "SELECT user_id, follower_count, following_count FROM users_by_id WHERE user_id = ?",
+    "get_user": "SELECT user_id, follower_count, following_count FROM users_by_id "
+    "WHERE user_id = ?",
     "timeline_day": "SELECT post_id, author_id, created_at FROM timeline_by_user "
     "WHERE user_id = ? AND day = ? LIMIT ?",
-    "big_followees": "SELECT followee_id, followee_followers FROM follows_by_user WHERE user_id = ?",
+    "big_followees": "SELECT followee_id, followee_followers FROM follows_by_user "
+    "WHERE user_id = ?",
     "author_day": "SELECT post_id, created_at FROM posts_by_author WHERE author_id = ? AND day = ? "
     "LIMIT ?",
 }

@@ -33,44 +33,65 @@ def _rate(hits: pd.Series, n: pd.Series) -> pd.Series:
     return (hits + PRIOR_RATE * PRIOR_WEIGHT) / (n + PRIOR_WEIGHT)
 
 
-def user_stats(impressions: pd.DataFrame, follows: pd.DataFrame, times: pd.DatetimeIndex) -> pd.DataFrame:
+def user_stats(
+    impressions: pd.DataFrame, follows: pd.DataFrame, times: pd.DatetimeIndex
+) -> pd.DataFrame:
     following = follows.groupby(C.USER_ID).size()
     frames = []
     for t in times:
         w = impressions[(impressions[C.EVENT_TS] < t) & (impressions[C.EVENT_TS] >= t - WINDOW)]
         g = w.groupby(C.USER_ID).agg(n=(C.POST_ID, "size"), likes=(C.LIKE, "sum"))
         g = g.reindex(following.index, fill_value=0)
-        frames.append(pd.DataFrame({
-            C.USER_ID: g.index.to_numpy(), C.EVENT_TS: t,
-            "user_impressions_7d": g["n"].to_numpy(np.int64),
-            "user_likes_7d": g["likes"].to_numpy(np.int64),
-            "user_like_rate_7d": _rate(g["likes"], g["n"]).to_numpy(np.float64),
-            "user_following": following.to_numpy(np.int64),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    C.USER_ID: g.index.to_numpy(),
+                    C.EVENT_TS: t,
+                    "user_impressions_7d": g["n"].to_numpy(np.int64),
+                    "user_likes_7d": g["likes"].to_numpy(np.int64),
+                    "user_like_rate_7d": _rate(g["likes"], g["n"]).to_numpy(np.float64),
+                    "user_following": following.to_numpy(np.int64),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
-def post_stats(impressions: pd.DataFrame, posts: pd.DataFrame, times: pd.DatetimeIndex) -> pd.DataFrame:
+def post_stats(
+    impressions: pd.DataFrame, posts: pd.DataFrame, times: pd.DatetimeIndex
+) -> pd.DataFrame:
     frames = []
     for t in times:
         live = posts[posts["created_at"] < t]
         w = impressions[impressions[C.EVENT_TS] < t]
         g = w.groupby(C.POST_ID).agg(n=(C.USER_ID, "size"), likes=(C.LIKE, "sum"))
         g = g.reindex(live[C.POST_ID].to_numpy(), fill_value=0)
-        frames.append(pd.DataFrame({
-            C.POST_ID: g.index.to_numpy(), C.EVENT_TS: t,
-            "post_impressions": g["n"].to_numpy(np.int64),
-            "post_likes": g["likes"].to_numpy(np.int64),
-            "post_like_rate": _rate(g["likes"], g["n"]).to_numpy(np.float64),
-            "post_topic": live["topic"].to_numpy(np.int64),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    C.POST_ID: g.index.to_numpy(),
+                    C.EVENT_TS: t,
+                    "post_impressions": g["n"].to_numpy(np.int64),
+                    "post_likes": g["likes"].to_numpy(np.int64),
+                    "post_like_rate": _rate(g["likes"], g["n"]).to_numpy(np.float64),
+                    "post_topic": live["topic"].to_numpy(np.int64),
+                }
+            )
+        )
     # A birth row per post (nothing seen yet), so a post younger than the last snapshot still
     # joins: Feast's file store would drop the impression rather than return nulls.
-    frames.append(pd.DataFrame({
-        C.POST_ID: posts[C.POST_ID].to_numpy(), C.EVENT_TS: posts["created_at"].to_numpy(),
-        "post_impressions": 0, "post_likes": 0, "post_like_rate": PRIOR_RATE,
-        "post_topic": posts["topic"].to_numpy(np.int64),
-    }))
+    frames.append(
+        pd.DataFrame(
+            {
+                C.POST_ID: posts[C.POST_ID].to_numpy(),
+                C.EVENT_TS: posts["created_at"].to_numpy(),
+                "post_impressions": 0,
+                "post_likes": 0,
+                "post_like_rate": PRIOR_RATE,
+                "post_topic": posts["topic"].to_numpy(np.int64),
+            }
+        )
+    )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -85,13 +106,20 @@ def author_stats(
         w = impressions[(impressions[C.EVENT_TS] < t) & (impressions[C.EVENT_TS] >= t - WINDOW)]
         g = w.groupby(C.AUTHOR_ID).agg(n=(C.USER_ID, "size"), likes=(C.LIKE, "sum"))
         g = g.reindex(authors, fill_value=0)
-        frames.append(pd.DataFrame({
-            C.AUTHOR_ID: authors, C.EVENT_TS: t,
-            "author_followers": followers.to_numpy(np.int64),
-            "author_posts_7d": p.groupby(C.AUTHOR_ID).size().reindex(authors, fill_value=0)
-            .to_numpy(np.int64),
-            "author_like_rate_7d": _rate(g["likes"], g["n"]).to_numpy(np.float64),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    C.AUTHOR_ID: authors,
+                    C.EVENT_TS: t,
+                    "author_followers": followers.to_numpy(np.int64),
+                    "author_posts_7d": p.groupby(C.AUTHOR_ID)
+                    .size()
+                    .reindex(authors, fill_value=0)
+                    .to_numpy(np.int64),
+                    "author_like_rate_7d": _rate(g["likes"], g["n"]).to_numpy(np.float64),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 

@@ -16,10 +16,10 @@ def request_features(
     """
     created = pd.to_datetime(created_at, utc=True)
     req = pd.to_datetime(request_ts, utc=True)
-    age_h = (req - created).dt.total_seconds() / 3600.0 if isinstance(req, pd.Series) else (
-        (req - created).dt.total_seconds() / 3600.0
+    age_h = (req - created).dt.total_seconds() / 3600.0
+    return pd.DataFrame(
+        {
+            "post_age_h": np.clip(np.asarray(age_h, dtype=np.float64), 0.0, None),
+            "position_hint": np.asarray(position, dtype=np.float64),
+        }
     )
-    return pd.DataFrame({
-        "post_age_h": np.clip(np.asarray(age_h, dtype=np.float64), 0.0, None),
-        "position_hint": np.asarray(position, dtype=np.float64),
-    })

@@ -22,12 +22,17 @@ def repo_config(settings: Settings) -> dict[str, object]:
     return {
         "project": settings.feast_project,
         "provider": "local",
-        "registry": {"registry_type": "file", "path": str(settings.feast_dir / "registry.db"),
-                     "cache_ttl_seconds": 60},
+        "registry": {
+            "registry_type": "file",
+            "path": str(settings.feast_dir / "registry.db"),
+            "cache_ttl_seconds": 60,
+        },
         "offline_store": {"type": "file"},
         "online_store": {
             "type": "redis",
-            "connection_string": f"{settings.redis_host}:{settings.redis_port},db={settings.redis_db}",
+            "connection_string": (
+                f"{settings.redis_host}:{settings.redis_port},db={settings.redis_db}"
+            ),
         },
         "entity_key_serialization_version": 3,
     }
@@ -65,8 +70,10 @@ def online_features(
     store: FeatureStore, user_id: int, post_ids: list[int], author_ids: list[int]
 ) -> pd.DataFrame:
     """Feast's online read for (user, post, author) rows; missing values come back as NaN."""
-    rows = [{C.USER_ID: user_id, C.POST_ID: p, C.AUTHOR_ID: a}
-            for p, a in zip(post_ids, author_ids, strict=True)]
+    rows = [
+        {C.USER_ID: user_id, C.POST_ID: p, C.AUTHOR_ID: a}
+        for p, a in zip(post_ids, author_ids, strict=True)
+    ]
     service = store.get_feature_service(definitions.FEATURE_SERVICE)
     df = store.get_online_features(features=service, entity_rows=rows).to_df()
     return df.astype({c: "float64" for c in FEATURE_COLUMNS if c in df})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from datetime import datetime
@@ -16,14 +17,18 @@ from core.settings import Settings
 
 app = typer.Typer(
     help="feedcast: ML-ranked feeds on Cassandra, Feast/Redis, LightGBM, MLflow and Ray Serve.",
-    no_args_is_help=True, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
-stack_app = typer.Typer(help="The local stack: Cassandra, Redis, MLflow (and the Ray head).",
-                        no_args_is_help=True)
-world_app = typer.Typer(help="The synthetic world: users, follows, posts, sessions.",
-                        no_args_is_help=True)
-features_app = typer.Typer(help="Feast feature tables, registry and online store.",
-                           no_args_is_help=True)
+stack_app = typer.Typer(
+    help="The local stack: Cassandra, Redis, MLflow (and the Ray head).", no_args_is_help=True
+)
+world_app = typer.Typer(
+    help="The synthetic world: users, follows, posts, sessions.", no_args_is_help=True
+)
+features_app = typer.Typer(
+    help="Feast feature tables, registry and online store.", no_args_is_help=True
+)
 serve_app = typer.Typer(help="The Ray Serve feed service.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(world_app, name="world")
@@ -38,10 +43,9 @@ def _before_any_command() -> None:
     """Export the stack's Ray token settings before anything imports ray (read at import)."""
     from stack.ray_head import auth_env
 
-    try:
+    # A bad configuration is reported by the command that reads it, with its own message.
+    with contextlib.suppress(Exception):
         auth_env(Settings())
-    except Exception:  # a bad configuration is reported by the command that reads it
-        pass
 
 
 def fail(message: str) -> None:
@@ -113,8 +117,9 @@ def world_generate(
         )
     except WorldExistsError as exc:
         fail(str(exc))
-    console.print_json(json.dumps({"rows": summary.rows, "cassandra": summary.cassandra,
-                                   "parquet": summary.out}))
+    console.print_json(
+        json.dumps({"rows": summary.rows, "cassandra": summary.cassandra, "parquet": summary.out})
+    )
 
 
 @features_app.command("apply")

@@ -49,8 +49,10 @@ def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
     config = WorldConfig(users=users, seed=seed)
     with _step(console, f"2/6 world: {users} users, {config.days} days, seed {seed}"):
         if _reusable_world(settings, config):
-            console.print(f"reusing the world under {settings.world_dir} "
-                          "(`feedcast world generate --replace` makes a new one)")
+            console.print(
+                f"reusing the world under {settings.world_dir} "
+                "(`feedcast world generate --replace` makes a new one)"
+            )
         else:
             _, summary = steps.generate_world(settings, config, replace=True, progress=True)
             console.print(summary.rows)
@@ -72,6 +74,8 @@ def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
         console.print(metrics_table(result.metrics))
     console.rule("[bold green]feedcast is running")
     console.print(f"demo took {time.perf_counter() - started:.0f}s")
-    console.print(f"feed API : {url}/v1/feed/<user_id>?limit=20   e.g. curl '{url}/v1/feed/1?limit=5'")
+    console.print(
+        f"feed API : {url}/v1/feed/<user_id>?limit=20   e.g. curl '{url}/v1/feed/1?limit=5'"
+    )
     console.print(f"health   : {url}/healthz    MLflow UI: {settings.mlflow_tracking_uri}")
     console.print("stop it  : make down   (= feedcast stack down: stops exactly what was started)")

@@ -23,13 +23,25 @@ class WorldExistsError(RuntimeError):
     """The keyspace already holds a world and replacing it was not asked for."""
 
 
-WORLD_TABLES = ("users_by_id", "posts_by_id", "posts_by_author", "follows_by_user",
-                "followers_by_user", "timeline_by_user", "interactions_by_user",
-                "interactions_by_post", "impressions_by_user")
+WORLD_TABLES = (
+    "users_by_id",
+    "posts_by_id",
+    "posts_by_author",
+    "follows_by_user",
+    "followers_by_user",
+    "timeline_by_user",
+    "interactions_by_user",
+    "interactions_by_post",
+    "impressions_by_user",
+)
 
 
 def generate_world(
-    settings: Settings, config: WorldConfig, *, to_cassandra: bool = True, replace: bool = False,
+    settings: Settings,
+    config: WorldConfig,
+    *,
+    to_cassandra: bool = True,
+    replace: bool = False,
     progress: bool = False,
 ) -> tuple[World, WorldSummary]:
     """Generate a world, export its log to parquet and (by default) write it to Cassandra.
@@ -45,15 +57,17 @@ def generate_world(
         apply_schema(settings)
         cluster, session = connect(settings)
     try:
-        if session is not None:
-            if session.execute("SELECT user_id FROM users_by_id LIMIT 1").one() is not None:
-                if not replace:
-                    raise WorldExistsError(
-                        f"keyspace {settings.cassandra_keyspace} already holds a world; "
-                        "pass --replace to replace it"
-                    )
-                for table in WORLD_TABLES:
-                    session.execute(f"TRUNCATE {table}", timeout=60)
+        if (
+            session is not None
+            and session.execute("SELECT user_id FROM users_by_id LIMIT 1").one() is not None
+        ):
+            if not replace:
+                raise WorldExistsError(
+                    f"keyspace {settings.cassandra_keyspace} already holds a world; "
+                    "pass --replace to replace it"
+                )
+            for table in WORLD_TABLES:
+                session.execute(f"TRUNCATE {table}", timeout=60)
         world = generate(config, progress=progress)
         out = writer.write_parquet(world, settings.world_dir)
         if session is not None:
@@ -61,7 +75,10 @@ def generate_world(
     finally:
         if cluster is not None:
             cluster.shutdown()
-    rows = {n: len(getattr(world, n)) for n in ("users", "posts", "follows", "impressions", "interactions")}
+    rows = {
+        n: len(getattr(world, n))
+        for n in ("users", "posts", "follows", "impressions", "interactions")
+    }
     return world, WorldSummary(rows, written, str(out))
 
 

@@ -89,9 +89,14 @@ class FeedService:
             raise HTTPException(status_code=404, detail=f"unknown user_id {user_id}")
         now = datetime.now(UTC)
         cands = candidates.gather(
-            self.session, self.stmts, user_id, now, days=self.settings.timeline_days,
+            self.session,
+            self.stmts,
+            user_id,
+            now,
+            days=self.settings.timeline_days,
             pull_threshold=self.settings.pull_follower_threshold,
-            cap=self.settings.feed_max_candidates, timeout_s=timeout,
+            cap=self.settings.feed_max_candidates,
+            timeout_s=timeout,
         )
         degraded: list[str] = []
         if cands:
@@ -109,15 +114,25 @@ class FeedService:
             page = []
         self._log_impressions(user_id, request_id, now, page)
         response.headers["X-Model-Version"] = self.model.label
-        log.info("feed user=%s request=%s candidates=%d ms=%.1f", user_id, request_id, len(cands),
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "feed user=%s request=%s candidates=%d ms=%.1f",
+            user_id,
+            request_id,
+            len(cands),
+            (time.perf_counter() - started) * 1000,
+        )
         return FeedPage(
-            user_id=user_id, model_version=self.model.label, candidates=len(cands),
-            degraded=degraded, request_id=request_id,
+            user_id=user_id,
+            model_version=self.model.label,
+            candidates=len(cands),
+            degraded=degraded,
+            request_id=request_id,
             items=[FeedItem(post_id=i.post_id, author_id=i.author_id, score=i.score) for i in page],
         )
 
-    def _log_impressions(self, user_id: int, request_id: str, now: datetime, page: list[Any]) -> None:
+    def _log_impressions(
+        self, user_id: int, request_id: str, now: datetime, page: list[Any]
+    ) -> None:
         """Write what was shown, off the response path (asynchronous, errors only logged)."""
         from core.time import day_bucket
 
@@ -125,8 +140,17 @@ class FeedService:
         for pos, item in enumerate(page):
             fut = self.session.execute_async(
                 self.stmts.insert_impression,
-                (user_id, day, now, request_id, pos, item.post_id, item.author_id,
-                 self.model.label, item.score),
+                (
+                    user_id,
+                    day,
+                    now,
+                    request_id,
+                    pos,
+                    item.post_id,
+                    item.author_id,
+                    self.model.label,
+                    item.score,
+                ),
                 timeout=self.settings.cassandra_request_timeout_s,
             )
             fut.add_errback(lambda exc: log.warning("impression write failed: %s", exc))
@@ -134,4 +158,6 @@ class FeedService:
 
 def build_app(args: AppArgs) -> Application:
     """The feed application: one ingress deployment holding candidates, features and model."""
-    return FeedService.options(num_replicas=args.num_replicas).bind(args.settings)
+    # serve.deployment turns the class into a Deployment; mypy sees only the class.
+    deployment: Any = FeedService
+    return deployment.options(num_replicas=args.num_replicas).bind(args.settings)

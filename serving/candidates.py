@@ -20,8 +20,15 @@ class Candidate:
 
 
 def gather(
-    session: Session, stmts: Statements, user_id: int, now: datetime, *, days: int,
-    pull_threshold: int, cap: int, timeout_s: float,
+    session: Session,
+    stmts: Statements,
+    user_id: int,
+    now: datetime,
+    *,
+    days: int,
+    pull_threshold: int,
+    cap: int,
+    timeout_s: float,
 ) -> list[Candidate]:
     """The user's recent timeline and the recent posts of the big accounts they follow.
 
@@ -37,14 +44,20 @@ def gather(
     out: dict[int, Candidate] = {}
     for fut in timeline:
         for row in fut.result():
-            out.setdefault(row.post_id, Candidate(row.post_id, row.author_id, as_utc(row.created_at), "timeline"))
+            out.setdefault(
+                row.post_id,
+                Candidate(row.post_id, row.author_id, as_utc(row.created_at), "timeline"),
+            )
     big = [r.followee_id for r in follows.result() if (r.followee_followers or 0) > pull_threshold]
     pulls = [
         (a, session.execute_async(stmts.author_day, (a, b, cap), timeout=timeout_s))
-        for a in big for b in buckets
+        for a in big
+        for b in buckets
     ]
     for author, fut in pulls:
         for row in fut.result():
-            out.setdefault(row.post_id, Candidate(row.post_id, author, as_utc(row.created_at), "pull"))
+            out.setdefault(
+                row.post_id, Candidate(row.post_id, author, as_utc(row.created_at), "pull")
+            )
     ranked = sorted(out.values(), key=lambda c: (c.created_at, c.post_id), reverse=True)
     return [c for c in ranked if c.created_at <= now][:cap]

@@ -17,12 +17,18 @@ APP_NAME = "feedcast"
 def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
     """Deploy (or redeploy) the feed app to the Ray cluster at ``address``; return its URL."""
     if not ray.is_initialized():
-        ray.init(address=address, namespace="feedcast", log_to_driver=False,
-                 include_dashboard=False if address == "local" else None)
+        ray.init(
+            address=address,
+            namespace="feedcast",
+            log_to_driver=False,
+            include_dashboard=False if address == "local" else None,
+        )
     serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
     serve.run(
         build_app(AppArgs(settings=settings.model_dump(mode="json"))),
-        name=APP_NAME, route_prefix="/", blocking=False,
+        name=APP_NAME,
+        route_prefix="/",
+        blocking=False,
     )
     wait_healthy(settings.serve_url, timeout_s)
     return settings.serve_url

@@ -22,7 +22,9 @@ class RankedItem:
 
 
 def model_inputs(
-    candidates: Sequence[Candidate], features: pd.DataFrame, feature_names: Sequence[str],
+    candidates: Sequence[Candidate],
+    features: pd.DataFrame,
+    feature_names: Sequence[str],
     now: datetime,
 ) -> pd.DataFrame:
     """The booster's input matrix, in its own feature order, for candidates in order."""
@@ -41,7 +43,11 @@ def score(booster: lgb.Booster, x: pd.DataFrame) -> np.ndarray:
 
 
 def assemble(
-    candidates: Sequence[Candidate], scores: np.ndarray, limit: int, *, max_per_author: int = 2,
+    candidates: Sequence[Candidate],
+    scores: np.ndarray,
+    limit: int,
+    *,
+    max_per_author: int = 2,
 ) -> list[RankedItem]:
     """Best-first page with at most ``max_per_author`` posts per author; backfilled if short."""
     order = np.argsort(-scores, kind="stable")

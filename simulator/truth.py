@@ -11,16 +11,14 @@ from numpy.typing import NDArray
 Array = NDArray[np.float64]
 
 RECENCY_PER_H = 0.03  # logit lost per hour of post age
-POSITION_BIAS = 0.5   # examination probability ∝ 1 / (1 + position) ** POSITION_BIAS
+POSITION_BIAS = 0.5  # examination probability ∝ 1 / (1 + position) ** POSITION_BIAS
 
 
 def sigmoid(x: Array) -> Array:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def like_logit(
-    base: float, taste: Array, quality: Array, affinity: Array, age_h: Array
-) -> Array:
+def like_logit(base: float, taste: Array, quality: Array, affinity: Array, age_h: Array) -> Array:
     """Logit of p_like for arrays of (user taste for the post's topic, author quality, ...)."""
     return base + 3.0 * taste + 0.7 * quality + 0.8 * affinity - RECENCY_PER_H * age_h
 

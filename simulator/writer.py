@@ -23,8 +23,13 @@ CHUNK = 5_000
 
 
 def _write(
-    session: Session, stmt: PreparedStatement, rows: Sequence[tuple[Any, ...]], *, desc: str,
-    concurrency: int, progress: bool,
+    session: Session,
+    stmt: PreparedStatement,
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    desc: str,
+    concurrency: int,
+    progress: bool,
 ) -> int:
     with tqdm(total=len(rows), desc=f"cassandra {desc}", unit="row", disable=not progress) as bar:
         for i in range(0, len(rows), CHUNK):
@@ -41,7 +46,9 @@ def _tuples(df: pd.DataFrame, cols: Iterable[str]) -> list[tuple[Any, ...]]:
     for c in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[c]):
             out[c] = pd.Series(
-                list(pd.to_datetime(out[c], utc=True).dt.to_pydatetime()), index=out.index, dtype=object
+                list(pd.to_datetime(out[c], utc=True).dt.to_pydatetime()),
+                index=out.index,
+                dtype=object,
             )
     return list(out.itertuples(index=False, name=None))
 
@@ -69,28 +76,68 @@ def write_cassandra(
     follows = world.follows.assign(followee_followers=world.follows["followee_id"].map(followers))
     inter = world.interactions.assign(day=day_buckets(world.interactions[C.EVENT_TS]))
     counts = {
-        "users": _write(session, s.insert_user, _tuples(
-            world.users, [C.USER_ID, "created_at", "follower_count", "following_count"]),
-            desc="users", **kw),
-        "posts": _write(session, s.insert_post, _tuples(
-            posts, [C.POST_ID, C.AUTHOR_ID, "created_at", "topic", "media_kind", "media_bytes"]),
-            desc="posts", **kw),
+        "users": _write(
+            session,
+            s.insert_user,
+            _tuples(world.users, [C.USER_ID, "created_at", "follower_count", "following_count"]),
+            desc="users",
+            **kw,
+        ),
+        "posts": _write(
+            session,
+            s.insert_post,
+            _tuples(
+                posts, [C.POST_ID, C.AUTHOR_ID, "created_at", "topic", "media_kind", "media_bytes"]
+            ),
+            desc="posts",
+            **kw,
+        ),
     }
-    _write(session, s.insert_post_by_author,
-           _tuples(posts, [C.AUTHOR_ID, "day", "created_at", C.POST_ID]), desc="posts_by_author", **kw)
-    counts["follows"] = _write(session, s.insert_follow, _tuples(
-        follows, [C.USER_ID, "followee_id", "followee_followers"]), desc="follows", **kw)
-    _write(session, s.insert_follower, _tuples(follows, ["followee_id", C.USER_ID]),
-           desc="followers", **kw)
-    counts["timeline"] = _write(session, s.insert_timeline, _tuples(
-        timeline_rows(world, settings.pull_follower_threshold),
-        [C.USER_ID, "day", "created_at", C.POST_ID, C.AUTHOR_ID]), desc="timelines", **kw)
-    counts["interactions"] = _write(session, s.insert_interaction_by_user, _tuples(
-        inter, [C.USER_ID, "day", C.EVENT_TS, "event_id", C.POST_ID, C.AUTHOR_ID, "kind"]),
-        desc="interactions", **kw)
-    _write(session, s.insert_interaction_by_post, _tuples(
-        inter, [C.POST_ID, C.EVENT_TS, "event_id", C.USER_ID, "kind"]),
-        desc="interactions_by_post", **kw)
+    _write(
+        session,
+        s.insert_post_by_author,
+        _tuples(posts, [C.AUTHOR_ID, "day", "created_at", C.POST_ID]),
+        desc="posts_by_author",
+        **kw,
+    )
+    counts["follows"] = _write(
+        session,
+        s.insert_follow,
+        _tuples(follows, [C.USER_ID, "followee_id", "followee_followers"]),
+        desc="follows",
+        **kw,
+    )
+    _write(
+        session,
+        s.insert_follower,
+        _tuples(follows, ["followee_id", C.USER_ID]),
+        desc="followers",
+        **kw,
+    )
+    counts["timeline"] = _write(
+        session,
+        s.insert_timeline,
+        _tuples(
+            timeline_rows(world, settings.pull_follower_threshold),
+            [C.USER_ID, "day", "created_at", C.POST_ID, C.AUTHOR_ID],
+        ),
+        desc="timelines",
+        **kw,
+    )
+    counts["interactions"] = _write(
+        session,
+        s.insert_interaction_by_user,
+        _tuples(inter, [C.USER_ID, "day", C.EVENT_TS, "event_id", C.POST_ID, C.AUTHOR_ID, "kind"]),
+        desc="interactions",
+        **kw,
+    )
+    _write(
+        session,
+        s.insert_interaction_by_post,
+        _tuples(inter, [C.POST_ID, C.EVENT_TS, "event_id", C.USER_ID, "kind"]),
+        desc="interactions_by_post",
+        **kw,
+    )
     return counts
 
 
@@ -102,10 +149,15 @@ def write_parquet(world: World, out: Path) -> Path:
         tmp = out / f".{name}.parquet.tmp"
         frame.to_parquet(tmp, index=False)
         tmp.replace(out / f"{name}.parquet")  # atomic: a crash never leaves half a file
-    (out / "manifest.json").write_text(json.dumps(
-        {"config": json.loads(world.config.model_dump_json()),
-         "rows": {n: len(getattr(world, n)) for n in ("users", "posts", "follows", "impressions")}},
-        indent=2,
-    ))
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {
+                "config": json.loads(world.config.model_dump_json()),
+                "rows": {
+                    n: len(getattr(world, n)) for n in ("users", "posts", "follows", "impressions")
+                },
+            },
+            indent=2,
+        )
+    )
     return out
-

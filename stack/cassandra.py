@@ -22,21 +22,43 @@ HERE = Path(__file__).resolve().parent
 # The module flags Cassandra's own jvm17-server.options sets for JDK 17.
 JDK17_FLAGS = [
     "-Djdk.attach.allowAttachSelf=true",
-    *[f"--add-exports={m}=ALL-UNNAMED" for m in (
-        "java.base/jdk.internal.misc", "java.base/jdk.internal.ref", "java.base/sun.nio.ch",
-        "java.management.rmi/com.sun.jmx.remote.internal.rmi", "java.rmi/sun.rmi.registry",
-        "java.rmi/sun.rmi.server", "java.sql/java.sql", "java.base/java.lang.ref",
-        "jdk.unsupported/sun.misc",
-    )],
-    *[f"--add-opens={m}=ALL-UNNAMED" for m in (
-        "java.base/java.lang.module", "java.base/jdk.internal.loader", "java.base/jdk.internal.ref",
-        "java.base/jdk.internal.reflect", "java.base/jdk.internal.math",
-        "java.base/jdk.internal.module", "java.base/jdk.internal.util.jar",
-        "jdk.management/com.sun.management.internal", "java.base/sun.nio.ch", "java.base/java.io",
-        "java.base/java.nio", "java.base/java.util.concurrent", "java.base/java.util",
-        "java.base/java.util.concurrent.atomic", "java.base/java.lang", "java.base/java.math",
-        "java.base/java.lang.reflect", "java.base/java.net",
-    )],
+    *[
+        f"--add-exports={m}=ALL-UNNAMED"
+        for m in (
+            "java.base/jdk.internal.misc",
+            "java.base/jdk.internal.ref",
+            "java.base/sun.nio.ch",
+            "java.management.rmi/com.sun.jmx.remote.internal.rmi",
+            "java.rmi/sun.rmi.registry",
+            "java.rmi/sun.rmi.server",
+            "java.sql/java.sql",
+            "java.base/java.lang.ref",
+            "jdk.unsupported/sun.misc",
+        )
+    ],
+    *[
+        f"--add-opens={m}=ALL-UNNAMED"
+        for m in (
+            "java.base/java.lang.module",
+            "java.base/jdk.internal.loader",
+            "java.base/jdk.internal.ref",
+            "java.base/jdk.internal.reflect",
+            "java.base/jdk.internal.math",
+            "java.base/jdk.internal.module",
+            "java.base/jdk.internal.util.jar",
+            "jdk.management/com.sun.management.internal",
+            "java.base/sun.nio.ch",
+            "java.base/java.io",
+            "java.base/java.nio",
+            "java.base/java.util.concurrent",
+            "java.base/java.util",
+            "java.base/java.util.concurrent.atomic",
+            "java.base/java.lang",
+            "java.base/java.math",
+            "java.base/java.lang.reflect",
+            "java.base/java.net",
+        )
+    ],
 ]
 
 
@@ -60,9 +82,15 @@ def ensure_installed(settings: Settings) -> Path:
     mvn = _require("mvn", "install Maven (apt-get install maven)")
     lib.mkdir(parents=True, exist_ok=True)
     cmd = [
-        mvn, "-q", "-B", "-f", str(HERE / "cassandra" / "pom.xml"),
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(HERE / "cassandra" / "pom.xml"),
         f"-Dcassandra.version={settings.cassandra_version}",
-        "dependency:copy-dependencies", f"-DoutputDirectory={lib}", "-DincludeScope=runtime",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={lib}",
+        "-DincludeScope=runtime",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0 or not any(lib.glob("cassandra-all-*.jar")):
@@ -79,7 +107,9 @@ def _config(settings: Settings) -> Path:
     for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
         (data / sub).mkdir(parents=True, exist_ok=True)
     text = Template((HERE / "conf" / "cassandra.yaml").read_text()).substitute(
-        DATA=data, LISTEN=settings.cassandra_hosts[0], NATIVE_PORT=settings.cassandra_port,
+        DATA=data,
+        LISTEN=settings.cassandra_hosts[0],
+        NATIVE_PORT=settings.cassandra_port,
         STORAGE_PORT=7000 + (settings.cassandra_port - 9042),
     )
     out = home(settings) / "cassandra.yaml"
@@ -121,18 +151,30 @@ def up(settings: Settings) -> str:
     heap = f"{settings.cassandra_heap_mb}m"
     argv = [
         _require("java", "install JDK 17 (apt-get install openjdk-17-jre-headless)"),
-        f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Xss512k", *JDK17_FLAGS,
-        f"-Dcassandra.config=file://{conf}", f"-Dcassandra.storagedir={home(settings) / 'data'}",
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-Xss512k",
+        *JDK17_FLAGS,
+        f"-Dcassandra.config=file://{conf}",
+        f"-Dcassandra.storagedir={home(settings) / 'data'}",
         f"-Dcassandra.logdir={logdir / 'cassandra'}",
         f"-Dlogback.configurationFile=file://{HERE / 'conf' / 'logback.xml'}",
-        "-Dcassandra-foreground=yes", "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-        "-Dcassandra.ring_delay_ms=0", "-Dcassandra.superuser_setup_delay_ms=0",
-        "-cp", f"{lib}/*", "org.apache.cassandra.service.CassandraDaemon",
+        "-Dcassandra-foreground=yes",
+        "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+        "-Dcassandra.ring_delay_ms=0",
+        "-Dcassandra.superuser_setup_delay_ms=0",
+        "-cp",
+        f"{lib}/*",
+        "org.apache.cassandra.service.CassandraDaemon",
     ]
     pid = proc.start(settings.stack_dir, NAME, argv)
     proc.wait_until(
-        lambda: answers(settings), timeout_s=240, what="Cassandra",
-        log=logdir / f"{NAME}.log", alive=lambda: proc.read_pid(settings.stack_dir, NAME) == pid,
+        lambda: answers(settings),
+        timeout_s=240,
+        what="Cassandra",
+        log=logdir / f"{NAME}.log",
+        alive=lambda: proc.read_pid(settings.stack_dir, NAME) == pid,
     )
     return f"started (pid {pid})"
 

@@ -44,6 +44,12 @@ def down(settings: Settings, report: Callable[[str], None] = print) -> None:
 def status(settings: Settings) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for c in COMPONENTS:
-        out[c.name] = {"pid": proc.read_pid(settings.stack_dir, c.name), "healthy": c.answers(settings)}
-    out["ray"] = {"pid": proc.read_pid(settings.stack_dir, "ray"), "healthy": ray_head.running(settings)}
+        out[c.name] = {
+            "pid": proc.read_pid(settings.stack_dir, c.name),
+            "healthy": c.answers(settings),
+        }
+    out["ray"] = {
+        "pid": proc.read_pid(settings.stack_dir, "ray"),
+        "healthy": ray_head.running(settings),
+    }
     return out

@@ -36,15 +36,26 @@ def up(settings: Settings) -> str:
     data = settings.stack_dir / "mlflow"
     (data / "artifacts").mkdir(parents=True, exist_ok=True)
     argv = [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
-        "--serve-artifacts", "--artifacts-destination", str(data / "artifacts"),
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.mlflow_port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{data / 'mlflow.db'}",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(data / "artifacts"),
     ]
     env = {"MLFLOW_CONFIGURE_LOGGING": "false"}
     pid = proc.start(settings.stack_dir, NAME, argv, env=env, cwd=REPO_ROOT / "mlflow")
     proc.wait_until(
-        lambda: answers(settings), timeout_s=120, what="MLflow server",
+        lambda: answers(settings),
+        timeout_s=120,
+        what="MLflow server",
         log=settings.stack_dir / "logs" / f"{NAME}.log",
         alive=lambda: proc.read_pid(settings.stack_dir, NAME) == pid,
     )

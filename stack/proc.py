@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,16 +47,25 @@ def _alive(pid: int) -> bool:
 
 
 def start(
-    stack_dir: Path, name: str, argv: list[str], *, env: dict[str, str] | None = None,
+    stack_dir: Path,
+    name: str,
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
     cwd: Path | None = None,
 ) -> int:
     """Start ``argv`` in its own session, log to ``<stack_dir>/logs/<name>.log``, record its pid."""
     logs = stack_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 — argv is built by the stack, never from user input
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd,
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
     pid_file(stack_dir, name).write_text(str(proc.pid))
     return proc.pid
@@ -83,10 +93,8 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _group_alive(pgid: int) -> bool:
@@ -106,14 +114,16 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def wait_until(
-    check: Callable[[], bool], *, timeout_s: float, what: str, log: Path | None = None,
+    check: Callable[[], bool],
+    *,
+    timeout_s: float,
+    what: str,
+    log: Path | None = None,
     alive: Callable[[], bool] | None = None,
 ) -> None:
     """Poll ``check`` until it is true; raise StackError naming ``what`` and its log if not."""

@@ -58,15 +58,27 @@ def up(settings: Settings) -> str:
         return "already running"
     tmp = Path("/tmp") / f"ray-feedcast-{settings.ray_port}"
     argv = [
-        str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-        "--node-ip-address", "127.0.0.1", "--port", str(settings.ray_port),
-        "--include-dashboard", "false", "--disable-usage-stats",
-        "--object-store-memory", str(settings.ray_object_store_mb * 1024 * 1024),
-        "--temp-dir", str(tmp),
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(settings.ray_port),
+        "--include-dashboard",
+        "false",
+        "--disable-usage-stats",
+        "--object-store-memory",
+        str(settings.ray_object_store_mb * 1024 * 1024),
+        "--temp-dir",
+        str(tmp),
     ]
     pid = proc.start(settings.stack_dir, NAME, argv, env=env)
     proc.wait_until(
-        lambda: _gcs_up(settings), timeout_s=90, what="Ray head",
+        lambda: _gcs_up(settings),
+        timeout_s=90,
+        what="Ray head",
         log=settings.stack_dir / "logs" / f"{NAME}.log",
         alive=lambda: proc.read_pid(settings.stack_dir, NAME) == pid,
     )

@@ -16,8 +16,10 @@ NAME = "redis"
 
 def answers(settings: Settings) -> bool:
     client = redis.Redis(
-        host=settings.redis_host, port=settings.redis_port,
-        socket_timeout=settings.redis_timeout_s, socket_connect_timeout=settings.redis_timeout_s,
+        host=settings.redis_host,
+        port=settings.redis_port,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
     )
     try:
         return bool(client.ping())
@@ -32,7 +34,10 @@ def ensure_installed() -> str:
     if path:
         return path
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
+        for cmd in (
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "redis-server"],
+        ):
             subprocess.run(cmd, capture_output=True, timeout=600, check=False)
         path = shutil.which("redis-server")
     if not path:
@@ -49,13 +54,27 @@ def up(settings: Settings) -> str:
     data = settings.stack_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
-        binary, "--bind", settings.redis_host, "--port", str(settings.redis_port),
-        "--dir", str(data), "--daemonize", "no", "--protected-mode", "yes",
-        "--save", "300 1", "--appendonly", "no",
+        binary,
+        "--bind",
+        settings.redis_host,
+        "--port",
+        str(settings.redis_port),
+        "--dir",
+        str(data),
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--save",
+        "300 1",
+        "--appendonly",
+        "no",
     ]
     pid = proc.start(settings.stack_dir, NAME, argv)
     proc.wait_until(
-        lambda: answers(settings), timeout_s=30, what="Redis",
+        lambda: answers(settings),
+        timeout_s=30,
+        what="Redis",
         log=settings.stack_dir / "logs" / f"{NAME}.log",
         alive=lambda: proc.read_pid(settings.stack_dir, NAME) == pid,
     )

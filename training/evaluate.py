@@ -18,7 +18,9 @@ def ndcg_at_k(gains: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
     return dcg / ideal if ideal > 0 else 0.0
 
 
-def mean_ndcg(frame: pd.DataFrame, score_col: str, gain_col: str = "oracle_utility", k: int = 10) -> float:
+def mean_ndcg(
+    frame: pd.DataFrame, score_col: str, gain_col: str = "oracle_utility", k: int = 10
+) -> float:
     """Mean NDCG@k over requests (each logged page re-ranked by ``score_col``)."""
     values = [
         ndcg_at_k(g[gain_col].to_numpy(np.float64), g[score_col].to_numpy(np.float64), k)
@@ -42,9 +44,12 @@ def evaluate(holdout: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
         "ndcg10_oracle": mean_ndcg(df, "score_oracle"),
         "ndcg10_labels_model": mean_ndcg(df, "score_model", gain_col=C.LABEL),
         "ndcg10_labels_chrono": mean_ndcg(df, "score_chrono", gain_col=C.LABEL),
-        "auc_like": float(roc_auc_score(liked, scores)) if 0 < liked.sum() < len(liked) else float("nan"),
+        "auc_like": float(roc_auc_score(liked, scores))
+        if 0 < liked.sum() < len(liked)
+        else float("nan"),
         "auc_like_oracle": float(roc_auc_score(liked, df["oracle_p_like"]))
-        if 0 < liked.sum() < len(liked) else float("nan"),
+        if 0 < liked.sum() < len(liked)
+        else float("nan"),
         "holdout_rows": float(len(df)),
         "holdout_requests": float(df[C.REQUEST_ID].nunique()),
     }

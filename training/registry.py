@@ -15,8 +15,11 @@ from mlflow.models import infer_signature
 from core.settings import Settings
 
 # What serving needs to load the model; inferring it costs seconds and can pick up the world.
-PIP_REQUIREMENTS = [f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}",
-                    f"pandas=={pd.__version__}"]
+PIP_REQUIREMENTS = [
+    f"lightgbm=={lgb.__version__}",
+    f"numpy=={np.__version__}",
+    f"pandas=={pd.__version__}",
+]
 
 
 def configure(settings: Settings) -> MlflowClient:
@@ -37,7 +40,11 @@ class Registered:
 
 
 def log_and_register(
-    booster: lgb.Booster, example: pd.DataFrame, settings: Settings, *, alias: str | None,
+    booster: lgb.Booster,
+    example: pd.DataFrame,
+    settings: Settings,
+    *,
+    alias: str | None,
 ) -> Registered:
     """Log ``booster`` (LightGBM text format, no pickle) in the active run and register it."""
     run = mlflow.active_run()
@@ -45,15 +52,20 @@ def log_and_register(
         raise RuntimeError("log_and_register needs an active MLflow run")
     signature = infer_signature(example, booster.predict(example))
     info = mlflow.lightgbm.log_model(
-        booster, name="model", signature=signature, input_example=example.head(3),
-        pip_requirements=PIP_REQUIREMENTS, registered_model_name=settings.model_name,
+        booster,
+        name="model",
+        signature=signature,
+        input_example=example.head(3),
+        pip_requirements=PIP_REQUIREMENTS,
+        registered_model_name=settings.model_name,
     )
     version = str(info.registered_model_version)
     client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
     if alias:
         client.set_registered_model_alias(settings.model_name, alias, version)
-    return Registered(settings.model_name, version, run.info.run_id,
-                      f"models:/{settings.model_name}/{version}")
+    return Registered(
+        settings.model_name, version, run.info.run_id, f"models:/{settings.model_name}/{version}"
+    )
 
 
 def resolve_alias(client: MlflowClient, name: str, alias: str) -> str:

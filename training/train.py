@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import mlflow
+import numpy as np
 
 from core.settings import Settings
 from training import evaluate, ranker, registry
@@ -20,8 +21,11 @@ class TrainResult:
 
 
 def train_and_register(
-    settings: Settings, params: ranker.RankerParams | None = None, *,
-    holdout_days: float = 1.0, alias: str | None = "champion",
+    settings: Settings,
+    params: ranker.RankerParams | None = None,
+    *,
+    holdout_days: float = 1.0,
+    alias: str | None = "champion",
 ) -> TrainResult:
     params = params or ranker.RankerParams()
     registry.configure(settings)
@@ -35,12 +39,18 @@ def train_and_register(
     mlflow.set_experiment(settings.experiment)
     with mlflow.start_run(run_name="ranker-lightgbm") as run:
         mlflow.log_params({k: v for k, v in asdict(params).items() if k != "extra"})
-        mlflow.log_params({
-            "train_rows": len(split.train), "holdout_rows": len(split.holdout),
-            "holdout_cutoff": split.cutoff.isoformat(), "feature_service": "feed_ranker_v1",
-        })
+        mlflow.log_params(
+            {
+                "train_rows": len(split.train),
+                "holdout_rows": len(split.holdout),
+                "holdout_cutoff": split.cutoff.isoformat(),
+                "feature_service": "feed_ranker_v1",
+            }
+        )
         booster = ranker.train(split.train, params)
-        scores = booster.predict(ranker.features_matrix(split.holdout, serving_like=True))
+        scores = np.asarray(
+            booster.predict(ranker.features_matrix(split.holdout, serving_like=True))
+        )
         metrics = evaluate.evaluate(split.holdout, scores)
         mlflow.log_metrics(metrics)
         example = ranker.features_matrix(split.holdout.head(50), serving_like=True)

@@ -51,14 +51,22 @@ def test_served_pages_are_logged_as_impressions(service, settings, world):
         rows: list = []
         while time.monotonic() < deadline and len(rows) < len(body["items"]):
             today = day_bucket(datetime.now(UTC))
-            rows = [r for day in (today - 1, today) for r in session.execute(
-                "SELECT request_id, position, post_id, model_version FROM impressions_by_user "
-                "WHERE user_id = %s AND day = %s", (user, day)) if r.request_id == body["request_id"]]
+            rows = [
+                r
+                for day in (today - 1, today)
+                for r in session.execute(
+                    "SELECT request_id, position, post_id, model_version FROM impressions_by_user "
+                    "WHERE user_id = %s AND day = %s",
+                    (user, day),
+                )
+                if r.request_id == body["request_id"]
+            ]
             time.sleep(0.2)
     finally:
         cluster.shutdown()
     assert sorted((r.position, r.post_id) for r in rows) == [
-        (i, item["post_id"]) for i, item in enumerate(body["items"])]
+        (i, item["post_id"]) for i, item in enumerate(body["items"])
+    ]
     assert {r.model_version for r in rows} == {body["model_version"]}
 
 

@@ -30,9 +30,12 @@ def test_timelines_fan_out_small_authors_and_leave_big_ones_to_pull(world, sessi
     user = int(expected[C.USER_ID].value_counts().index[0])
     rows = []
     for day in expected.loc[expected[C.USER_ID] == user, "day"].unique():
-        rows += list(session.execute(
-            "SELECT post_id, author_id FROM timeline_by_user WHERE user_id=%s AND day=%s",
-            (user, int(day))))
+        rows += list(
+            session.execute(
+                "SELECT post_id, author_id FROM timeline_by_user WHERE user_id=%s AND day=%s",
+                (user, int(day)),
+            )
+        )
     assert {r.post_id for r in rows} == set(expected.loc[expected[C.USER_ID] == user, C.POST_ID])
     followers = world.users.set_index(C.USER_ID)["follower_count"]
     assert all(followers[r.author_id] <= settings.pull_follower_threshold for r in rows)
@@ -50,8 +53,12 @@ def test_online_features_equal_the_latest_snapshot(trained, settings, world):
     from features.store import online_features, open_store, tables_dir
 
     posts = world.posts.tail(5)
-    got = online_features(open_store(settings), int(world.users[C.USER_ID].iloc[0]),
-                          posts[C.POST_ID].tolist(), posts[C.AUTHOR_ID].tolist())
+    got = online_features(
+        open_store(settings),
+        int(world.users[C.USER_ID].iloc[0]),
+        posts[C.POST_ID].tolist(),
+        posts[C.AUTHOR_ID].tolist(),
+    )
     table = pd.read_parquet(tables_dir(settings) / "post_stats.parquet")
     latest = table.sort_values(C.EVENT_TS).groupby(C.POST_ID).tail(1).set_index(C.POST_ID)
     for _, row in got.iterrows():
@@ -69,4 +76,7 @@ def test_training_rows_see_only_the_past(trained, settings):
     table = pd.read_parquet(tables_dir(settings) / "user_stats.parquet")
     for _, row in frame.head(40).iterrows():
         snaps = table[(table[C.USER_ID] == row[C.USER_ID]) & (table[C.EVENT_TS] <= row[C.EVENT_TS])]
-        assert row["user_impressions_7d"] == snaps.sort_values(C.EVENT_TS).iloc[-1]["user_impressions_7d"]
+        assert (
+            row["user_impressions_7d"]
+            == snaps.sort_values(C.EVENT_TS).iloc[-1]["user_impressions_7d"]
+        )

@@ -30,8 +30,9 @@ def test_an_impression_after_the_snapshot_never_reaches_it(world):
     before = batch.post_stats(imp, world.posts, times)
     # Plant a burst of likes one millisecond after the snapshot on a live post.
     live = world.posts[world.posts["created_at"] < t][C.POST_ID].iloc[0]
-    planted = imp.head(50).assign(**{C.POST_ID: live, C.EVENT_TS: t + pd.Timedelta(milliseconds=1),
-                                     C.LIKE: True})
+    planted = imp.head(50).assign(
+        **{C.POST_ID: live, C.EVENT_TS: t + pd.Timedelta(milliseconds=1), C.LIKE: True}
+    )
     after = batch.post_stats(pd.concat([imp, planted]), world.posts, times)
     pd.testing.assert_frame_equal(before, after)
     # ...while the same burst one millisecond before the snapshot does change it.

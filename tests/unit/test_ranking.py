@@ -12,7 +12,9 @@ NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 
 
 def cands(authors):
-    return [Candidate(i + 1, a, NOW - timedelta(hours=i), "timeline") for i, a in enumerate(authors)]
+    return [
+        Candidate(i + 1, a, NOW - timedelta(hours=i), "timeline") for i, a in enumerate(authors)
+    ]
 
 
 def test_page_is_best_first_and_limited():
@@ -46,6 +48,11 @@ def test_ndcg_is_one_for_the_ideal_order_and_lower_otherwise():
 
 
 def test_mean_ndcg_groups_by_request():
-    df = pd.DataFrame({"request_id": [1, 1, 2, 2], "oracle_utility": [1.0, 0.0, 0.0, 1.0],
-                       "s": [1.0, 0.0, 1.0, 0.0]})
+    df = pd.DataFrame(
+        {
+            "request_id": [1, 1, 2, 2],
+            "oracle_utility": [1.0, 0.0, 0.0, 1.0],
+            "s": [1.0, 0.0, 1.0, 0.0],
+        }
+    )
     assert mean_ndcg(df, "s") == pytest.approx((1.0 + 1 / np.log2(3)) / 2)

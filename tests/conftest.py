@@ -26,9 +26,13 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from stack import local
 
     s = Settings(
-        env="test", cassandra_keyspace=f"feedcast_test_{run_id}", feast_project=f"test_{run_id}",
-        model_name=f"feed_ranker_test_{run_id}", experiment=f"feedcast-test-{run_id}",
-        data_dir=tmp_path_factory.mktemp("data"), serve_port=TEST_SERVE_PORT,
+        env="test",
+        cassandra_keyspace=f"feedcast_test_{run_id}",
+        feast_project=f"test_{run_id}",
+        model_name=f"feed_ranker_test_{run_id}",
+        experiment=f"feedcast-test-{run_id}",
+        data_dir=tmp_path_factory.mktemp("data"),
+        serve_port=TEST_SERVE_PORT,
     )
     # Idempotent: `make test` has already started the stack; a bare `pytest` starts it here.
     local.up(s, report=lambda _: None)
