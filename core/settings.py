@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FEEDCAST_", extra="ignore")
 
     env: Literal["development", "test", "production"] = Field(
-        "development", description="Deployment environment; production refuses dev defaults."
+        "development",
+        description="Deployment environment; production refuses single-replica Cassandra.",
     )
     home: Path = Field(
         REPO_ROOT / ".feedcast",
@@ -93,6 +94,15 @@ class Settings(BaseSettings):
         if isinstance(v, str) and not v.startswith("["):
             return [h.strip() for h in v.split(",") if h.strip()]
         return v
+
+    @model_validator(mode="after")
+    def _production_is_replicated(self) -> Settings:
+        if self.env == "production":
+            if self.cassandra_replication_factor < 3:
+                raise ValueError("production needs FEEDCAST_CASSANDRA_REPLICATION_FACTOR >= 3")
+            if self.cassandra_write_consistency in ("ONE", "LOCAL_ONE"):
+                raise ValueError("production needs a quorum FEEDCAST_CASSANDRA_WRITE_CONSISTENCY")
+        return self
 
     @property
     def redis_url(self) -> str:

@@ -206,6 +206,16 @@ def feed(
     console.print(feed_table(r.json()))
 
 
+@app.command("config")
+def config() -> None:
+    """Every setting: its environment variable, effective value and meaning."""
+    s = settings()
+    table = Table("variable", "value", "meaning")
+    for name, field in Settings.model_fields.items():
+        table.add_row(f"FEEDCAST_{name.upper()}", str(getattr(s, name)), field.description or "")
+    console.print(table)
+
+
 @app.command("demo")
 def demo(
     users: Annotated[int, typer.Option(min=20, help="Users in the demo world.")] = 2000,

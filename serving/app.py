@@ -77,12 +77,15 @@ class FeedService:
         self,
         user_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The reader.")],
         response: Response,
-        limit: Annotated[int, Query(ge=1, le=100, description="Items on the page.")] = 20,
+        limit: Annotated[
+            int | None, Query(ge=1, le=100, description="Items on the page (default: settings).")
+        ] = None,
     ) -> FeedPage:
         from features.store import FEATURE_COLUMNS, online_features
         from serving import candidates, ranking
 
         started = time.perf_counter()
+        limit = limit or self.settings.feed_default_limit
         request_id = uuid.uuid4().hex
         timeout = self.settings.cassandra_request_timeout_s
         if self.session.execute(self.stmts.get_user, (user_id,), timeout=timeout).one() is None:

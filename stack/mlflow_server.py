@@ -26,6 +26,18 @@ def answers(settings: Settings) -> bool:
         return False
 
 
+def argv(settings: Settings) -> list[str]:
+    """The tracking server's command line: loopback only, sqlite, artifacts under the stack."""
+    data = settings.stack_dir / "mlflow"
+    (data / "artifacts").mkdir(parents=True, exist_ok=True)
+    return [
+        str(Path(sys.executable).parent / "mlflow"), "server",
+        "--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
+        "--serve-artifacts", "--artifacts-destination", str(data / "artifacts"),
+    ]  # fmt: skip
+
+
 def up(settings: Settings) -> str:
     if not settings.mlflow_tracking_uri.startswith("http"):
         return f"not needed (tracking URI {settings.mlflow_tracking_uri})"
@@ -33,25 +45,8 @@ def up(settings: Settings) -> str:
         return "already running"
     if answers(settings):
         return f"reusing the server at {settings.mlflow_tracking_uri}"
-    data = settings.stack_dir / "mlflow"
-    (data / "artifacts").mkdir(parents=True, exist_ok=True)
-    argv = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(settings.mlflow_port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{data / 'mlflow.db'}",
-        "--serve-artifacts",
-        "--artifacts-destination",
-        str(data / "artifacts"),
-    ]
     env = {"MLFLOW_CONFIGURE_LOGGING": "false"}
-    pid = proc.start(settings.stack_dir, NAME, argv, env=env, cwd=REPO_ROOT / "mlflow")
+    pid = proc.start(settings.stack_dir, NAME, argv(settings), env=env, cwd=REPO_ROOT / "mlflow")
     proc.wait_until(
         lambda: answers(settings),
         timeout_s=120,
@@ -64,3 +59,14 @@ def up(settings: Settings) -> str:
 
 def down(settings: Settings) -> bool:
     return proc.stop(settings.stack_dir, NAME)
+
+
+def main() -> None:  # pragma: no cover — mlflow/start.sh: the server in the foreground
+    import os
+
+    cmd = argv(Settings())
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -25,3 +25,18 @@ def test_migrations_are_numbered_and_idempotent_statements():
     for _, _, statements in found:
         assert statements
         assert all("IF NOT EXISTS" in s for s in statements)
+
+
+def test_production_refuses_an_unreplicated_keyspace():
+    with pytest.raises(ValidationError, match="REPLICATION_FACTOR"):
+        Settings(env="production")
+    ok = Settings(env="production", cassandra_replication_factor=3)
+    assert ok.cassandra_write_consistency == "LOCAL_QUORUM"
+
+
+def test_readme_documents_every_setting():
+    from core.settings import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"FEEDCAST_{n.upper()}" not in readme]
+    assert not missing, f"README lacks {missing}"
