@@ -46,6 +46,12 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+# Variables that belong to this process's lifetime and must not leak into long-lived children:
+# importing feast points prometheus_client at a temp folder it deletes when this process exits,
+# and a Ray head inheriting it would start replicas that fail on the missing folder.
+_TRANSIENT_ENV = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+
+
 def start(
     stack_dir: Path,
     name: str,
@@ -57,6 +63,8 @@ def start(
     """Start ``argv`` in its own session, log to ``<stack_dir>/logs/<name>.log``, record its pid."""
     logs = stack_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    child_env = {k: v for k, v in os.environ.items() if k not in _TRANSIENT_ENV}
+    child_env.update(env or {})
     with open(logs / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(
             argv,
@@ -64,7 +72,7 @@ def start(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env=child_env,
             cwd=cwd,
         )
     pid_file(stack_dir, name).write_text(str(proc.pid))

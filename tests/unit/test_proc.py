@@ -25,3 +25,20 @@ def test_wait_until_names_the_component_and_shows_its_log(tmp_path):
     with pytest.raises(proc.StackError, match="widget did not become healthy") as err:
         proc.wait_until(lambda: False, timeout_s=0.5, what="widget", log=log)
     assert "port in use" in str(err.value)
+
+
+def test_children_do_not_inherit_this_process_s_prometheus_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp/gone-when-we-exit")
+    out = tmp_path / "env.txt"
+    code = (
+        f"import os; open({str(out)!r}, 'w').write(os.environ.get('PROMETHEUS_MULTIPROC_DIR', ''))"
+    )
+    proc.start(tmp_path, "envdump", [sys.executable, "-c", code], env={"X": "1"})
+    import time
+
+    deadline = time.monotonic() + 10
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)
+    assert out.read_text() == ""
+    proc.stop(tmp_path, "envdump", grace_s=1)
