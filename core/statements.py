@@ -29,6 +29,7 @@ _WRITES = {
 }
 
 _READS = {
+    "any_user": "SELECT user_id FROM users_by_id LIMIT 1",
     "get_user": "SELECT user_id, follower_count, following_count FROM users_by_id "
     "WHERE user_id = ?",
     "timeline_day": "SELECT post_id, author_id, created_at FROM timeline_by_user "

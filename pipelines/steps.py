@@ -7,6 +7,7 @@ from datetime import datetime
 
 from core.db import connect
 from core.settings import Settings
+from core.statements import Statements
 from simulator import writer
 from simulator.config import WorldConfig
 from simulator.world import World, generate
@@ -59,7 +60,7 @@ def generate_world(
     try:
         if (
             session is not None
-            and session.execute("SELECT user_id FROM users_by_id LIMIT 1").one() is not None
+            and session.execute(Statements(session, settings).any_user).one() is not None
         ):
             if not replace:
                 raise WorldExistsError(
