@@ -3,6 +3,7 @@
 USER_ID = "user_id"
 POST_ID = "post_id"
 AUTHOR_ID = "author_id"
+TOPIC = "topic"
 EVENT_TS = "event_timestamp"
 CREATED_TS = "created_timestamp"
 REQUEST_ID = "request_id"

@@ -11,103 +11,133 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
-from feast.types import Float64, Int64
+import pandas as pd
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    RequestSource,
+    ValueType,
+)
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Float64
 
 from core import constants as C
+from features.request import REQUEST_EPOCH
 
-TTL = timedelta(days=2)  # snapshots come every 6 h; older than this means the pipeline stalled
+DENSE_TTL = timedelta(days=1)  # hourly rows: older than this means the pipeline stalled
+PAIR_TTL = timedelta(days=90)  # cumulative pair counts change only with activity
 
-user = Entity(
-    name="user", join_keys=[C.USER_ID], value_type=ValueType.INT64, description="A feed reader."
-)
-post = Entity(
-    name="post",
-    join_keys=[C.POST_ID],
-    value_type=ValueType.INT64,
-    description="A photo or video post.",
-)
-author = Entity(
-    name="author",
-    join_keys=[C.AUTHOR_ID],
-    value_type=ValueType.INT64,
-    description="A user who posts.",
-)
+user = Entity(name="user", join_keys=[C.USER_ID], value_type=ValueType.INT64,
+              description="A feed reader.")  # fmt: skip
+post = Entity(name="post", join_keys=[C.POST_ID], value_type=ValueType.INT64,
+              description="A photo or video post.")  # fmt: skip
+author = Entity(name="author", join_keys=[C.AUTHOR_ID], value_type=ValueType.INT64,
+                description="A user who posts.")  # fmt: skip
+topic = Entity(name="topic", join_keys=[C.TOPIC], value_type=ValueType.INT64,
+               description="A content topic (post metadata).")  # fmt: skip
 
-FEATURE_SERVICE = "feed_ranker_v1"
+request_source = RequestSource(
+    name="request_context", schema=[Field(name=REQUEST_EPOCH, dtype=Float64)],
+    description="When the feed was requested (Unix seconds).",
+)  # fmt: skip
+
+USER_FIELDS = (
+    "user_impressions_1h", "user_likes_1h", "user_impressions_1d", "user_likes_1d",
+    "user_like_rate_1d", "user_impressions_7d", "user_likes_7d", "user_like_rate_7d",
+    "user_engage_rate_7d", "user_dwell_mean_7d", "user_following",
+)  # fmt: skip
+POST_FIELDS = (
+    "post_impressions", "post_likes", "post_like_rate", "post_engage_rate", "post_impressions_1h",
+    "post_likes_1h", "post_likes_6h", "post_topic", "post_is_video", "post_media_kb",
+    "post_created_epoch_s",
+)  # fmt: skip
+AUTHOR_FIELDS = (
+    "author_followers", "author_posts_7d", "author_impressions_7d", "author_like_rate_7d",
+    "author_save_rate_7d",
+)  # fmt: skip
+USER_TOPIC_FIELDS = ("user_topic_impressions", "user_topic_likes", "user_topic_like_rate",
+                     "user_topic_engagements")  # fmt: skip
+USER_AUTHOR_FIELDS = ("user_author_impressions", "user_author_likes", "user_author_like_rate",
+                      "user_author_engagements")  # fmt: skip
+REQUEST_FIELDS = ("post_age_h", "hour_of_day", "day_of_week")
+
+FEATURE_SERVICE_V1 = "feed_ranker_v1"
+FEATURE_SERVICE = "feed_ranker_v2"
+
+
+def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
+    """The on-demand transformation: the same function serving calls (features.request).
+
+    Feast ships this function as source text, so it imports what it uses inside its body.
+    """
+    from features.request import REQUEST_EPOCH, request_time_features
+
+    return request_time_features(inputs[REQUEST_EPOCH], inputs["post_created_epoch_s"])
 
 
 @dataclass(frozen=True)
 class Definitions:
-    user_stats: FeatureView
-    post_stats: FeatureView
-    author_stats: FeatureView
-    feed_ranker_v1: FeatureService
+    views: dict[str, FeatureView]
+    on_demand: Any  # OnDemandFeatureView
+    services: dict[str, FeatureService]
 
     def objects(self) -> list[Any]:
-        return [
-            user,
-            post,
-            author,
-            self.user_stats,
-            self.post_stats,
-            self.author_stats,
-            self.feed_ranker_v1,
-        ]
+        return [user, post, author, topic, request_source, *self.views.values(), self.on_demand,
+                *self.services.values()]  # fmt: skip
 
 
-def _source(tables: Path, name: str) -> FileSource:
-    return FileSource(
-        name=f"{name}_source",
-        path=str(tables / f"{name}.parquet"),
-        timestamp_field=C.EVENT_TS,
-        created_timestamp_column=C.CREATED_TS,
-    )
+def _view(tables: Path, name: str, entities: list[Entity], fields: tuple[str, ...],
+          ttl: timedelta, description: str) -> FeatureView:  # fmt: skip
+    source = FileSource(
+        name=f"{name}_source", path=str(tables / f"{name}.parquet"),
+        timestamp_field=C.EVENT_TS, created_timestamp_column=C.CREATED_TS,
+    )  # fmt: skip
+    return FeatureView(
+        name=name, entities=entities, ttl=ttl, source=source,
+        schema=[Field(name=f, dtype=Float64) for f in fields], description=description,
+    )  # fmt: skip
 
 
 def build(tables: Path) -> Definitions:
     """Feast objects reading the feature tables in ``tables`` (see features.batch)."""
-    user_stats = FeatureView(
-        name="user_stats",
-        entities=[user],
-        ttl=TTL,
-        source=_source(tables, "user_stats"),
-        schema=[
-            Field(name="user_impressions_7d", dtype=Int64),
-            Field(name="user_likes_7d", dtype=Int64),
-            Field(name="user_like_rate_7d", dtype=Float64),
-            Field(name="user_following", dtype=Int64),
-        ],
-        description="What the user saw and liked over the last 7 days.",
-    )
-    post_stats = FeatureView(
-        name="post_stats",
-        entities=[post],
-        ttl=TTL,
-        source=_source(tables, "post_stats"),
-        schema=[
-            Field(name="post_impressions", dtype=Int64),
-            Field(name="post_likes", dtype=Int64),
-            Field(name="post_like_rate", dtype=Float64),
-            Field(name="post_topic", dtype=Int64),
-        ],
-        description="Lifetime engagement of the post so far.",
-    )
-    author_stats = FeatureView(
-        name="author_stats",
-        entities=[author],
-        ttl=TTL,
-        source=_source(tables, "author_stats"),
-        schema=[
-            Field(name="author_followers", dtype=Int64),
-            Field(name="author_posts_7d", dtype=Int64),
-            Field(name="author_like_rate_7d", dtype=Float64),
-        ],
-        description="The author's reach and recent engagement.",
-    )
-    service = FeatureService(
-        name=FEATURE_SERVICE,
-        features=[user_stats, post_stats, author_stats],
-        description="Features of the v1 LightGBM ranker.",
-    )
-    return Definitions(user_stats, post_stats, author_stats, service)
+    views = {
+        "user_stats": _view(tables, "user_stats", [user], USER_FIELDS, DENSE_TTL,
+                            "What the user saw and did over the last hour, day and week."),
+        "post_stats": _view(tables, "post_stats", [post], POST_FIELDS, DENSE_TTL,
+                            "The post's metadata, engagement so far and recent velocity."),
+        "author_stats": _view(tables, "author_stats", [author], AUTHOR_FIELDS, DENSE_TTL,
+                              "The author's reach and recent engagement (quality signals)."),
+        "user_topic_stats": _view(tables, "user_topic_stats", [user, topic], USER_TOPIC_FIELDS,
+                                  PAIR_TTL, "The user's past engagement with the post's topic."),
+        "user_author_stats": _view(tables, "user_author_stats", [user, author],
+                                   USER_AUTHOR_FIELDS, PAIR_TTL,
+                                   "The user's past engagement with the author (affinity)."),
+    }  # fmt: skip
+    odfv = on_demand_feature_view(
+        sources=[views["post_stats"], request_source],
+        schema=[Field(name=f, dtype=Float64) for f in REQUEST_FIELDS],
+        mode="pandas",
+        description="Request-time features: post age at request, hour of day, day of week.",
+    )(request_features)
+    services = {
+        FEATURE_SERVICE_V1: FeatureService(
+            name=FEATURE_SERVICE_V1,
+            features=[
+                views["user_stats"][["user_impressions_7d", "user_likes_7d", "user_like_rate_7d",
+                                     "user_following"]],
+                views["post_stats"][["post_impressions", "post_likes", "post_like_rate",
+                                     "post_topic"]],
+                views["author_stats"][["author_followers", "author_posts_7d",
+                                       "author_like_rate_7d"]],
+            ],
+            description="The v1 ranker's features.",
+        ),
+        FEATURE_SERVICE: FeatureService(
+            name=FEATURE_SERVICE, features=[*views.values(), odfv],
+            description="Every feature of the v2 rankers (light and heavy).",
+        ),
+    }  # fmt: skip
+    return Definitions(views, odfv, services)

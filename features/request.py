@@ -1,25 +1,20 @@
-"""Request-time features, computed the same way in training and in serving."""
+"""Request-time features, computed by the same function in Feast, training and serving."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+REQUEST_EPOCH = "request_epoch_s"
 
-def request_features(
-    request_ts: pd.Series | pd.Timestamp, created_at: pd.Series, position: pd.Series | np.ndarray
-) -> pd.DataFrame:
-    """``post_age_h`` at request time and ``position_hint`` (the slot the logged page had).
 
-    At serving time every candidate gets ``position_hint = 0``: we rank as if each item were
-    shown first, which removes the logging policy's position bias from the comparison.
-    """
-    created = pd.to_datetime(created_at, utc=True)
-    req = pd.to_datetime(request_ts, utc=True)
-    age_h = (req - created).dt.total_seconds() / 3600.0
-    return pd.DataFrame(
-        {
-            "post_age_h": np.clip(np.asarray(age_h, dtype=np.float64), 0.0, None),
-            "position_hint": np.asarray(position, dtype=np.float64),
-        }
-    )
+def request_time_features(request_epoch_s: pd.Series, created_epoch_s: pd.Series) -> pd.DataFrame:
+    """``post_age_h`` at request time, UTC ``hour_of_day`` and ``day_of_week`` (Monday = 0)."""
+    req = np.asarray(request_epoch_s, dtype=np.float64)
+    created = np.asarray(created_epoch_s, dtype=np.float64)
+    days = np.floor(req / 86_400.0)
+    return pd.DataFrame({
+        "post_age_h": np.clip((req - created) / 3600.0, 0.0, None),
+        "hour_of_day": np.floor((req - days * 86_400.0) / 3600.0),
+        "day_of_week": np.mod(days + 3, 7),  # 1970-01-01 was a Thursday
+    })  # fmt: skip

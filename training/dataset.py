@@ -10,10 +10,12 @@ import pandas as pd
 from core import constants as C
 from core.settings import Settings
 from features import definitions
-from features.request import request_features
+from features.request import REQUEST_EPOCH
+from features.pit import Engine, historical_features
 from features.store import FEATURE_COLUMNS, open_store
 
-MODEL_FEATURES = (*FEATURE_COLUMNS, *C.REQUEST_FEATURES)
+# post_created_epoch_s only feeds post_age_h; an absolute time is no signal for a ranker.
+MODEL_FEATURES = tuple(f for f in FEATURE_COLUMNS if f != "post_created_epoch_s")
 
 
 @dataclass(frozen=True)
@@ -23,27 +25,33 @@ class Split:
     cutoff: pd.Timestamp
 
 
+def entity_frame(rows: pd.DataFrame, posts: pd.DataFrame) -> pd.DataFrame:
+    """Rows with user, post, event time → the entity frame Feast joins on (adds topic, author)."""
+    meta = posts[[C.POST_ID, C.AUTHOR_ID, "topic"]].rename(columns={"topic": C.TOPIC})
+    out = rows.drop(columns=[C.AUTHOR_ID, C.TOPIC], errors="ignore").merge(meta, on=C.POST_ID)
+    out[REQUEST_EPOCH] = pd.to_datetime(out[C.EVENT_TS], utc=True).astype("int64") / 1e9
+    return out
+
+
+def point_in_time(
+    settings: Settings, rows: pd.DataFrame, *, service: str = definitions.FEATURE_SERVICE,
+    engine: Engine = "pandas",
+) -> pd.DataFrame:
+    """``rows`` (user_id, post_id, event_timestamp, ...) with every feature as of its own time."""
+    posts = pd.read_parquet(settings.world_dir / "posts.parquet")
+    joined = historical_features(open_store(settings), entity_frame(rows, posts), service, engine)
+    for col in MODEL_FEATURES:
+        if col in joined:
+            joined[col] = joined[col].astype(np.float64)
+    return joined
+
+
 def training_frame(settings: Settings, impressions: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Impressions with every model feature as of the impression's own time (no leakage)."""
+    """Logged impressions with their features (no leakage), ordered by request and position."""
     if impressions is None:
         impressions = pd.read_parquet(settings.world_dir / "impressions.parquet")
-    posts = pd.read_parquet(settings.world_dir / "posts.parquet")[[C.POST_ID, "created_at"]]
-    store = open_store(settings)
-    service = store.get_feature_service(definitions.FEATURE_SERVICE)
-    entity_df = impressions.drop(columns=["created_at"], errors="ignore")
-    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-    if len(joined) != len(entity_df):
-        # Feast's file store collapses entity rows sharing (join key, timestamp); ours are unique.
-        raise ValueError(
-            f"point-in-time join returned {len(joined)} rows for {len(entity_df)} impressions: "
-            "impression timestamps must be unique per user and per post"
-        )
-    joined = joined.merge(posts, on=C.POST_ID, how="left")
-    req = request_features(joined[C.EVENT_TS], joined["created_at"], joined[C.POSITION])
-    joined = pd.concat([joined.reset_index(drop=True), req.reset_index(drop=True)], axis=1)
+    joined = point_in_time(settings, impressions)
     joined = joined.sort_values([C.EVENT_TS, C.REQUEST_ID, C.POSITION], kind="stable")
-    for col in MODEL_FEATURES:
-        joined[col] = joined[col].astype(np.float64)
     return joined.reset_index(drop=True)
 
 
