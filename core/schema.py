@@ -6,6 +6,9 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cassandra import InvalidRequest
+from cassandra.cluster import Session
+
 from core.db import connect
 from core.settings import Settings
 
@@ -24,6 +27,17 @@ def migrations() -> list[tuple[int, str, list[str]]]:
         statements = [s.strip() for s in body.split(";") if s.strip()]
         out.append((version, path.stem[4:], statements))
     return out
+
+
+def _execute_idempotent(session: Session, stmt: str) -> None:
+    """CREATE ... IF NOT EXISTS is idempotent by itself; ALTER ... ADD of a column that a crashed
+    earlier run already added is treated as done."""
+    try:
+        session.execute(stmt, timeout=30)
+    except InvalidRequest as exc:
+        if stmt.upper().startswith("ALTER TABLE") and "conflicts with an existing column" in str(exc):
+            return
+        raise
 
 
 def apply_schema(settings: Settings) -> str:
@@ -50,8 +64,8 @@ def apply_schema(settings: Settings) -> str:
         for version, name, statements in migrations():
             if version in done:
                 continue
-            for stmt in statements:  # every statement is IF NOT EXISTS: a crash here re-runs safely
-                session.execute(stmt, timeout=30)
+            for stmt in statements:  # idempotent: a crash half-way through re-runs safely
+                _execute_idempotent(session, stmt)
             session.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
                 (version, name, datetime.now(UTC)),

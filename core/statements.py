@@ -13,30 +13,32 @@ _WRITES = {
     "VALUES (?, ?, ?, ?)",
     "insert_post": "INSERT INTO posts_by_id (post_id, author_id, created_at, topic, media_kind, "
     "media_bytes) VALUES (?, ?, ?, ?, ?, ?)",
-    "insert_post_by_author": "INSERT INTO posts_by_author (author_id, day, created_at, post_id) "
-    "VALUES (?, ?, ?, ?)",
+    "insert_post_by_author": "INSERT INTO posts_by_author (author_id, day, created_at, post_id, "
+    "topic) VALUES (?, ?, ?, ?, ?)",
     "insert_follow": "INSERT INTO follows_by_user (user_id, followee_id, followee_followers) "
     "VALUES (?, ?, ?)",
     "insert_follower": "INSERT INTO followers_by_user (user_id, follower_id) VALUES (?, ?)",
     "insert_timeline": "INSERT INTO timeline_by_user (user_id, day, created_at, post_id, "
-    "author_id) VALUES (?, ?, ?, ?, ?)",
+    "author_id, topic) VALUES (?, ?, ?, ?, ?, ?)",
     "insert_interaction_by_user": "INSERT INTO interactions_by_user (user_id, day, event_ts, "
     "event_id, post_id, author_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
     "insert_interaction_by_post": "INSERT INTO interactions_by_post (post_id, event_ts, event_id, "
     "user_id, kind) VALUES (?, ?, ?, ?, ?)",
     "insert_impression": "INSERT INTO impressions_by_user (user_id, day, served_at, request_id, "
-    "position, post_id, author_id, model_version, score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "position, post_id, author_id, model_version, score, propensity) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 }
 
 _READS = {
     "any_user": "SELECT user_id FROM users_by_id LIMIT 1",
     "get_user": "SELECT user_id, follower_count, following_count FROM users_by_id "
     "WHERE user_id = ?",
-    "timeline_day": "SELECT post_id, author_id, created_at FROM timeline_by_user "
+    "timeline_day": "SELECT post_id, author_id, created_at, topic FROM timeline_by_user "
     "WHERE user_id = ? AND day = ? LIMIT ?",
     "big_followees": "SELECT followee_id, followee_followers FROM follows_by_user "
     "WHERE user_id = ?",
-    "author_day": "SELECT post_id, created_at FROM posts_by_author WHERE author_id = ? AND day = ? "
+    "author_day": "SELECT post_id, created_at, topic FROM posts_by_author "
+    "WHERE author_id = ? AND day = ? "
     "LIMIT ?",
 }
 

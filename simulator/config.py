@@ -23,7 +23,7 @@ class WorldConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     users: int = Field(2000, ge=20, le=1_000_000, description="Number of users.")
-    days: int = Field(10, ge=2, le=90, description="Simulated days of posts and sessions.")
+    days: int = Field(14, ge=2, le=90, description="Simulated days of posts and sessions.")
     seed: int = Field(0, ge=0, description="Seed of every random draw.")
     end: datetime = Field(default_factory=default_end, description="End of the simulated period.")
     topics: int = Field(8, ge=2, le=64, description="Number of content topics.")
@@ -37,7 +37,7 @@ class WorldConfig(BaseModel):
     )
     posts_per_author_day: float = Field(0.6, gt=0, description="Mean posts per author per day.")
     video_share: float = Field(0.2, ge=0, le=1, description="Share of posts that are videos.")
-    sessions_per_user_day: float = Field(2.0, gt=0, description="Mean app opens per user-day.")
+    sessions_per_user_day: float = Field(3.0, gt=0, description="Mean app opens per user-day.")
     weekly_amplitude: float = Field(
         0.2, ge=0, lt=1, description="Weekend lift of sessions (weekly seasonality)."
     )
@@ -56,6 +56,9 @@ class WorldConfig(BaseModel):
     taste_weight: float = Field(3.0, ge=0, description="Logit weight of the user's topic taste.")
     quality_weight: float = Field(0.7, ge=0, description="Logit weight of post quality.")
     affinity_weight: float = Field(0.8, ge=0, description="Logit weight of user×author affinity.")
+    affinity_structure: float = Field(
+        0.8, ge=0, le=1, description="Share of affinity from shared circles (vs pair noise)."
+    )
     in_network_bonus: float = Field(0.4, description="Logit bonus of followed authors.")
     recency_per_h: float = Field(0.03, ge=0, description="Logit lost per hour of post age.")
     position_bias: float = Field(

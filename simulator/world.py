@@ -18,6 +18,7 @@ from core import constants as C
 from simulator.config import WorldConfig
 from simulator.truth import Truth, examination
 
+AFFINITY_RANK = 4
 SCROLL_S = 2.0  # seconds between two items of a session coming into view
 WEEKDAY_LIFT = np.array([0.0, -0.2, -0.2, 0.0, 0.3, 1.0, 0.9])  # Mon..Sun, scaled by amplitude
 
@@ -79,7 +80,15 @@ def generate(config: WorldConfig, progress: bool = False) -> World:  # noqa: PLR
         fu_l.append(np.full(len(picks), u))
         fa_l.append(picks)
     fu, fa = np.concatenate(fu_l), np.concatenate(fa_l)
-    faff = rng.normal(0.0, 0.7, len(fu))
+    # Affinity mostly comes from shared circles (low-rank: user and author vectors meet), the rest
+    # is idiosyncratic to the pair.
+    circle_u = rng.normal(0.0, 1.0, (n, AFFINITY_RANK))
+    circle_a = rng.normal(0.0, 1.0, (n_authors, AFFINITY_RANK))
+    shared = (circle_u[fu] * circle_a[fa]).sum(axis=1) / np.sqrt(AFFINITY_RANK)
+    faff = config.affinity_structure * shared + (1 - config.affinity_structure) * rng.normal(
+        0.0, 1.0, len(fu)
+    )
+    faff *= 0.7
     followees: list[set[int]] = [set() for _ in range(n)]
     for u, a in zip(fu.tolist(), fa.tolist(), strict=True):
         followees[u].add(a)

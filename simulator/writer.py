@@ -20,6 +20,8 @@ from core.time import day_buckets
 from simulator.world import World
 
 CHUNK = 5_000
+LOG_TABLES = ("users", "posts", "follows", "requests", "candidates", "impressions", "interactions")
+TRUTH_FILE = "truth.npz"
 
 
 def _write(
@@ -63,7 +65,7 @@ def timeline_rows(world: World, threshold: int) -> pd.DataFrame:
     small = world.posts[world.posts[C.AUTHOR_ID].map(followers) <= threshold]
     fan = small.merge(world.follows, left_on=C.AUTHOR_ID, right_on="followee_id")
     fan = fan.assign(day=day_buckets(fan["created_at"]))
-    return fan[[C.USER_ID, "day", "created_at", C.POST_ID, C.AUTHOR_ID]]
+    return fan[[C.USER_ID, "day", "created_at", C.POST_ID, C.AUTHOR_ID, "topic"]]
 
 
 def write_cassandra(
@@ -96,7 +98,7 @@ def write_cassandra(
     _write(
         session,
         s.insert_post_by_author,
-        _tuples(posts, [C.AUTHOR_ID, "day", "created_at", C.POST_ID]),
+        _tuples(posts, [C.AUTHOR_ID, "day", "created_at", C.POST_ID, "topic"]),
         desc="posts_by_author",
         **kw,
     )
@@ -119,7 +121,7 @@ def write_cassandra(
         s.insert_timeline,
         _tuples(
             timeline_rows(world, settings.pull_follower_threshold),
-            [C.USER_ID, "day", "created_at", C.POST_ID, C.AUTHOR_ID],
+            [C.USER_ID, "day", "created_at", C.POST_ID, C.AUTHOR_ID, "topic"],
         ),
         desc="timelines",
         **kw,
@@ -144,11 +146,13 @@ def write_cassandra(
 def write_parquet(world: World, out: Path) -> Path:
     """The logs Feast and training read, plus a manifest naming the world's config."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("users", "posts", "follows", "impressions", "interactions"):
+    for name in LOG_TABLES:
         frame: pd.DataFrame = getattr(world, name)
         tmp = out / f".{name}.parquet.tmp"
         frame.to_parquet(tmp, index=False)
         tmp.replace(out / f"{name}.parquet")  # atomic: a crash never leaves half a file
+    world.truth.save(out / ".truth.npz")
+    (out / ".truth.npz").replace(out / TRUTH_FILE)  # for evaluation only: never a feature
     (out / "manifest.json").write_text(
         json.dumps(
             {

@@ -1,4 +1,4 @@
-"""Ranking metrics on a holdout: NDCG@k against the simulator's true utility, and AUC."""
+"""Metrics, pure functions: NDCG@k, AUC, expected calibration error, SNIPS."""
 
 from __future__ import annotations
 
@@ -18,10 +18,8 @@ def ndcg_at_k(gains: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
     return dcg / ideal if ideal > 0 else 0.0
 
 
-def mean_ndcg(
-    frame: pd.DataFrame, score_col: str, gain_col: str = "oracle_utility", k: int = 10
-) -> float:
-    """Mean NDCG@k over requests (each logged page re-ranked by ``score_col``)."""
+def mean_ndcg(frame: pd.DataFrame, score_col: str, gain_col: str, k: int = 10) -> float:
+    """Mean NDCG@k over requests with at least two items."""
     values = [
         ndcg_at_k(g[gain_col].to_numpy(np.float64), g[score_col].to_numpy(np.float64), k)
         for _, g in frame.groupby(C.REQUEST_ID, sort=False)
@@ -30,26 +28,56 @@ def mean_ndcg(
     return float(np.mean(values)) if values else float("nan")
 
 
-def evaluate(holdout: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
-    """The ranker next to reverse-chronological order and the oracle, on the same pages."""
-    df = holdout.assign(
-        score_model=scores,
-        score_chrono=-holdout["post_age_h"].to_numpy(),
-        score_oracle=holdout["oracle_utility"].to_numpy(),
-    )
-    liked = df[C.LIKE].astype(int).to_numpy()
-    return {
-        "ndcg10_model": mean_ndcg(df, "score_model"),
-        "ndcg10_chrono": mean_ndcg(df, "score_chrono"),
-        "ndcg10_oracle": mean_ndcg(df, "score_oracle"),
-        "ndcg10_labels_model": mean_ndcg(df, "score_model", gain_col=C.LABEL),
-        "ndcg10_labels_chrono": mean_ndcg(df, "score_chrono", gain_col=C.LABEL),
-        "auc_like": float(roc_auc_score(liked, scores))
-        if 0 < liked.sum() < len(liked)
-        else float("nan"),
-        "auc_like_oracle": float(roc_auc_score(liked, df["oracle_p_like"]))
-        if 0 < liked.sum() < len(liked)
-        else float("nan"),
-        "holdout_rows": float(len(df)),
-        "holdout_requests": float(df[C.REQUEST_ID].nunique()),
-    }
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    labels = np.asarray(labels).astype(int)
+    if labels.min() == labels.max():
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
+
+
+def ece(labels: np.ndarray, predicted: np.ndarray, bins: int = 20) -> float:
+    """Expected calibration error over equal-mass bins: Σ_b (n_b / n) |mean(y_b) - mean(p_b)|.
+
+    Equal-mass bins, because with rare positives equal-width bins put almost every row in the
+    first bin and hide miscalibration.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    total = 0.0
+    for chunk in np.array_split(order, bins):
+        if len(chunk):
+            total += len(chunk) * abs(y[chunk].mean() - p[chunk].mean())
+    return total / len(y)
+
+
+def relative_calibration_error(observed: np.ndarray, predicted: np.ndarray, bins: int = 20) -> float:
+    """ECE for a non-negative regression head, divided by the mean observation (unitless)."""
+    return ece(observed, predicted, bins) / float(np.mean(observed))
+
+
+def reliability(labels: np.ndarray, predicted: np.ndarray, bins: int = 20) -> pd.DataFrame:
+    """Mean prediction vs mean outcome per equal-mass bin (for reliability diagrams)."""
+    order = np.argsort(predicted, kind="stable")
+    rows = [(float(np.mean(predicted[c])), float(np.mean(labels[c])), len(c))
+            for c in np.array_split(order, bins) if len(c)]  # fmt: skip
+    return pd.DataFrame(rows, columns=["predicted", "observed", "n"])
+
+
+def snips_by_slot(logged: pd.DataFrame, target_rank: pd.Series, reward: str) -> dict[int, float]:
+    """Self-normalised IPS of a deterministic ranking policy, per slot (position-based model).
+
+    ``logged`` has one row per logged impression (request_id, post_id, position, propensity and
+    the observed ``reward``); ``target_rank`` maps (request_id, post_id) to the slot the target
+    policy gives that post. A logged impression counts for slot k when the target policy also
+    puts that post at k, weighted by 1 / propensity.
+    """
+    slot = target_rank.reindex(pd.MultiIndex.from_frame(logged[[C.REQUEST_ID, C.POST_ID]]))
+    match = slot.to_numpy() == logged[C.POSITION].to_numpy()
+    w = np.where(match, 1.0 / logged["propensity"].to_numpy(), 0.0)
+    out = {}
+    for k, g in pd.DataFrame({"k": logged[C.POSITION].to_numpy(), "w": w,
+                              "r": logged[reward].to_numpy()}).groupby("k"):  # fmt: skip
+        if g["w"].sum() > 0:
+            out[int(k)] = float((g["w"] * g["r"]).sum() / g["w"].sum())
+    return out

@@ -1,0 +1,255 @@
+"""The heavy ranker: a PyTorch multi-gate mixture-of-experts (MMoE) with four heads.
+
+Inputs are the point-in-time dense features (log1p + standardised) and id embeddings (user,
+author, topic, hour of day), with explicit user×topic and user×author products. Heads: p_like,
+p_comment, p_save and E[dwell], each what happens *if the item is looked at*.
+
+Position is modelled the position-bias-aware way (PAL): what is observed at slot k is the
+examination probability e_k (e_0 = 1, learned for k > 0) times the head, and for dwell
+e_k · dwell + (1 - e_k) · skim. Serving scores at slot 0, so the heads are the unbiased ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from core import constants as C
+from training.dataset import MODEL_FEATURES
+
+HEADS = ("p_like", "p_comment", "p_save", "e_dwell")
+TARGETS = {"p_like": C.LIKE, "p_comment": C.COMMENT, "p_save": C.SAVE, "e_dwell": "dwell_s"}
+N_POSITIONS = 32
+DENSE = tuple(f for f in MODEL_FEATURES if f not in ("hour_of_day",))
+
+
+@dataclass(frozen=True)
+class HeavyParams:
+    """Hyperparameters; every field is logged to MLflow."""
+
+    embedding_dim: int = 16
+    experts: int = 4
+    expert_dim: int = 64
+    tower_dim: int = 32
+    epochs: int = 8
+    batch_size: int = 2048
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-6
+    validation_days: float = 1.0  # the latest days of training data: early stopping, calibration
+    patience: int = 1
+    seed: int = 0
+
+
+@dataclass
+class Spec:
+    """Everything needed to rebuild inputs at serving time (no pickles)."""
+
+    params: dict[str, float]
+    dense: list[str]
+    mean: list[float]
+    std: list[float]
+    users: list[int]
+    authors: list[int]
+    topics: int
+    calibration: list[float] = field(default_factory=lambda: [1.0] * len(HEADS))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Spec:
+        return cls(**json.loads(text))
+
+
+class MMoE(nn.Module):
+    def __init__(self, n_dense: int, n_users: int, n_authors: int, n_topics: int, p: HeavyParams):
+        super().__init__()
+        d = p.embedding_dim
+        self.user = nn.Embedding(n_users + 1, d)  # index 0: unknown id
+        self.author = nn.Embedding(n_authors + 1, d)
+        self.topic = nn.Embedding(n_topics + 1, d)
+        self.hour = nn.Embedding(24, 4)
+        in_dim = n_dense + 5 * d + 4
+        self.experts = nn.ModuleList(
+            nn.Sequential(nn.Linear(in_dim, 128), nn.ReLU(), nn.Linear(128, p.expert_dim), nn.ReLU())
+            for _ in range(p.experts)
+        )
+        self.gates = nn.ModuleList(nn.Linear(in_dim, p.experts) for _ in HEADS)
+        self.towers = nn.ModuleList(
+            nn.Sequential(nn.Linear(p.expert_dim, p.tower_dim), nn.ReLU(), nn.Linear(p.tower_dim, 1))
+            for _ in HEADS
+        )
+        self.examination = nn.Parameter(torch.full((N_POSITIONS - 1,), 2.0))  # logits, k >= 1
+        self.skim = nn.Parameter(torch.tensor(-1.0))  # pre-softplus dwell of an unexamined item
+
+    def examined(self, position: torch.Tensor) -> torch.Tensor:
+        """e_k: 1 at the top slot, learned below it."""
+        e = torch.cat([torch.ones(1), torch.sigmoid(self.examination)])
+        return e[position]
+
+    def forward(self, dense, user, author, topic, hour) -> torch.Tensor:
+        u, a, t = self.user(user), self.author(author), self.topic(topic)
+        x = torch.cat([dense, u, a, t, u * t, u * a, self.hour(hour)], dim=1)
+        expert_out = torch.stack([e(x) for e in self.experts], dim=1)  # B × E × D
+        outs = []
+        for gate, tower in zip(self.gates, self.towers, strict=True):
+            w = torch.softmax(gate(x), dim=1).unsqueeze(-1)
+            outs.append(tower((w * expert_out).sum(dim=1)))
+        return torch.cat(outs, dim=1)  # B × heads: logits (3) and pre-softplus dwell
+
+
+def _index(ids: np.ndarray, vocab: np.ndarray) -> np.ndarray:
+    pos = np.searchsorted(vocab, ids)
+    pos = np.clip(pos, 0, len(vocab) - 1)
+    return np.where(vocab[pos] == ids, pos + 1, 0)
+
+
+def _dense(frame: pd.DataFrame, spec: Spec) -> np.ndarray:
+    x = frame[spec.dense].to_numpy(np.float64)
+    x = np.sign(x) * np.log1p(np.abs(x))
+    x = (x - np.asarray(spec.mean)) / np.asarray(spec.std)
+    return np.nan_to_num(x, nan=0.0).astype(np.float32)  # unknown → the training mean
+
+
+def tensors(frame: pd.DataFrame, spec: Spec) -> list[torch.Tensor]:
+    return [
+        torch.from_numpy(_dense(frame, spec)),
+        torch.from_numpy(_index(frame[C.USER_ID].to_numpy(), np.asarray(spec.users))),
+        torch.from_numpy(_index(frame[C.AUTHOR_ID].to_numpy(), np.asarray(spec.authors))),
+        torch.from_numpy(np.clip(frame[C.TOPIC].to_numpy(np.int64) + 1, 0, spec.topics)),
+        torch.from_numpy(frame["hour_of_day"].fillna(0).to_numpy(np.int64) % 24),
+    ]
+
+
+def _positions(frame: pd.DataFrame) -> torch.Tensor:
+    return torch.from_numpy(np.clip(frame[C.POSITION].to_numpy(np.int64), 0, N_POSITIONS - 1))
+
+
+def observed(net: MMoE, out: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities, dwell) as observed at ``position``: examination × head (PAL)."""
+    e = net.examined(position).unsqueeze(1)
+    probs = e * torch.sigmoid(out[:, :3])
+    dwell = e[:, 0] * nn.functional.softplus(out[:, 3]) + (1 - e[:, 0]) * nn.functional.softplus(net.skim)
+    return probs, dwell
+
+
+@dataclass
+class HeavyModel:
+    net: MMoE
+    spec: Spec
+
+    @torch.no_grad()
+    def predict(self, frame: pd.DataFrame, *, serving_like: bool = True) -> dict[str, np.ndarray]:
+        """Head predictions; ``serving_like`` scores every item as if shown first."""
+        self.net.eval()
+        out = self.net(*tensors(frame, self.spec))
+        if serving_like:
+            probs, dwell = torch.sigmoid(out[:, :3]), nn.functional.softplus(out[:, 3])
+        else:
+            probs, dwell = observed(self.net, out, _positions(frame))
+        scale = torch.tensor(self.spec.calibration, dtype=torch.float32)
+        probs, dwell = (probs * scale[:3]).clamp(0, 1), dwell * scale[3]
+        res = {h: probs[:, i].numpy().astype(np.float64) for i, h in enumerate(HEADS[:3])}
+        res["e_dwell"] = dwell.numpy().astype(np.float64)
+        return res
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.net.state_dict(), folder / "weights.pt")
+        (folder / "spec.json").write_text(self.spec.to_json())
+
+    @classmethod
+    def load(cls, folder: Path) -> HeavyModel:
+        """Weights are read with ``weights_only=True``: tensors only, never arbitrary objects."""
+        spec = Spec.from_json((folder / "spec.json").read_text())
+        net = _build(spec)
+        net.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+        net.eval()
+        return cls(net, spec)
+
+
+def _build(spec: Spec) -> MMoE:
+    p = HeavyParams(**spec.params)  # type: ignore[arg-type]
+    return MMoE(len(spec.dense), len(spec.users), len(spec.authors), spec.topics, p)
+
+
+def fit_spec(train_df: pd.DataFrame, params: HeavyParams) -> Spec:
+    x = train_df[list(DENSE)].to_numpy(np.float64)
+    x = np.sign(x) * np.log1p(np.abs(x))
+    mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+    std = np.where(std > 1e-9, std, 1.0)
+    return Spec(
+        params=asdict(params), dense=list(DENSE), mean=mean.tolist(), std=std.tolist(),
+        users=sorted(int(u) for u in train_df[C.USER_ID].unique()),
+        authors=sorted(int(a) for a in train_df[C.AUTHOR_ID].unique()),
+        topics=int(train_df[C.TOPIC].max()) + 2,
+    )  # fmt: skip
+
+
+def _loss(net: MMoE, inputs: list[torch.Tensor], y: torch.Tensor, dwell_scale: float) -> torch.Tensor:
+    *x, pos = inputs
+    probs, dwell = observed(net, net(*x), pos)
+    bce = nn.functional.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), y[:, :3])
+    return 3 * bce + ((dwell - y[:, 3]) ** 2).mean() / dwell_scale
+
+
+def _targets(frame: pd.DataFrame) -> torch.Tensor:
+    return torch.from_numpy(np.stack([frame[TARGETS[h]].to_numpy(np.float32) for h in HEADS], axis=1))
+
+
+def train(train_df: pd.DataFrame, params: HeavyParams, progress: bool = False) -> HeavyModel:
+    """Fit on all but the latest ``validation_days``; stop when the validation loss stops
+    improving; then scale each head so that its mean matches the validation days (a one-number
+    calibration per head, fitted on data later than anything it was trained on)."""
+    torch.manual_seed(params.seed)
+    torch.use_deterministic_algorithms(True)
+    cutoff = train_df[C.EVENT_TS].max() - pd.Timedelta(days=params.validation_days)
+    fit_df, val_df = train_df[train_df[C.EVENT_TS] < cutoff], train_df[train_df[C.EVENT_TS] >= cutoff]
+    spec = fit_spec(fit_df, params)
+    net = _build(spec)
+    inputs, y = [*tensors(fit_df, spec), _positions(fit_df)], _targets(fit_df)
+    val_inputs, val_y = [*tensors(val_df, spec), _positions(val_df)], _targets(val_df)
+    dwell_scale = float(max(fit_df["dwell_s"].var(), 1e-6))
+    opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+    gen = torch.Generator().manual_seed(params.seed)
+    n = len(fit_df)
+    per_epoch = (n + params.batch_size - 1) // params.batch_size
+    best, best_state, stale = float("inf"), copy.deepcopy(net.state_dict()), 0
+    with tqdm(total=params.epochs * per_epoch, desc="heavy ranker", unit="batch",
+              disable=not progress) as bar:  # fmt: skip
+        for _epoch in range(params.epochs):
+            net.train()
+            perm = torch.randperm(n, generator=gen)
+            for i in range(0, n, params.batch_size):
+                idx = perm[i : i + params.batch_size]
+                loss = _loss(net, [t[idx] for t in inputs], y[idx], dwell_scale)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                bar.update(1)
+            net.eval()
+            with torch.no_grad():
+                val = float(_loss(net, val_inputs, val_y, dwell_scale))
+            bar.set_postfix(val_loss=f"{val:.4f}")
+            if val < best - 1e-5:
+                best, best_state, stale = val, copy.deepcopy(net.state_dict()), 0
+            else:
+                stale += 1
+                if stale > params.patience:
+                    break
+    net.load_state_dict(best_state)
+    net.eval()
+    model = HeavyModel(net, spec)
+    got = model.predict(val_df, serving_like=False)
+    spec.calibration = [
+        float(val_df[TARGETS[h]].astype(float).sum() / max(got[h].sum(), 1e-9)) for h in HEADS
+    ]
+    return model
