@@ -35,7 +35,9 @@ def _execute_idempotent(session: Session, stmt: str) -> None:
     try:
         session.execute(stmt, timeout=30)
     except InvalidRequest as exc:
-        if stmt.upper().startswith("ALTER TABLE") and "conflicts with an existing column" in str(exc):
+        if stmt.upper().startswith("ALTER TABLE") and "conflicts with an existing column" in str(
+            exc
+        ):
             return
         raise
 

@@ -65,7 +65,12 @@ class Settings(BaseSettings):
     )
     mlflow_http_timeout_s: int = Field(30, ge=1, description="MLflow client HTTP timeout.")
     experiment: str = Field("feedcast-ranker", description="MLflow experiment for training runs.")
-    model_name: str = Field("feed_ranker", description="Registered model name of the ranker.")
+    model_name: str = Field(
+        "feed_ranker", description="Registered name of the light ranker (LightGBM)."
+    )
+    heavy_model_name: str = Field(
+        "feed_ranker_heavy", description="Registered name of the heavy ranker (PyTorch MMoE)."
+    )
     model_alias: str = Field("champion", description="Alias that serving loads.")
 
     # Feast
@@ -81,6 +86,17 @@ class Settings(BaseSettings):
     ray_object_store_mb: int = Field(512, ge=78, description="Object store of the local head.")
     feed_default_limit: int = Field(20, ge=1, le=100, description="Page size when none is asked.")
     feed_max_candidates: int = Field(500, ge=10, description="Cap on candidates scored.")
+    light_keep: int = Field(
+        100, ge=1, description="Candidates the light ranker passes on to the heavy ranker."
+    )
+    blend_like: float = Field(1.0, ge=0, description="Blend weight of p_like.")
+    blend_comment: float = Field(2.0, ge=0, description="Blend weight of p_comment.")
+    blend_save: float = Field(3.0, ge=0, description="Blend weight of p_save.")
+    blend_dwell: float = Field(0.05, ge=0, description="Blend weight of E[dwell] (per second).")
+    max_per_author: int = Field(2, ge=1, description="Posts of one author on a page.")
+    max_out_of_network_share: float = Field(
+        0.3, ge=0, le=1, description="Largest share of a page from accounts not followed."
+    )
     timeline_days: int = Field(3, ge=1, description="Day buckets of timeline read per request.")
     pull_follower_threshold: int = Field(
         200,
@@ -103,6 +119,16 @@ class Settings(BaseSettings):
             if self.cassandra_write_consistency in ("ONE", "LOCAL_ONE"):
                 raise ValueError("production needs a quorum FEEDCAST_CASSANDRA_WRITE_CONSISTENCY")
         return self
+
+    @property
+    def blend_weights(self) -> dict[str, float]:
+        """Head → weight of the page score (the same utility the oracle judges by)."""
+        return {
+            "p_like": self.blend_like,
+            "p_comment": self.blend_comment,
+            "p_save": self.blend_save,
+            "e_dwell": self.blend_dwell,
+        }
 
     @property
     def redis_url(self) -> str:

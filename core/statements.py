@@ -17,6 +17,7 @@ _WRITES = {
     "topic) VALUES (?, ?, ?, ?, ?)",
     "insert_follow": "INSERT INTO follows_by_user (user_id, followee_id, followee_followers) "
     "VALUES (?, ?, ?)",
+    "insert_block": "INSERT INTO blocks_by_user (user_id, blocked_id) VALUES (?, ?)",
     "insert_follower": "INSERT INTO followers_by_user (user_id, follower_id) VALUES (?, ?)",
     "insert_timeline": "INSERT INTO timeline_by_user (user_id, day, created_at, post_id, "
     "author_id, topic) VALUES (?, ?, ?, ?, ?, ?)",
@@ -37,6 +38,8 @@ _READS = {
     "WHERE user_id = ? AND day = ? LIMIT ?",
     "big_followees": "SELECT followee_id, followee_followers FROM follows_by_user "
     "WHERE user_id = ?",
+    "blocked": "SELECT blocked_id FROM blocks_by_user WHERE user_id = ?",
+    "engaged_day": "SELECT post_id FROM interactions_by_user WHERE user_id = ? AND day = ?",
     "author_day": "SELECT post_id, created_at, topic FROM posts_by_author "
     "WHERE author_id = ? AND day = ? "
     "LIMIT ?",

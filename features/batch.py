@@ -31,7 +31,9 @@ def _hour_index(ts: pd.Series, start: pd.Timestamp) -> np.ndarray:
     return ((ts - start) // pd.Timedelta(hours=1)).to_numpy(np.int64)
 
 
-def _dense(keys: np.ndarray, hours: np.ndarray, values: np.ndarray, n_keys: int, n_hours: int) -> np.ndarray:
+def _dense(
+    keys: np.ndarray, hours: np.ndarray, values: np.ndarray, n_keys: int, n_hours: int
+) -> np.ndarray:
     """entity × hour matrix of summed ``values`` (events in hour h go to column h)."""
     out = np.zeros((n_keys, n_hours))
     np.add.at(out, (keys, np.clip(hours, 0, n_hours - 1)), values)
@@ -49,7 +51,9 @@ def _stamp(start: pd.Timestamp, t: np.ndarray) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(start + pd.to_timedelta(t, unit="h"))
 
 
-def user_stats(imp: pd.DataFrame, follows: pd.DataFrame, users: np.ndarray, start, n_hours) -> pd.DataFrame:
+def user_stats(
+    imp: pd.DataFrame, follows: pd.DataFrame, users: np.ndarray, start, n_hours
+) -> pd.DataFrame:
     k = np.searchsorted(users, imp[C.USER_ID].to_numpy())
     h = _hour_index(imp[C.EVENT_TS], start)
     one = np.ones(len(imp))
@@ -72,11 +76,14 @@ def user_stats(imp: pd.DataFrame, follows: pd.DataFrame, users: np.ndarray, star
     cols["user_dwell_mean_7d"] = (_trailing(dense["dwell"], 168) + 2.0 * 5) / (n7 + 5)
     following = follows.groupby(C.USER_ID).size().reindex(users, fill_value=0).to_numpy()
     t = np.arange(n_hours + 1)
-    frame = pd.DataFrame({
-        C.USER_ID: np.repeat(users, len(t)), C.EVENT_TS: np.tile(_stamp(start, t), len(users)),
-        **{c: v.ravel() for c, v in cols.items()},
-        "user_following": np.repeat(following, len(t)),
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            C.USER_ID: np.repeat(users, len(t)),
+            C.EVENT_TS: np.tile(_stamp(start, t), len(users)),
+            **{c: v.ravel() for c, v in cols.items()},
+            "user_following": np.repeat(following, len(t)),
+        }
+    )
     return frame
 
 
@@ -104,21 +111,35 @@ def post_stats(imp: pd.DataFrame, posts: pd.DataFrame, start, n_hours) -> pd.Dat
         "post_media_kb": (posts["media_bytes"].to_numpy() / 1024.0),
         "post_created_epoch_s": posts["created_at"].astype("int64").to_numpy() / 1e9,
     }
-    hourly = pd.DataFrame({
-        C.POST_ID: ids[rk], C.EVENT_TS: _stamp(start, rt),
-        "post_impressions": cum_n[rk, rt], "post_likes": cum_l[rk, rt],
-        "post_like_rate": rate(cum_l[rk, rt], cum_n[rk, rt]),
-        "post_engage_rate": rate(cum_e[rk, rt], cum_n[rk, rt], 0.02),
-        "post_impressions_1h": n1[rk, rt], "post_likes_1h": l1[rk, rt], "post_likes_6h": l6[rk, rt],
-        **{c: v[rk] for c, v in meta.items()},
-    })  # fmt: skip
+    hourly = pd.DataFrame(
+        {
+            C.POST_ID: ids[rk],
+            C.EVENT_TS: _stamp(start, rt),
+            "post_impressions": cum_n[rk, rt],
+            "post_likes": cum_l[rk, rt],
+            "post_like_rate": rate(cum_l[rk, rt], cum_n[rk, rt]),
+            "post_engage_rate": rate(cum_e[rk, rt], cum_n[rk, rt], 0.02),
+            "post_impressions_1h": n1[rk, rt],
+            "post_likes_1h": l1[rk, rt],
+            "post_likes_6h": l6[rk, rt],
+            **{c: v[rk] for c, v in meta.items()},
+        }
+    )
     # A birth row (nothing seen yet) so a post younger than the next hour still joins.
-    birth = pd.DataFrame({
-        C.POST_ID: ids, C.EVENT_TS: posts["created_at"].to_numpy(),
-        "post_impressions": 0.0, "post_likes": 0.0, "post_like_rate": PRIOR_RATE,
-        "post_engage_rate": 0.02, "post_impressions_1h": 0.0, "post_likes_1h": 0.0,
-        "post_likes_6h": 0.0, **meta,
-    })  # fmt: skip
+    birth = pd.DataFrame(
+        {
+            C.POST_ID: ids,
+            C.EVENT_TS: posts["created_at"].to_numpy(),
+            "post_impressions": 0.0,
+            "post_likes": 0.0,
+            "post_like_rate": PRIOR_RATE,
+            "post_engage_rate": 0.02,
+            "post_impressions_1h": 0.0,
+            "post_likes_1h": 0.0,
+            "post_likes_6h": 0.0,
+            **meta,
+        }
+    )
     return pd.concat([birth, hourly], ignore_index=True)
 
 
@@ -130,16 +151,23 @@ def author_stats(imp, posts, users: pd.DataFrame, start, n_hours) -> pd.DataFram
     m_l = _dense(k, h, imp[C.LIKE].to_numpy(float), len(authors), n_hours)
     m_s = _dense(k, h, imp[C.SAVE].to_numpy(float), len(authors), n_hours)
     pk = np.searchsorted(authors, posts[C.AUTHOR_ID].to_numpy())
-    m_p = _dense(pk, _hour_index(posts["created_at"], start), np.ones(len(posts)), len(authors), n_hours)
+    m_p = _dense(
+        pk, _hour_index(posts["created_at"], start), np.ones(len(posts)), len(authors), n_hours
+    )
     n7, l7, s7, p7 = (_trailing(m, 168) for m in (m_n, m_l, m_s, m_p))
     followers = users.set_index(C.USER_ID)["follower_count"].reindex(authors).fillna(0).to_numpy()
     t = np.arange(n_hours + 1)
-    return pd.DataFrame({
-        C.AUTHOR_ID: np.repeat(authors, len(t)), C.EVENT_TS: np.tile(_stamp(start, t), len(authors)),
-        "author_followers": np.repeat(followers, len(t)).astype(float),
-        "author_posts_7d": p7.ravel(), "author_impressions_7d": n7.ravel(),
-        "author_like_rate_7d": rate(l7, n7).ravel(), "author_save_rate_7d": rate(s7, n7, 0.01).ravel(),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            C.AUTHOR_ID: np.repeat(authors, len(t)),
+            C.EVENT_TS: np.tile(_stamp(start, t), len(authors)),
+            "author_followers": np.repeat(followers, len(t)).astype(float),
+            "author_posts_7d": p7.ravel(),
+            "author_impressions_7d": n7.ravel(),
+            "author_like_rate_7d": rate(l7, n7).ravel(),
+            "author_save_rate_7d": rate(s7, n7, 0.01).ravel(),
+        }
+    )
 
 
 def _pair_stats(imp: pd.DataFrame, key: str, start: pd.Timestamp, prefix: str) -> pd.DataFrame:
@@ -151,13 +179,17 @@ def _pair_stats(imp: pd.DataFrame, key: str, start: pd.Timestamp, prefix: str) -
         n=(C.LIKE, "size"), likes=(C.LIKE, "sum"), eng=("eng", "sum")
     )
     g = g.groupby(level=[0, 1]).cumsum().reset_index()
-    return pd.DataFrame({
-        C.USER_ID: g[C.USER_ID].to_numpy(), key: g[key].to_numpy(),
-        C.EVENT_TS: _stamp(start, g["hour"].to_numpy() + 1),
-        f"{prefix}_impressions": g["n"].to_numpy(float), f"{prefix}_likes": g["likes"].to_numpy(float),
-        f"{prefix}_like_rate": rate(g["likes"].to_numpy(float), g["n"].to_numpy(float)),
-        f"{prefix}_engagements": g["eng"].to_numpy(float),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            C.USER_ID: g[C.USER_ID].to_numpy(),
+            key: g[key].to_numpy(),
+            C.EVENT_TS: _stamp(start, g["hour"].to_numpy() + 1),
+            f"{prefix}_impressions": g["n"].to_numpy(float),
+            f"{prefix}_likes": g["likes"].to_numpy(float),
+            f"{prefix}_like_rate": rate(g["likes"].to_numpy(float), g["n"].to_numpy(float)),
+            f"{prefix}_engagements": g["eng"].to_numpy(float),
+        }
+    )
 
 
 def build_feature_tables(world_dir: Path, out_dir: Path) -> dict[str, int]:

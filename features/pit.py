@@ -12,7 +12,7 @@ It stays the reference: ``engine="feast"`` and a parity test compare the two on 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,14 +41,17 @@ def historical_features(
         except Exception:  # not an on-demand view: a batch view, joined below
             pass
         fv = store.get_feature_view(projection.name)
+        source: Any = fv.batch_source  # a FileSource: every view of ours reads parquet
         if engine == "feast":
             got = _feast_view(store, base, projection.name, names)
         else:
-            got = _asof_view(base, fv.batch_source.path, fv.join_keys, names, fv.ttl,
-                             fv.batch_source.created_timestamp_column)  # fmt: skip
+            got = _asof_view(
+                base, source.path, fv.join_keys, names, fv.ttl, source.created_timestamp_column
+            )
         out = out.merge(got, on=_ROW, how="left")
     for odfv, names in odfvs:
-        out = pd.concat([out, odfv.feature_transformation.udf(out)[names]], axis=1)
+        transformation: Any = odfv.feature_transformation  # pandas mode: a plain function
+        out = pd.concat([out, transformation.udf(out)[names]], axis=1)
     return out.sort_values(_ROW).drop(columns=[_ROW]).reset_index(drop=True)
 
 
@@ -59,19 +62,27 @@ def _asof_view(
     table = pd.read_parquet(path, columns=cols)
     table[C.EVENT_TS] = pd.to_datetime(table[C.EVENT_TS], utc=True)
     order = [C.EVENT_TS, *([created] if created else [])]
-    table = table.sort_values(order, kind="stable").drop_duplicates([*keys, C.EVENT_TS], keep="last")
+    table = table.sort_values(order, kind="stable").drop_duplicates(
+        [*keys, C.EVENT_TS], keep="last"
+    )
     left = rows[[_ROW, C.EVENT_TS, *keys]].sort_values(C.EVENT_TS, kind="stable")
     for k in keys:  # merge_asof needs identical key dtypes on both sides
         table[k] = table[k].astype(left[k].dtype)
     joined = pd.merge_asof(
-        left, table.drop(columns=[created] if created else []), on=C.EVENT_TS, by=keys,
-        direction="backward", allow_exact_matches=True,
+        left,
+        table.drop(columns=[created] if created else []),
+        on=C.EVENT_TS,
+        by=keys,
+        direction="backward",
+        allow_exact_matches=True,
         tolerance=ttl if ttl and ttl.total_seconds() > 0 else None,
-    )  # fmt: skip
+    )
     return joined[[_ROW, *names]]
 
 
-def _feast_view(store: FeatureStore, rows: pd.DataFrame, view: str, names: list[str]) -> pd.DataFrame:
+def _feast_view(
+    store: FeatureStore, rows: pd.DataFrame, view: str, names: list[str]
+) -> pd.DataFrame:
     """The reference: Feast's own retrieval for one view, left-joined back by row."""
     refs = [f"{view}:{n}" for n in names]
     got = store.get_historical_features(entity_df=rows, features=refs).to_df()

@@ -13,6 +13,7 @@ from feast.repo_config import RepoConfig
 from core import constants as C
 from core.settings import Settings
 from features import definitions
+from features.batch import build_feature_tables
 from features.definitions import (
     AUTHOR_FIELDS,
     POST_FIELDS,
@@ -21,12 +22,16 @@ from features.definitions import (
     USER_FIELDS,
     USER_TOPIC_FIELDS,
 )
-from features.batch import build_feature_tables
 from features.request import REQUEST_EPOCH
 
-FEATURE_COLUMNS = (*USER_FIELDS, *POST_FIELDS, *AUTHOR_FIELDS, *USER_TOPIC_FIELDS,
-                   *USER_AUTHOR_FIELDS, *REQUEST_FIELDS)  # fmt: skip
-
+FEATURE_COLUMNS = (
+    *USER_FIELDS,
+    *POST_FIELDS,
+    *AUTHOR_FIELDS,
+    *USER_TOPIC_FIELDS,
+    *USER_AUTHOR_FIELDS,
+    *REQUEST_FIELDS,
+)
 
 
 def repo_config(settings: Settings) -> dict[str, object]:
@@ -78,14 +83,24 @@ def materialize(settings: Settings, end: datetime | None = None) -> None:
 
 
 def online_features(
-    store: FeatureStore, user_id: int, post_ids: list[int], author_ids: list[int],
-    topics: list[int], request_epoch_s: float,
+    store: FeatureStore,
+    user_id: int,
+    post_ids: list[int],
+    author_ids: list[int],
+    topics: list[int],
+    request_epoch_s: float,
 ) -> pd.DataFrame:
     """Feast's online read for a user's candidates; missing values come back as NaN."""
     rows = [
-        {C.USER_ID: user_id, C.POST_ID: p, C.AUTHOR_ID: a, C.TOPIC: t, REQUEST_EPOCH: request_epoch_s}
+        {
+            C.USER_ID: user_id,
+            C.POST_ID: p,
+            C.AUTHOR_ID: a,
+            C.TOPIC: t,
+            REQUEST_EPOCH: request_epoch_s,
+        }
         for p, a, t in zip(post_ids, author_ids, topics, strict=True)
-    ]  # fmt: skip
+    ]
     service = store.get_feature_service(definitions.FEATURE_SERVICE)
     df = store.get_online_features(features=service, entity_rows=rows).to_df()
     return df.astype({c: "float64" for c in FEATURE_COLUMNS if c in df})

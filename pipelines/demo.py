@@ -41,7 +41,6 @@ def _reusable_world(settings: Settings, config: WorldConfig) -> bool:
 def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
     from serving.deploy import deploy
     from stack import local, ray_head
-    from training.train import train_and_register
 
     started = time.perf_counter()
     with _step(console, "1/6 local stack (Cassandra, Redis, MLflow)"):
@@ -59,9 +58,12 @@ def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
     with _step(console, "3/6 features: Feast apply + materialize to Redis"):
         console.print(steps.features_apply(settings))
         steps.features_materialize(settings)
-    with _step(console, "4/6 train LightGBM ranker, register @champion in MLflow"):
-        result = train_and_register(settings)
-        console.print(f"{result.model_name} version {result.version} is @{settings.model_alias}")
+    with _step(console, "4/6 train light + heavy rankers, judge them, register @champion"):
+        result = steps.train(settings, alias=settings.model_alias, progress=True)
+        console.print(
+            f"{result.light.name}/{result.light.version} and "
+            f"{result.heavy.name}/{result.heavy.version} are @{settings.model_alias}"
+        )
     with _step(console, "5/6 serve on Ray Serve"):
         console.print(f"ray        {ray_head.up(settings)}")
         url = deploy(settings, address=ray_head.address(settings))

@@ -48,9 +48,13 @@ def holdout_candidates(settings: Settings, cutoff: pd.Timestamp) -> pd.DataFrame
 
 
 def evaluate(
-    settings: Settings, holdout: pd.DataFrame, cutoff: pd.Timestamp, light_model: lgb.Booster,
-    heavy: HeavyModel, weights: dict[str, float],
-) -> Evaluation:  # fmt: skip
+    settings: Settings,
+    holdout: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    light_model: lgb.Booster,
+    heavy: HeavyModel,
+    weights: dict[str, float],
+) -> Evaluation:
     truth = Truth.load(settings.world_dir / TRUTH_FILE)
 
     # 1. Ranking quality on full candidate sets, judged by the true utility at the top slot.
@@ -64,7 +68,7 @@ def evaluate(
         score_chrono=-ranked["chrono_rank"].to_numpy(np.float64),
         score_popular=ranked["post_likes"].fillna(0).to_numpy(np.float64)
         + 1e-6 * ranked["post_impressions"].fillna(0).to_numpy(np.float64),
-    )  # fmt: skip
+    )
     metrics: dict[str, float] = {}
     for name in ("heavy", "light", "chrono", "popular"):
         metrics[f"ndcg10_{name}"] = M.mean_ndcg(ranked, f"score_{name}", "true_utility", K)
@@ -92,10 +96,14 @@ def evaluate(
     # 3. Off-policy: SNIPS of the heavy ranker's pages from the logged impressions, against
     #    the true value of those pages (expected utility of the first K slots).
     logged["reward"] = (
-        weights["p_like"] * logged[C.LIKE] + weights["p_comment"] * logged[C.COMMENT]
-        + weights["p_save"] * logged[C.SAVE] + weights["e_dwell"] * logged["dwell_s"]
-    )  # fmt: skip
-    order = ranked.sort_values([C.REQUEST_ID, "score_heavy"], ascending=[True, False], kind="stable")
+        weights["p_like"] * logged[C.LIKE]
+        + weights["p_comment"] * logged[C.COMMENT]
+        + weights["p_save"] * logged[C.SAVE]
+        + weights["e_dwell"] * logged["dwell_s"]
+    )
+    order = ranked.sort_values(
+        [C.REQUEST_ID, "score_heavy"], ascending=[True, False], kind="stable"
+    )
     order["slot"] = order.groupby(C.REQUEST_ID).cumcount()
     target = order[order["slot"] < K].set_index([C.REQUEST_ID, C.POST_ID])["slot"]
     est = M.snips_by_slot(logged[logged[C.POSITION] < K], target, "reward")
@@ -148,11 +156,41 @@ def plots(ev: Evaluation, out: Path) -> list[Path]:
     files.append(out / "calibration.png")
     fig.savefig(files[-1], dpi=110)
     fig, ax = plt.subplots(figsize=(4, 3.5))
-    ax.bar(["SNIPS estimate", "true value"], [m["snips_estimate"], m["true_value"]],
-           color=["#c74", "#47c"])  # fmt: skip
+    ax.bar(
+        ["SNIPS estimate", "true value"],
+        [m["snips_estimate"], m["true_value"]],
+        color=["#c74", "#47c"],
+    )
     ax.set_title(f"heavy ranker's pages (error {m['snips_rel_error']:.1%})")
     fig.tight_layout()
     files.append(out / "snips.png")
     fig.savefig(files[-1], dpi=110)
     plt.close("all")
     return files
+
+
+def run_eval(
+    settings: Settings, config, *, heavy_params=None, light_params=None
+) -> tuple[dict[str, float], Path]:
+    """`feedcast eval`: a world of its own (parquet only), both rankers, the oracle's verdict."""
+    from pipelines.steps import features_apply, train
+    from simulator import writer
+    from simulator.world import generate
+
+    name = f"seed{config.seed}-u{config.users}-d{config.days}"
+    folder = settings.home / "eval" / name
+    local = settings.model_copy(
+        update={
+            "data_dir": folder,
+            "feast_project": f"eval_{config.seed}",
+            "experiment": f"{settings.experiment}-eval",
+            "model_name": f"{settings.model_name}_eval",
+            "heavy_model_name": f"{settings.heavy_model_name}_eval",
+        }
+    )
+    writer.write_parquet(generate(config, progress=True), local.world_dir)
+    features_apply(local)
+    result = train(
+        local, alias=None, light_params=light_params, heavy_params=heavy_params, progress=True
+    )
+    return result.metrics, local.world_dir / "report"

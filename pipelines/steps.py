@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from core.db import connect
 from core.settings import Settings
 from core.statements import Statements
+from features.definitions import FEATURE_SERVICE
 from simulator import writer
 from simulator.config import WorldConfig
 from simulator.world import World, generate
+from training.heavy import HeavyParams
+from training.light import LightParams
+from training.registry import Registered
 
 
 @dataclass(frozen=True)
@@ -103,3 +107,65 @@ def _require_world(settings: Settings) -> None:
         raise FileNotFoundError(
             f"no world under {settings.world_dir}: run `feedcast world generate` first"
         )
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    metrics: dict[str, float]
+    light: Registered
+    heavy: Registered
+    run_id: str
+    report: list[str]
+
+
+def train(
+    settings: Settings,
+    *,
+    alias: str | None = "champion",
+    holdout_days: float = 1.0,
+    light_params: LightParams | None = None,
+    heavy_params: HeavyParams | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Fit both rankers, judge them against the world's truth, log and register them."""
+    import mlflow
+
+    from pipelines.evaluate import evaluate, plots
+    from training import registry
+    from training.train import fit
+
+    registry.configure(settings)
+    mlflow.set_experiment(settings.experiment)
+    with mlflow.start_run(run_name="rankers") as run:
+        light_params = light_params or LightParams()
+        heavy_params = heavy_params or HeavyParams()
+        mlflow.log_params(
+            {f"light_{k}": v for k, v in asdict(light_params).items() if k != "extra"}
+        )
+        mlflow.log_params({f"heavy_{k}": v for k, v in asdict(heavy_params).items()})
+        mlflow.log_params(
+            {
+                **settings.blend_weights,
+                "holdout_days": holdout_days,
+                "feature_service": FEATURE_SERVICE,
+                "world": str(settings.world_dir),
+            }
+        )
+        fitted = fit(
+            settings, light_params, heavy_params, holdout_days=holdout_days, progress=progress
+        )
+        ev = evaluate(
+            settings,
+            fitted.split.holdout,
+            fitted.split.cutoff,
+            fitted.light,
+            fitted.heavy,
+            settings.blend_weights,
+        )
+        mlflow.log_metrics(ev.metrics)
+        report = plots(ev, settings.world_dir / "report")
+        for png in report:
+            mlflow.log_artifact(str(png), artifact_path="report")
+        light_reg = registry.log_light(fitted.light, fitted.light_example(), settings, alias)
+        heavy_reg = registry.log_heavy(fitted.heavy, fitted.heavy_example(), settings, alias)
+    return TrainResult(ev.metrics, light_reg, heavy_reg, run.info.run_id, [str(p) for p in report])

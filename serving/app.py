@@ -65,12 +65,12 @@ class FeedService:
         self.cluster, self.session = connect(self.settings)
         self.stmts = Statements(self.session, self.settings)
         self.store = open_store(self.settings)
-        self.model = load_alias(self.settings)
-        log.info("feed service ready with model %s", self.model.label)
+        self.rankers = load_alias(self.settings)
+        log.info("feed service ready with %s", self.rankers.label)
 
     @api.get("/healthz")
     def healthz(self) -> dict[str, str]:
-        return {"status": "ok", "model_version": self.model.label}
+        return {"status": "ok", "model_version": self.rankers.label}
 
     @api.get("/v1/feed/{user_id}", response_model=FeedPage)
     def feed(
@@ -83,40 +83,62 @@ class FeedService:
     ) -> FeedPage:
         from features.store import FEATURE_COLUMNS, online_features
         from serving import candidates, ranking
+        from serving.rules import RuleConfig, apply_rules
 
         started = time.perf_counter()
         limit = limit or self.settings.feed_default_limit
         request_id = uuid.uuid4().hex
-        timeout = self.settings.cassandra_request_timeout_s
-        if self.session.execute(self.stmts.get_user, (user_id,), timeout=timeout).one() is None:
+        s = self.settings
+        if (
+            self.session.execute(
+                self.stmts.get_user, (user_id,), timeout=s.cassandra_request_timeout_s
+            ).one()
+            is None
+        ):
             raise HTTPException(status_code=404, detail=f"unknown user_id {user_id}")
         now = datetime.now(UTC)
-        cands = candidates.gather(
+        cands, ctx = candidates.gather(
             self.session,
             self.stmts,
             user_id,
             now,
-            days=self.settings.timeline_days,
-            pull_threshold=self.settings.pull_follower_threshold,
-            cap=self.settings.feed_max_candidates,
-            timeout_s=timeout,
+            days=s.timeline_days,
+            pull_threshold=s.pull_follower_threshold,
+            cap=s.feed_max_candidates,
+            timeout_s=s.cassandra_request_timeout_s,
         )
         degraded: list[str] = []
+        page = []
         if cands:
             try:
                 feats = online_features(
-                    self.store, user_id, [c.post_id for c in cands], [c.author_id for c in cands]
+                    self.store,
+                    user_id,
+                    [c.post_id for c in cands],
+                    [c.author_id for c in cands],
+                    [c.topic for c in cands],
+                    now.timestamp(),
                 )
-            except Exception as exc:  # the online store is down: rank on defaults, say so
+            except Exception as exc:  # the online store is down: rank on unknowns, say so
                 log.warning("features unavailable for %s: %s", request_id, exc)
                 degraded.append("features")
                 feats = pd.DataFrame({c: np.full(len(cands), np.nan) for c in FEATURE_COLUMNS})
-            x = ranking.model_inputs(cands, feats, self.model.feature_names, now)
-            page = ranking.assemble(cands, ranking.score(self.model.booster, x), limit)
-        else:
-            page = []
+            x = ranking.model_inputs(cands, feats, user_id)
+            scored = ranking.score(
+                self.rankers, cands, x, ctx.followed, keep=s.light_keep, weights=s.blend_weights
+            )
+            page = apply_rules(
+                scored,
+                limit,
+                seen=ctx.seen,
+                blocked_authors=ctx.blocked,
+                config=RuleConfig(
+                    max_per_author=s.max_per_author,
+                    max_out_of_network_share=s.max_out_of_network_share,
+                ),
+            )
         self._log_impressions(user_id, request_id, now, page)
-        response.headers["X-Model-Version"] = self.model.label
+        response.headers["X-Model-Version"] = self.rankers.label
         log.info(
             "feed user=%s request=%s candidates=%d ms=%.1f",
             user_id,
@@ -126,7 +148,7 @@ class FeedService:
         )
         return FeedPage(
             user_id=user_id,
-            model_version=self.model.label,
+            model_version=self.rankers.label,
             candidates=len(cands),
             degraded=degraded,
             request_id=request_id,
@@ -136,7 +158,10 @@ class FeedService:
     def _log_impressions(
         self, user_id: int, request_id: str, now: datetime, page: list[Any]
     ) -> None:
-        """Write what was shown, off the response path (asynchronous, errors only logged)."""
+        """Write what was shown, off the response path (asynchronous, errors only logged).
+
+        The page is deterministic given its inputs, so each item's propensity is 1.
+        """
         from core.time import day_bucket
 
         day = day_bucket(now)
@@ -151,8 +176,9 @@ class FeedService:
                     pos,
                     item.post_id,
                     item.author_id,
-                    self.model.label,
+                    self.rankers.label,
                     item.score,
+                    1.0,
                 ),
                 timeout=self.settings.cassandra_request_timeout_s,
             )

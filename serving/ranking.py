@@ -1,67 +1,68 @@
-"""Scoring and page assembly as plain Python: callable from a test without Ray."""
+"""Two-stage scoring as plain Python: callable from a test without Ray.
+
+The light ranker (LightGBM) scores every candidate and keeps the best ``keep``; the heavy ranker
+(MMoE) predicts its four heads for those, blended into one score with configurable weights.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.request import request_features
+from core import constants as C
 from serving.candidates import Candidate
-
-
-@dataclass(frozen=True)
-class RankedItem:
-    post_id: int
-    author_id: int
-    score: float
+from serving.model import Rankers
+from serving.rules import Scored
+from training import light
+from training.dataset import MODEL_FEATURES
 
 
 def model_inputs(
-    candidates: Sequence[Candidate],
-    features: pd.DataFrame,
-    feature_names: Sequence[str],
-    now: datetime,
+    candidates: Sequence[Candidate], features: pd.DataFrame, user_id: int
 ) -> pd.DataFrame:
-    """The booster's input matrix, in its own feature order, for candidates in order."""
-    req = request_features(
-        pd.Timestamp(now), pd.Series([c.created_at for c in candidates]), np.zeros(len(candidates))
+    """One row per candidate: ids, topic, and every model feature (unknown → NaN)."""
+    x = pd.DataFrame(
+        {
+            C.USER_ID: np.full(len(candidates), user_id, dtype=np.int64),
+            C.POST_ID: np.array([c.post_id for c in candidates], dtype=np.int64),
+            C.AUTHOR_ID: np.array([c.author_id for c in candidates], dtype=np.int64),
+            C.TOPIC: np.array([c.topic for c in candidates], dtype=np.int64),
+        }
     )
-    x = pd.concat([features.reset_index(drop=True), req], axis=1)
-    missing = [f for f in feature_names if f not in x]
-    for f in missing:  # a feature the store could not serve is unknown, not zero
-        x[f] = np.nan
-    return x[list(feature_names)].astype(np.float64)
+    feats = features.reset_index(drop=True)
+    for f in MODEL_FEATURES:  # a feature the store could not serve is unknown, not zero
+        x[f] = feats[f].to_numpy(np.float64) if f in feats else np.nan
+    return x
 
 
-def score(booster: lgb.Booster, x: pd.DataFrame) -> np.ndarray:
-    return np.asarray(booster.predict(x), dtype=np.float64)
+def blend(pred: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    return sum(weights[h] * pred[h] for h in weights)  # type: ignore[return-value]
 
 
-def assemble(
+def score(
+    rankers: Rankers,
     candidates: Sequence[Candidate],
-    scores: np.ndarray,
-    limit: int,
+    x: pd.DataFrame,
+    followed: set[int],
     *,
-    max_per_author: int = 2,
-) -> list[RankedItem]:
-    """Best-first page with at most ``max_per_author`` posts per author; backfilled if short."""
-    order = np.argsort(-scores, kind="stable")
-    page: list[RankedItem] = []
-    held: list[RankedItem] = []
-    per_author: dict[int, int] = {}
-    for i in order:
-        c = candidates[int(i)]
-        item = RankedItem(c.post_id, c.author_id, float(scores[int(i)]))
-        if per_author.get(c.author_id, 0) < max_per_author:
-            per_author[c.author_id] = per_author.get(c.author_id, 0) + 1
-            page.append(item)
-        else:
-            held.append(item)
-        if len(page) == limit:
-            return page
-    return page + held[: limit - len(page)]
+    keep: int,
+    weights: dict[str, float],
+) -> list[Scored]:
+    """Light ranker prunes to ``keep``, heavy ranker scores the rest (batched, no grad)."""
+    if not candidates:
+        return []
+    light_scores = np.asarray(rankers.light.predict(light.features_matrix(x, serving_like=True)))
+    top = np.argsort(-light_scores, kind="stable")[:keep]
+    kept = x.iloc[top].reset_index(drop=True)
+    scores = blend(rankers.heavy.predict(kept, serving_like=True), weights)
+    return [
+        Scored(
+            int(kept[C.POST_ID].iat[i]),
+            int(kept[C.AUTHOR_ID].iat[i]),
+            float(scores[i]),
+            int(kept[C.AUTHOR_ID].iat[i]) in followed,
+        )
+        for i in range(len(kept))
+    ]

@@ -54,8 +54,17 @@ class Truth:
     follow_affinity: Array
     params: Array  # base, taste_w, quality_w, affinity_w, in_network, recency, bias, dwell, start
 
-    _KEYS = ("base", "taste_w", "quality_w", "affinity_w", "in_network", "recency",
-             "position_bias", "base_dwell_s", "start_epoch_s")  # fmt: skip
+    _KEYS = (
+        "base",
+        "taste_w",
+        "quality_w",
+        "affinity_w",
+        "in_network",
+        "recency",
+        "position_bias",
+        "base_dwell_s",
+        "start_epoch_s",
+    )
 
     def param(self, key: str) -> float:
         return float(self.params[self._KEYS.index(key)])
@@ -85,9 +94,17 @@ class Truth:
             - self.param("recency") * age_h
         )
         p_like = sigmoid(logit)
-        dwell = self.param("base_dwell_s") * (1.0 + 3.0 * p_like) * np.where(self.post_video[p], 2.5, 1.0)
-        return {"p_like": p_like, "p_comment": sigmoid(logit - 1.8),
-                "p_save": sigmoid(logit - 2.2), "e_dwell": dwell}  # fmt: skip
+        dwell = (
+            self.param("base_dwell_s")
+            * (1.0 + 3.0 * p_like)
+            * np.where(self.post_video[p], 2.5, 1.0)
+        )
+        return {
+            "p_like": p_like,
+            "p_comment": sigmoid(logit - 1.8),
+            "p_save": sigmoid(logit - 2.2),
+            "e_dwell": dwell,
+        }
 
     def at_position(self, h: dict[str, Array], position: NDArray) -> dict[str, Array]:
         """What is observed at a slot: every head scaled by the examination probability."""

@@ -54,7 +54,7 @@ def _session_hours(config: WorldConfig, rng: np.random.Generator, n: int) -> np.
     return np.sort(picks + rng.random(n))
 
 
-def generate(config: WorldConfig, progress: bool = False) -> World:  # noqa: PLR0915 — one story
+def generate(config: WorldConfig, progress: bool = False) -> World:
     rng = np.random.default_rng(config.seed)
     n = config.users
     user_ids = np.arange(1, n + 1, dtype=np.int64)
@@ -71,8 +71,9 @@ def generate(config: WorldConfig, progress: bool = False) -> World:  # noqa: PLR
     prob = popularity / popularity.sum()
     degrees = np.clip(
         rng.lognormal(np.log(config.mean_follows) - 0.5, 1.0, n).round().astype(int),
-        1, n_authors - 1,
-    )  # fmt: skip
+        1,
+        n_authors - 1,
+    )
     fu_l, fa_l = [], []
     for u in tqdm(range(n), desc="follow graph", disable=not progress, unit="user"):
         picks = rng.choice(n_authors, size=degrees[u], replace=False, p=prob)
@@ -96,8 +97,7 @@ def generate(config: WorldConfig, progress: bool = False) -> World:  # noqa: PLR
 
     # Posts: Poisson per author-day, more from popular authors; topic mostly the author's own.
     rate = (
-        config.posts_per_author_day
-        * np.clip(popularity / np.median(popularity), 0.5, 3.0) ** 0.3
+        config.posts_per_author_day * np.clip(popularity / np.median(popularity), 0.5, 3.0) ** 0.3
     )
     counts = rng.poisson(rate * config.days)
     post_author = np.repeat(np.arange(n_authors), counts)
@@ -110,7 +110,9 @@ def generate(config: WorldConfig, progress: bool = False) -> World:  # noqa: PLR
     post_quality = quality[post_author] + rng.normal(0.0, 0.4, n_posts)
     is_video = rng.random(n_posts) < config.video_share
     media_bytes = np.where(
-        is_video, rng.lognormal(np.log(4e6), 0.6, n_posts), rng.lognormal(np.log(2.5e5), 0.5, n_posts)
+        is_video,
+        rng.lognormal(np.log(4e6), 0.6, n_posts),
+        rng.lognormal(np.log(2.5e5), 0.5, n_posts),
     ).astype(np.int64)
     post_ids = np.arange(1, n_posts + 1, dtype=np.int64)
     by_author: list[list[int]] = [[] for _ in range(n_authors)]
@@ -121,23 +123,47 @@ def generate(config: WorldConfig, progress: bool = False) -> World:  # noqa: PLR
     big_posts = np.sort(np.concatenate([np.array(by_author[a], dtype=np.int64) for a in big]))
 
     truth = Truth(
-        user_ids=user_ids, taste=taste, author_ids=authors, post_ids=post_ids,
-        post_author=post_author, post_topic=post_topic, post_quality=post_quality,
-        post_hour=post_hour, post_video=is_video, follow_user=fu, follow_author=fa,
+        user_ids=user_ids,
+        taste=taste,
+        author_ids=authors,
+        post_ids=post_ids,
+        post_author=post_author,
+        post_topic=post_topic,
+        post_quality=post_quality,
+        post_hour=post_hour,
+        post_video=is_video,
+        follow_user=fu,
+        follow_author=fa,
         follow_affinity=faff,
-        params=np.array([config.base_logit, config.taste_weight, config.quality_weight,
-                         config.affinity_weight, config.in_network_bonus, config.recency_per_h,
-                         config.position_bias, config.base_dwell_s,
-                         pd.Timestamp(config.start).timestamp()]),
-    )  # fmt: skip
+        params=np.array(
+            [
+                config.base_logit,
+                config.taste_weight,
+                config.quality_weight,
+                config.affinity_weight,
+                config.in_network_bonus,
+                config.recency_per_h,
+                config.position_bias,
+                config.base_dwell_s,
+                pd.Timestamp(config.start).timestamp(),
+            ]
+        ),
+    )
 
     # Sessions: each request gathers the timeline (+ a few out-of-network posts), the logging
     # policy picks and orders a page, and the user acts on what they examine.
     activity = rng.lognormal(-0.2, 0.6, n)
     n_sessions = rng.poisson(config.sessions_per_user_day * activity * config.days)
-    req_user, req_hour, req_explored, req_n = [], [], [], []
-    cand_req, cand_post, cand_rank = [], [], []
-    imp = {k: [] for k in ("request", "user", "post", "hour", "position", "propensity")}
+    req_user: list[int] = []
+    req_hour: list[float] = []
+    req_explored: list[bool] = []
+    req_n: list[int] = []
+    cand_req: list[int] = []
+    cand_post: list[int] = []
+    cand_rank: list[int] = []
+    imp: dict[str, list] = {
+        k: [] for k in ("request", "user", "post", "hour", "position", "propensity")
+    }
     request = 0
     for u in tqdm(range(n), desc="sessions", disable=not progress, unit="user"):
         if n_sessions[u] == 0 or not followees[u]:
@@ -161,7 +187,7 @@ def generate(config: WorldConfig, progress: bool = False) -> World:  # noqa: PLR
             m, k = len(chrono), min(config.items_per_session, len(chrono))
             explored = rng.random() < config.explore_share
             shown = rng.choice(chrono, size=k, replace=False) if explored else chrono[:k]
-            # P(post at slot) under the logging policy: greedy chrono, or uniform with explore_share.
+            # P(post at slot) under the logging policy: greedy chrono, or uniform (explore).
             greedy = (shown == chrono[:k]).astype(np.float64)
             propensity = (1 - config.explore_share) * greedy + config.explore_share / m
             request += 1
@@ -194,60 +220,103 @@ def generate(config: WorldConfig, progress: bool = False) -> World:  # noqa: PLR
     label = np.zeros(len(position), dtype=np.int64)
     for kind in C.ENGAGEMENT_KINDS:
         label = np.maximum(label, np.where(acted[kind], C.RELEVANCE[kind], 0))
-    impressions = pd.DataFrame({
-        C.REQUEST_ID: np.array(imp["request"], dtype=np.int64),
-        C.USER_ID: user_ids[iu], C.POST_ID: post_ids[ip], C.AUTHOR_ID: authors[post_author[ip]],
-        C.EVENT_TS: _ts(config, ihour), C.POSITION: position,
-        **{kind: acted[kind] for kind in C.ENGAGEMENT_KINDS},
-        "dwell_s": dwell, C.LABEL: label,
-        "propensity": np.array(imp["propensity"]),
-        "in_network": np.array([a in followees[u] for u, a in zip(
-            iu.tolist(), post_author[ip].tolist(), strict=True)]),
-    })  # fmt: skip
+    impressions = pd.DataFrame(
+        {
+            C.REQUEST_ID: np.array(imp["request"], dtype=np.int64),
+            C.USER_ID: user_ids[iu],
+            C.POST_ID: post_ids[ip],
+            C.AUTHOR_ID: authors[post_author[ip]],
+            C.EVENT_TS: _ts(config, ihour),
+            C.POSITION: position,
+            **{kind: acted[kind] for kind in C.ENGAGEMENT_KINDS},
+            "dwell_s": dwell,
+            C.LABEL: label,
+            "propensity": np.array(imp["propensity"]),
+            "in_network": np.array(
+                [
+                    a in followees[u]
+                    for u, a in zip(iu.tolist(), post_author[ip].tolist(), strict=True)
+                ]
+            ),
+        }
+    )
 
     req_ts = _ts(config, np.array(req_hour))
-    requests = pd.DataFrame({
-        C.REQUEST_ID: np.arange(1, request + 1, dtype=np.int64),
-        C.USER_ID: user_ids[np.array(req_user, dtype=np.int64)], C.EVENT_TS: req_ts,
-        "candidates": np.array(req_n, dtype=np.int64), "explored": np.array(req_explored),
-    })  # fmt: skip
+    requests = pd.DataFrame(
+        {
+            C.REQUEST_ID: np.arange(1, request + 1, dtype=np.int64),
+            C.USER_ID: user_ids[np.array(req_user, dtype=np.int64)],
+            C.EVENT_TS: req_ts,
+            "candidates": np.array(req_n, dtype=np.int64),
+            "explored": np.array(req_explored),
+        }
+    )
     cpost = np.array(cand_post, dtype=np.int64)
-    candidates = pd.DataFrame({
-        C.REQUEST_ID: np.array(cand_req, dtype=np.int64), C.POST_ID: post_ids[cpost],
-        C.AUTHOR_ID: authors[post_author[cpost]], "chrono_rank": np.array(cand_rank, np.int64),
-    })  # fmt: skip
+    candidates = pd.DataFrame(
+        {
+            C.REQUEST_ID: np.array(cand_req, dtype=np.int64),
+            C.POST_ID: post_ids[cpost],
+            C.AUTHOR_ID: authors[post_author[cpost]],
+            "chrono_rank": np.array(cand_rank, np.int64),
+        }
+    )
     cand_user = np.repeat(np.array(req_user, dtype=np.int64), req_n)
     candidates["in_network"] = [
-        a in followees[u] for u, a in zip(cand_user.tolist(), post_author[cpost].tolist(), strict=True)
+        a in followees[u]
+        for u, a in zip(cand_user.tolist(), post_author[cpost].tolist(), strict=True)
     ]
 
     events = []
     for kind in C.ENGAGEMENT_KINDS:
         hit = impressions[impressions[kind]]
-        events.append(pd.DataFrame({
-            "event_id": [f"sim-{r}-{p}-{kind}" for r, p in zip(
-                hit[C.REQUEST_ID], hit[C.POST_ID], strict=True)],
-            C.USER_ID: hit[C.USER_ID].to_numpy(), C.POST_ID: hit[C.POST_ID].to_numpy(),
-            C.AUTHOR_ID: hit[C.AUTHOR_ID].to_numpy(), "kind": kind,
-            # The action follows the impression by a few seconds.
-            C.EVENT_TS: hit[C.EVENT_TS] + pd.Timedelta(seconds=1),
-        }))  # fmt: skip
+        events.append(
+            pd.DataFrame(
+                {
+                    "event_id": [
+                        f"sim-{r}-{p}-{kind}"
+                        for r, p in zip(hit[C.REQUEST_ID], hit[C.POST_ID], strict=True)
+                    ],
+                    C.USER_ID: hit[C.USER_ID].to_numpy(),
+                    C.POST_ID: hit[C.POST_ID].to_numpy(),
+                    C.AUTHOR_ID: hit[C.AUTHOR_ID].to_numpy(),
+                    "kind": kind,
+                    # The action follows the impression by a few seconds.
+                    C.EVENT_TS: hit[C.EVENT_TS] + pd.Timedelta(seconds=1),
+                }
+            )
+        )
     interactions = pd.concat(events, ignore_index=True).sort_values([C.EVENT_TS, "event_id"])
 
-    posts = pd.DataFrame({
-        C.POST_ID: post_ids, C.AUTHOR_ID: authors[post_author], "created_at": _ts(config, post_hour),
-        "topic": post_topic.astype(np.int64),
-        "media_kind": np.where(is_video, "video", "photo"), "media_bytes": media_bytes,
-    })  # fmt: skip
+    posts = pd.DataFrame(
+        {
+            C.POST_ID: post_ids,
+            C.AUTHOR_ID: authors[post_author],
+            "created_at": _ts(config, post_hour),
+            "topic": post_topic.astype(np.int64),
+            "media_kind": np.where(is_video, "video", "photo"),
+            "media_bytes": media_bytes,
+        }
+    )
     following = np.bincount(fu, minlength=n)
     followers = np.zeros(n, dtype=np.int64)
     followers[authors - 1] = follower_count
-    users = pd.DataFrame({
-        C.USER_ID: user_ids, "created_at": pd.to_datetime(config.start) - pd.Timedelta(days=30),
-        "follower_count": followers, "following_count": following,
-    })  # fmt: skip
+    users = pd.DataFrame(
+        {
+            C.USER_ID: user_ids,
+            "created_at": pd.to_datetime(config.start) - pd.Timedelta(days=30),
+            "follower_count": followers,
+            "following_count": following,
+        }
+    )
     follows = pd.DataFrame({C.USER_ID: user_ids[fu], "followee_id": authors[fa]})
     return World(
-        config, users, posts, follows, requests, candidates, impressions,
-        interactions.reset_index(drop=True), truth,
+        config,
+        users,
+        posts,
+        follows,
+        requests,
+        candidates,
+        impressions,
+        interactions.reset_index(drop=True),
+        truth,
     )

@@ -31,11 +31,20 @@ def argv(settings: Settings) -> list[str]:
     data = settings.stack_dir / "mlflow"
     (data / "artifacts").mkdir(parents=True, exist_ok=True)
     return [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
-        "--serve-artifacts", "--artifacts-destination", str(data / "artifacts"),
-    ]  # fmt: skip
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.mlflow_port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{data / 'mlflow.db'}",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(data / "artifacts"),
+    ]
 
 
 def up(settings: Settings) -> str:

@@ -30,6 +30,7 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         cassandra_keyspace=f"feedcast_test_{run_id}",
         feast_project=f"test_{run_id}",
         model_name=f"feed_ranker_test_{run_id}",
+        heavy_model_name=f"feed_ranker_heavy_test_{run_id}",
         experiment=f"feedcast-test-{run_id}",
         data_dir=tmp_path_factory.mktemp("data"),
         serve_port=TEST_SERVE_PORT,
@@ -55,8 +56,9 @@ def _cleanup(s: Settings) -> None:
 
         open_store(s).teardown()
     client = MlflowClient(s.mlflow_tracking_uri, s.mlflow_tracking_uri)
-    if client.search_registered_models(filter_string=f"name = '{s.model_name}'"):
-        client.delete_registered_model(s.model_name)
+    for name in (s.model_name, s.heavy_model_name):
+        if client.search_registered_models(filter_string=f"name = '{name}'"):
+            client.delete_registered_model(name)
     exp = client.get_experiment_by_name(s.experiment)
     if exp is not None:
         client.delete_experiment(exp.experiment_id)
@@ -68,18 +70,18 @@ def world(settings: Settings):
     from simulator.config import WorldConfig
 
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    world, _ = generate_world(settings, WorldConfig(users=300, days=4, seed=11, end=end))
+    world, _ = generate_world(settings, WorldConfig(users=300, days=5, seed=11, end=end))
     return world
 
 
 @pytest.fixture(scope="session")
 def trained(settings: Settings, world):
-    from pipelines.steps import features_apply, features_materialize
-    from training.train import train_and_register
+    from pipelines.steps import features_apply, features_materialize, train
+    from training.heavy import HeavyParams
 
     features_apply(settings)
     features_materialize(settings)
-    return train_and_register(settings)
+    return train(settings, heavy_params=HeavyParams(epochs=3))
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ import pandas as pd
 from core import constants as C
 from core.settings import Settings
 from features import definitions
-from features.request import REQUEST_EPOCH
 from features.pit import Engine, historical_features
+from features.request import REQUEST_EPOCH
 from features.store import FEATURE_COLUMNS, open_store
 
 # post_created_epoch_s only feeds post_age_h; an absolute time is no signal for a ranker.
@@ -34,7 +34,10 @@ def entity_frame(rows: pd.DataFrame, posts: pd.DataFrame) -> pd.DataFrame:
 
 
 def point_in_time(
-    settings: Settings, rows: pd.DataFrame, *, service: str = definitions.FEATURE_SERVICE,
+    settings: Settings,
+    rows: pd.DataFrame,
+    *,
+    service: str = definitions.FEATURE_SERVICE,
     engine: Engine = "pandas",
 ) -> pd.DataFrame:
     """``rows`` (user_id, post_id, event_timestamp, ...) with every feature as of its own time."""

@@ -51,7 +51,9 @@ def ece(labels: np.ndarray, predicted: np.ndarray, bins: int = 20) -> float:
     return total / len(y)
 
 
-def relative_calibration_error(observed: np.ndarray, predicted: np.ndarray, bins: int = 20) -> float:
+def relative_calibration_error(
+    observed: np.ndarray, predicted: np.ndarray, bins: int = 20
+) -> float:
     """ECE for a non-negative regression head, divided by the mean observation (unitless)."""
     return ece(observed, predicted, bins) / float(np.mean(observed))
 
@@ -59,8 +61,11 @@ def relative_calibration_error(observed: np.ndarray, predicted: np.ndarray, bins
 def reliability(labels: np.ndarray, predicted: np.ndarray, bins: int = 20) -> pd.DataFrame:
     """Mean prediction vs mean outcome per equal-mass bin (for reliability diagrams)."""
     order = np.argsort(predicted, kind="stable")
-    rows = [(float(np.mean(predicted[c])), float(np.mean(labels[c])), len(c))
-            for c in np.array_split(order, bins) if len(c)]  # fmt: skip
+    rows = [
+        (float(np.mean(predicted[c])), float(np.mean(labels[c])), len(c))
+        for c in np.array_split(order, bins)
+        if len(c)
+    ]
     return pd.DataFrame(rows, columns=["predicted", "observed", "n"])
 
 
@@ -76,8 +81,9 @@ def snips_by_slot(logged: pd.DataFrame, target_rank: pd.Series, reward: str) -> 
     match = slot.to_numpy() == logged[C.POSITION].to_numpy()
     w = np.where(match, 1.0 / logged["propensity"].to_numpy(), 0.0)
     out = {}
-    for k, g in pd.DataFrame({"k": logged[C.POSITION].to_numpy(), "w": w,
-                              "r": logged[reward].to_numpy()}).groupby("k"):  # fmt: skip
+    for k, g in pd.DataFrame(
+        {"k": logged[C.POSITION].to_numpy(), "w": w, "r": logged[reward].to_numpy()}
+    ).groupby("k"):
         if g["w"].sum() > 0:
             out[int(k)] = float((g["w"] * g["r"]).sum() / g["w"].sum())
     return out

@@ -79,12 +79,16 @@ class MMoE(nn.Module):
         self.hour = nn.Embedding(24, 4)
         in_dim = n_dense + 5 * d + 4
         self.experts = nn.ModuleList(
-            nn.Sequential(nn.Linear(in_dim, 128), nn.ReLU(), nn.Linear(128, p.expert_dim), nn.ReLU())
+            nn.Sequential(
+                nn.Linear(in_dim, 128), nn.ReLU(), nn.Linear(128, p.expert_dim), nn.ReLU()
+            )
             for _ in range(p.experts)
         )
         self.gates = nn.ModuleList(nn.Linear(in_dim, p.experts) for _ in HEADS)
         self.towers = nn.ModuleList(
-            nn.Sequential(nn.Linear(p.expert_dim, p.tower_dim), nn.ReLU(), nn.Linear(p.tower_dim, 1))
+            nn.Sequential(
+                nn.Linear(p.expert_dim, p.tower_dim), nn.ReLU(), nn.Linear(p.tower_dim, 1)
+            )
             for _ in HEADS
         )
         self.examination = nn.Parameter(torch.full((N_POSITIONS - 1,), 2.0))  # logits, k >= 1
@@ -133,11 +137,15 @@ def _positions(frame: pd.DataFrame) -> torch.Tensor:
     return torch.from_numpy(np.clip(frame[C.POSITION].to_numpy(np.int64), 0, N_POSITIONS - 1))
 
 
-def observed(net: MMoE, out: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def observed(
+    net: MMoE, out: torch.Tensor, position: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities, dwell) as observed at ``position``: examination × head (PAL)."""
     e = net.examined(position).unsqueeze(1)
     probs = e * torch.sigmoid(out[:, :3])
-    dwell = e[:, 0] * nn.functional.softplus(out[:, 3]) + (1 - e[:, 0]) * nn.functional.softplus(net.skim)
+    dwell = e[:, 0] * nn.functional.softplus(out[:, 3]) + (1 - e[:, 0]) * nn.functional.softplus(
+        net.skim
+    )
     return probs, dwell
 
 
@@ -187,14 +195,19 @@ def fit_spec(train_df: pd.DataFrame, params: HeavyParams) -> Spec:
     mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
     std = np.where(std > 1e-9, std, 1.0)
     return Spec(
-        params=asdict(params), dense=list(DENSE), mean=mean.tolist(), std=std.tolist(),
+        params=asdict(params),
+        dense=list(DENSE),
+        mean=mean.tolist(),
+        std=std.tolist(),
         users=sorted(int(u) for u in train_df[C.USER_ID].unique()),
         authors=sorted(int(a) for a in train_df[C.AUTHOR_ID].unique()),
         topics=int(train_df[C.TOPIC].max()) + 2,
-    )  # fmt: skip
+    )
 
 
-def _loss(net: MMoE, inputs: list[torch.Tensor], y: torch.Tensor, dwell_scale: float) -> torch.Tensor:
+def _loss(
+    net: MMoE, inputs: list[torch.Tensor], y: torch.Tensor, dwell_scale: float
+) -> torch.Tensor:
     *x, pos = inputs
     probs, dwell = observed(net, net(*x), pos)
     bce = nn.functional.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), y[:, :3])
@@ -202,7 +215,9 @@ def _loss(net: MMoE, inputs: list[torch.Tensor], y: torch.Tensor, dwell_scale: f
 
 
 def _targets(frame: pd.DataFrame) -> torch.Tensor:
-    return torch.from_numpy(np.stack([frame[TARGETS[h]].to_numpy(np.float32) for h in HEADS], axis=1))
+    return torch.from_numpy(
+        np.stack([frame[TARGETS[h]].to_numpy(np.float32) for h in HEADS], axis=1)
+    )
 
 
 def train(train_df: pd.DataFrame, params: HeavyParams, progress: bool = False) -> HeavyModel:
@@ -212,19 +227,25 @@ def train(train_df: pd.DataFrame, params: HeavyParams, progress: bool = False) -
     torch.manual_seed(params.seed)
     torch.use_deterministic_algorithms(True)
     cutoff = train_df[C.EVENT_TS].max() - pd.Timedelta(days=params.validation_days)
-    fit_df, val_df = train_df[train_df[C.EVENT_TS] < cutoff], train_df[train_df[C.EVENT_TS] >= cutoff]
+    fit_df, val_df = (
+        train_df[train_df[C.EVENT_TS] < cutoff],
+        train_df[train_df[C.EVENT_TS] >= cutoff],
+    )
     spec = fit_spec(fit_df, params)
     net = _build(spec)
     inputs, y = [*tensors(fit_df, spec), _positions(fit_df)], _targets(fit_df)
     val_inputs, val_y = [*tensors(val_df, spec), _positions(val_df)], _targets(val_df)
     dwell_scale = float(max(fit_df["dwell_s"].var(), 1e-6))
-    opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+    opt = torch.optim.Adam(
+        net.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
+    )
     gen = torch.Generator().manual_seed(params.seed)
     n = len(fit_df)
     per_epoch = (n + params.batch_size - 1) // params.batch_size
     best, best_state, stale = float("inf"), copy.deepcopy(net.state_dict()), 0
-    with tqdm(total=params.epochs * per_epoch, desc="heavy ranker", unit="batch",
-              disable=not progress) as bar:  # fmt: skip
+    with tqdm(
+        total=params.epochs * per_epoch, desc="heavy ranker", unit="batch", disable=not progress
+    ) as bar:
         for _epoch in range(params.epochs):
             net.train()
             perm = torch.randperm(n, generator=gen)

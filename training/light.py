@@ -31,14 +31,23 @@ class LightParams:
 
     def lgb_params(self) -> dict[str, object]:
         return {
-            "objective": "lambdarank", "metric": "ndcg", "eval_at": [10],
-            "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_data_in_leaf, "feature_fraction": self.feature_fraction,
-            "bagging_fraction": self.bagging_fraction, "bagging_freq": self.bagging_freq,
+            "objective": "lambdarank",
+            "metric": "ndcg",
+            "eval_at": [10],
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": self.bagging_freq,
             "lambdarank_truncation_level": self.lambdarank_truncation_level,
-            "seed": self.seed, "deterministic": True, "force_row_wise": True, "num_threads": 2,
-            "verbosity": -1, **self.extra,
-        }  # fmt: skip
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": 2,
+            "verbosity": -1,
+            **self.extra,
+        }
 
 
 def features_matrix(frame: pd.DataFrame, *, serving_like: bool = False) -> pd.DataFrame:
@@ -55,7 +64,10 @@ def _groups(frame: pd.DataFrame) -> np.ndarray:
 
 def train(train_df: pd.DataFrame, params: LightParams) -> lgb.Booster:
     data = lgb.Dataset(
-        features_matrix(train_df), label=train_df[C.LABEL].to_numpy(),
-        group=_groups(train_df), feature_name=list(LIGHT_FEATURES), free_raw_data=True,
-    )  # fmt: skip
+        features_matrix(train_df),
+        label=train_df[C.LABEL].to_numpy(),
+        group=_groups(train_df),
+        feature_name=list(LIGHT_FEATURES),
+        free_raw_data=True,
+    )
     return lgb.train(params.lgb_params(), data, num_boost_round=params.num_boost_round)

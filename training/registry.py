@@ -1,25 +1,35 @@
-"""MLflow: tracking setup, logging the ranker, registering it and moving aliases."""
+"""MLflow: tracking setup, logging both rankers, registering them and moving aliases."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from core.settings import Settings
+from training.heavy import HeavyModel
 
-# What serving needs to load the model; inferring it costs seconds and can pick up the world.
-PIP_REQUIREMENTS = [
+# What loading needs; inferring it costs seconds and can pick up the whole environment.
+LIGHT_REQUIREMENTS = [
     f"lightgbm=={lgb.__version__}",
     f"numpy=={np.__version__}",
     f"pandas=={pd.__version__}",
 ]
+HEAVY_REQUIREMENTS = [
+    f"torch=={torch.__version__.split('+')[0]}",
+    f"numpy=={np.__version__}",
+    f"pandas=={pd.__version__}",
+]
+HEAVY_CODE = Path(__file__).with_name("heavy_pyfunc.py")
 
 
 def configure(settings: Settings) -> MlflowClient:
@@ -35,37 +45,48 @@ def configure(settings: Settings) -> MlflowClient:
 class Registered:
     name: str
     version: str
-    run_id: str
-    uri: str
 
 
-def log_and_register(
-    booster: lgb.Booster,
-    example: pd.DataFrame,
-    settings: Settings,
-    *,
-    alias: str | None,
+def _alias(settings: Settings, name: str, version: str, alias: str | None) -> Registered:
+    if alias:
+        MlflowClient(
+            settings.mlflow_tracking_uri, settings.mlflow_tracking_uri
+        ).set_registered_model_alias(name, alias, version)
+    return Registered(name, version)
+
+
+def log_light(
+    booster: lgb.Booster, example: pd.DataFrame, settings: Settings, alias: str | None
 ) -> Registered:
-    """Log ``booster`` (LightGBM text format, no pickle) in the active run and register it."""
-    run = mlflow.active_run()
-    if run is None:
-        raise RuntimeError("log_and_register needs an active MLflow run")
-    signature = infer_signature(example, booster.predict(example))
+    """The light ranker in LightGBM's own text format (no pickle), in the active run."""
     info = mlflow.lightgbm.log_model(
         booster,
-        name="model",
-        signature=signature,
+        name="light_ranker",
+        signature=infer_signature(example, booster.predict(example)),
         input_example=example.head(3),
-        pip_requirements=PIP_REQUIREMENTS,
+        pip_requirements=LIGHT_REQUIREMENTS,
         registered_model_name=settings.model_name,
     )
-    version = str(info.registered_model_version)
-    client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
-    if alias:
-        client.set_registered_model_alias(settings.model_name, alias, version)
-    return Registered(
-        settings.model_name, version, run.info.run_id, f"models:/{settings.model_name}/{version}"
-    )
+    return _alias(settings, settings.model_name, str(info.registered_model_version), alias)
+
+
+def log_heavy(
+    model: HeavyModel, example: pd.DataFrame, settings: Settings, alias: str | None
+) -> Registered:
+    """The heavy ranker as an MLflow model from code: a state dict and a JSON spec."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(Path(tmp) / "heavy")
+        preds = pd.DataFrame(model.predict(example))
+        info = mlflow.pyfunc.log_model(
+            name="heavy_ranker",
+            python_model=str(HEAVY_CODE),
+            artifacts={"heavy": str(Path(tmp) / "heavy")},
+            signature=infer_signature(example, preds),
+            input_example=example.head(3),
+            pip_requirements=HEAVY_REQUIREMENTS,
+            registered_model_name=settings.heavy_model_name,
+        )
+    return _alias(settings, settings.heavy_model_name, str(info.registered_model_version), alias)
 
 
 def resolve_alias(client: MlflowClient, name: str, alias: str) -> str:

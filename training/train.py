@@ -1,58 +1,47 @@
-"""Train the ranker end to end: point-in-time set → LightGBM → holdout metrics → registry."""
+"""Fit both rankers on a point-in-time training set: the light LightGBM, the heavy MMoE."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import mlflow
-import numpy as np
+import lightgbm as lgb
+import pandas as pd
 
+from core import constants as C
 from core.settings import Settings
-from training import evaluate, ranker, registry
-from training.dataset import time_split, training_frame
+from training import heavy, light
+from training.dataset import Split, time_split, training_frame
 
 
 @dataclass(frozen=True)
-class TrainResult:
-    metrics: dict[str, float]
-    model_name: str
-    version: str
-    run_id: str
+class Fitted:
+    split: Split
+    light: lgb.Booster
+    heavy: heavy.HeavyModel
+
+    def heavy_example(self, n: int = 50) -> pd.DataFrame:
+        cols = [*self.heavy.spec.dense, C.USER_ID, C.AUTHOR_ID, C.TOPIC, "hour_of_day"]
+        return self.split.holdout[cols].head(n)
+
+    def light_example(self, n: int = 50) -> pd.DataFrame:
+        return light.features_matrix(self.split.holdout.head(n), serving_like=True)
 
 
-def train_and_register(
+def fit(
     settings: Settings,
-    params: ranker.RankerParams | None = None,
+    light_params: light.LightParams | None = None,
+    heavy_params: heavy.HeavyParams | None = None,
     *,
     holdout_days: float = 1.0,
-    alias: str | None = "champion",
-) -> TrainResult:
-    params = params or ranker.RankerParams()
-    registry.configure(settings)
-    frame = training_frame(settings)
-    split = time_split(frame, holdout_days)
+    progress: bool = False,
+) -> Fitted:
+    """Build the training set from the world under ``settings`` and fit both rankers."""
+    split = time_split(training_frame(settings), holdout_days)
     if split.train.empty or split.holdout.empty:
         raise ValueError(
             f"not enough history: {len(split.train)} training and {len(split.holdout)} holdout "
             "rows; generate a world with more days"
         )
-    mlflow.set_experiment(settings.experiment)
-    with mlflow.start_run(run_name="ranker-lightgbm") as run:
-        mlflow.log_params({k: v for k, v in asdict(params).items() if k != "extra"})
-        mlflow.log_params(
-            {
-                "train_rows": len(split.train),
-                "holdout_rows": len(split.holdout),
-                "holdout_cutoff": split.cutoff.isoformat(),
-                "feature_service": "feed_ranker_v1",
-            }
-        )
-        booster = ranker.train(split.train, params)
-        scores = np.asarray(
-            booster.predict(ranker.features_matrix(split.holdout, serving_like=True))
-        )
-        metrics = evaluate.evaluate(split.holdout, scores)
-        mlflow.log_metrics(metrics)
-        example = ranker.features_matrix(split.holdout.head(50), serving_like=True)
-        reg = registry.log_and_register(booster, example, settings, alias=alias)
-    return TrainResult(metrics, reg.name, reg.version, run.info.run_id)
+    booster = light.train(split.train, light_params or light.LightParams())
+    model = heavy.train(split.train, heavy_params or heavy.HeavyParams(), progress=progress)
+    return Fitted(split, booster, model)

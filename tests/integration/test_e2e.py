@@ -22,19 +22,25 @@ def _reader_with_candidates(world, settings) -> int:
     return int(recent[C.USER_ID].value_counts().index[0])
 
 
-def test_feed_is_ranked_by_the_champion(service, settings, world, trained):
+def _label(settings, trained) -> str:
+    return (
+        f"{settings.model_name}/{trained.light.version}+"
+        f"{settings.heavy_model_name}/{trained.heavy.version}"
+    )
+
+
+def test_feed_is_ranked_by_the_champions(service, settings, world, trained):
     user = _reader_with_candidates(world, settings)
     r = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 10}, timeout=30)
     assert r.status_code == 200, r.text
     body = r.json()
-    champion = f"{settings.model_name}/{trained.version}"
-    assert body["model_version"] == champion == r.headers["x-model-version"]
+    assert body["model_version"] == _label(settings, trained) == r.headers["x-model-version"]
     assert body["user_id"] == user and body["degraded"] == []
     items = body["items"]
     assert 0 < len(items) <= 10
     scores = [i["score"] for i in items]
     assert scores == sorted(scores, reverse=True)
-    # Every item is a post of an author the reader follows.
+    # Every item is a post of an author the reader follows (no explore source yet).
     followed = set(world.follows.loc[world.follows[C.USER_ID] == user, "followee_id"])
     posts = world.posts.set_index(C.POST_ID)
     for item in items:
@@ -70,6 +76,25 @@ def test_served_pages_are_logged_as_impressions(service, settings, world):
     assert {r.model_version for r in rows} == {body["model_version"]}
 
 
+def test_blocked_authors_and_engaged_posts_never_come_back(service, settings, world):
+    user = _reader_with_candidates(world, settings)
+    first = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 5}, timeout=30).json()
+    top_author = first["items"][0]["author_id"]
+    cluster, session = connect(settings)
+    try:
+        session.execute(
+            "INSERT INTO blocks_by_user (user_id, blocked_id) VALUES (%s, %s)", (user, top_author)
+        )
+        again = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 20}, timeout=30).json()
+    finally:
+        session.execute("DELETE FROM blocks_by_user WHERE user_id = %s", (user,))
+        cluster.shutdown()
+    assert again["items"]
+    assert top_author not in {i["author_id"] for i in again["items"]}
+    engaged = set(world.interactions.loc[world.interactions[C.USER_ID] == user, C.POST_ID])
+    assert not engaged & {i["post_id"] for i in again["items"]}
+
+
 def test_unknown_user_is_a_404_that_says_so(service):
     r = httpx.get(f"{service}/v1/feed/987654321", timeout=30)
     assert r.status_code == 404
@@ -89,7 +114,7 @@ def test_bad_user_id_is_a_422(service):
     assert r.json()["detail"][0]["loc"] == ["path", "user_id"]
 
 
-def test_health_names_the_model(service, settings, trained):
+def test_health_names_the_models(service, settings, trained):
     r = httpx.get(f"{service}/healthz", timeout=30)
     assert r.status_code == 200
-    assert r.json()["model_version"] == f"{settings.model_name}/{trained.version}"
+    assert r.json()["model_version"] == _label(settings, trained)

@@ -58,7 +58,10 @@ def test_online_features_equal_the_latest_snapshot(trained, settings, world):
         int(world.users[C.USER_ID].iloc[0]),
         posts[C.POST_ID].tolist(),
         posts[C.AUTHOR_ID].tolist(),
+        posts["topic"].tolist(),
+        pd.Timestamp.now(tz="UTC").timestamp(),
     )
+    assert (got["post_age_h"] > 0).all()  # the on-demand view ran
     table = pd.read_parquet(tables_dir(settings) / "post_stats.parquet")
     latest = table.sort_values(C.EVENT_TS).groupby(C.POST_ID).tail(1).set_index(C.POST_ID)
     for _, row in got.iterrows():
@@ -80,3 +83,50 @@ def test_training_rows_see_only_the_past(trained, settings):
             row["user_impressions_7d"]
             == snaps.sort_values(C.EVENT_TS).iloc[-1]["user_impressions_7d"]
         )
+
+
+def test_planted_future_interaction_never_reaches_a_training_row(trained, settings, world):
+    """Plant likes one millisecond after an impression: its training row must not see them."""
+    from features import batch
+    from features.store import apply, tables_dir
+    from training.dataset import training_frame
+
+    imp = pd.read_parquet(settings.world_dir / "impressions.parquet")
+    row = imp[imp[C.EVENT_TS] > imp[C.EVENT_TS].max() - pd.Timedelta(days=1)].iloc[[0]]
+    before = training_frame(settings, row)
+    planted = pd.concat([row] * 30).assign(
+        **{
+            C.EVENT_TS: row[C.EVENT_TS].iloc[0] + pd.Timedelta(milliseconds=1),
+            C.LIKE: True,
+            C.REQUEST_ID: -1,
+            C.POSITION: range(30),
+        }
+    )
+    backup = settings.world_dir / "impressions.backup.parquet"
+    (settings.world_dir / "impressions.parquet").rename(backup)
+    try:
+        pd.concat([imp, planted]).to_parquet(settings.world_dir / "impressions.parquet")
+        apply(settings)
+        after = training_frame(settings, row)
+        table = pd.read_parquet(tables_dir(settings) / "post_stats.parquet")
+    finally:
+        backup.replace(settings.world_dir / "impressions.parquet")
+        apply(settings)
+    cols = [c for c in before.columns if c.startswith(("post_", "user_", "author_"))]
+    pd.testing.assert_frame_equal(before[cols], after[cols])
+    # ...and the planted likes did land in the feature table, at a later row.
+    post = int(row[C.POST_ID].iloc[0])
+    assert table.loc[table[C.POST_ID] == post, "post_likes"].max() >= 30
+    assert batch.PRIOR_RATE > 0
+
+
+def test_pandas_point_in_time_join_equals_feasts(trained, settings):
+    import numpy as np
+
+    from training.dataset import MODEL_FEATURES, point_in_time
+
+    rows = pd.read_parquet(settings.world_dir / "impressions.parquet").sample(400, random_state=3)
+    ours = point_in_time(settings, rows)
+    feast = point_in_time(settings, rows, engine="feast")
+    cols = list(MODEL_FEATURES)
+    np.testing.assert_allclose(ours[cols].to_numpy(), feast[cols].to_numpy(), equal_nan=True)

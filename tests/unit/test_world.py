@@ -18,7 +18,7 @@ def world():
 
 def test_same_seed_and_end_give_the_same_world(world):
     again = generate(WorldConfig(users=400, days=4, seed=3, end=END))
-    for name in ("users", "posts", "follows", "impressions", "interactions"):
+    for name in ("users", "posts", "follows", "requests", "candidates", "impressions"):
         pd.testing.assert_frame_equal(getattr(world, name), getattr(again, name))
 
 
@@ -34,12 +34,23 @@ def test_follower_counts_are_heavy_tailed():
     assert followers.max() > 10 * followers.median()
 
 
-def test_impressions_only_show_followed_authors_posts_published_before(world):
+def test_impressions_show_posts_published_before_mostly_from_followed_authors(world):
     imp = world.impressions.merge(world.posts[[C.POST_ID, "created_at"]], on=C.POST_ID)
     assert (imp["created_at"] <= imp[C.EVENT_TS]).all()
     edges = set(zip(world.follows[C.USER_ID], world.follows["followee_id"], strict=True))
-    shown = set(zip(imp[C.USER_ID], imp[C.AUTHOR_ID], strict=True))
-    assert shown <= edges
+    followed = [(u, a) in edges for u, a in zip(imp[C.USER_ID], imp[C.AUTHOR_ID], strict=True)]
+    assert np.array_equal(followed, imp["in_network"].to_numpy())
+    assert 0.5 < np.mean(followed) < 1.0  # out-of-network explore candidates exist
+
+
+def test_logged_propensities_match_the_logging_policy(world):
+    imp = world.impressions.merge(world.requests[[C.REQUEST_ID, "explored", "candidates"]])
+    greedy = imp[~imp["explored"]]
+    # A greedy page shows the newest first, so each item had at least 1 - explore_share.
+    assert (greedy["propensity"] >= 1 - world.config.explore_share).all()
+    explored = imp[imp["explored"]]
+    assert (explored["propensity"] >= world.config.explore_share / explored["candidates"]).all()
+    assert (imp["propensity"] > 0).all() and (imp["propensity"] <= 1).all()
 
 
 def test_impression_timestamps_are_unique_per_user(world):
@@ -48,15 +59,40 @@ def test_impression_timestamps_are_unique_per_user(world):
 
 def test_labels_follow_the_hidden_engagement_model(world):
     imp = world.impressions
-    hi = imp[imp.oracle_p_like > imp.oracle_p_like.quantile(0.8)][C.LIKE].mean()
-    lo = imp[imp.oracle_p_like < imp.oracle_p_like.quantile(0.2)][C.LIKE].mean()
+    p = world.truth.score(imp)["p_like"]
+    hi = imp[p > np.quantile(p, 0.8)][C.LIKE].mean()
+    lo = imp[p < np.quantile(p, 0.2)][C.LIKE].mean()
     assert hi > 3 * lo
     assert set(np.unique(imp[C.LABEL])) <= {0, 1, 2, 3}
+
+
+def test_position_bias_lowers_engagement_further_down_the_page(world):
+    by_pos = world.impressions.groupby(C.POSITION)[C.LIKE].mean()
+    assert by_pos.iloc[0] > 1.5 * by_pos.iloc[8]
+
+
+def test_truth_round_trips_through_its_file(world, tmp_path):
+    from simulator.truth import Truth
+
+    world.truth.save(tmp_path / "t.npz")
+    again = Truth.load(tmp_path / "t.npz").score(world.impressions.head(100))
+    for head, values in world.truth.score(world.impressions.head(100)).items():
+        np.testing.assert_allclose(again[head], values)
 
 
 def test_interactions_have_unique_event_ids(world):
     assert world.interactions["event_id"].is_unique
     assert len(world.interactions) == int(world.impressions[list(C.ENGAGEMENT_KINDS)].sum().sum())
+
+
+def test_world_stats_report_a_heavy_tail_and_a_zipf_like_trace():
+    from simulator.stats import world_stats
+
+    big = generate(WorldConfig(users=2000, days=3, seed=3, end=END))
+    stats = world_stats(big.users, big.impressions)
+    assert 1.5 < stats["follower_exponent"] < 4.0
+    assert 0.5 < stats["request_zipf_exponent"] < 1.5
+    assert 0.0 <= stats["hourly_top10_churn"] <= 1.0
 
 
 def test_world_config_refuses_nonsense():
