@@ -14,11 +14,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
-    from bench import serve_floor
+    from bench import ranking, serve_floor
 
     settings = Settings()
     RESULTS.mkdir(exist_ok=True)
-    benches = {"serve_floor": lambda: serve_floor.run(settings)}
+    only = sys.argv[1:]
+    benches = {
+        "serve_floor": lambda: serve_floor.run(settings),
+        "ranking": lambda: ranking.run(settings),
+    }
+    benches = {k: v for k, v in benches.items() if not only or k in only}
     failed = 0
     for name, fn in benches.items():
         try:

@@ -80,10 +80,7 @@ def generate_world(
     finally:
         if cluster is not None:
             cluster.shutdown()
-    rows = {
-        n: len(getattr(world, n))
-        for n in ("users", "posts", "follows", "impressions", "interactions")
-    }
+    rows = {n: len(getattr(world, n)) for n in writer.LOG_TABLES}
     return world, WorldSummary(rows, written, str(out))
 
 
