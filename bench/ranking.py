@@ -18,10 +18,9 @@ BARS = {
     "heavy >= 0.90 x oracle": lambda m: m["ndcg10_heavy"] >= 0.90 * m["ndcg10_oracle"],
     "heavy >= 1.25 x chrono": lambda m: m["ndcg10_heavy"] >= 1.25 * m["ndcg10_chrono"],
     "auc_like within 0.02 of Bayes": lambda m: m["auc_like_bayes"] - m["auc_like"] <= 0.02,
-    "ece <= 0.02 (probability heads)": lambda m: max(
-        m["ece_p_like"], m["ece_p_comment"], m["ece_p_save"]
-    )
-    <= 0.02,
+    "ece <= 0.02 (probability heads)": lambda m: (
+        max(m["ece_p_like"], m["ece_p_comment"], m["ece_p_save"]) <= 0.02
+    ),
     "dwell relative calibration <= 0.02": lambda m: m["ece_e_dwell"] <= 0.02,
     "snips within 10% of truth": lambda m: m["snips_rel_error"] <= 0.10,
 }
