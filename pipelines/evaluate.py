@@ -200,6 +200,11 @@ def run_eval(
     writer.write_parquet(generate(config, progress=True), local.world_dir)
     features_apply(local)
     result = train(
-        local, alias=None, light_params=light_params, heavy_params=heavy_params, progress=True
+        local,
+        alias=None,
+        light_params=light_params,
+        heavy_params=heavy_params,
+        progress=True,
+        register=False,  # an evaluation logs its models in its own run and promotes nothing
     )
     return result.metrics, local.world_dir / "report"

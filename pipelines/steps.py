@@ -123,6 +123,7 @@ def train(
     light_params: LightParams | None = None,
     heavy_params: HeavyParams | None = None,
     progress: bool = False,
+    register: bool = True,
 ) -> TrainResult:
     """Fit both rankers, judge them against the world's truth, log and register them."""
     import mlflow
@@ -163,6 +164,10 @@ def train(
         report = plots(ev, settings.world_dir / "report")
         for png in report:
             mlflow.log_artifact(str(png), artifact_path="report")
-        light_reg = registry.log_light(fitted.light, fitted.light_example(), settings, alias)
-        heavy_reg = registry.log_heavy(fitted.heavy, fitted.heavy_example(), settings, alias)
+        light_reg = registry.log_light(
+            fitted.light, fitted.light_example(), settings, alias, register
+        )
+        heavy_reg = registry.log_heavy(
+            fitted.heavy, fitted.heavy_example(), settings, alias, register
+        )
     return TrainResult(ev.metrics, light_reg, heavy_reg, run.info.run_id, [str(p) for p in report])

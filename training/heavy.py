@@ -205,9 +205,7 @@ def fit_spec(train_df: pd.DataFrame, params: HeavyParams) -> Spec:
     )
 
 
-def _loss(
-    net: MMoE, inputs: list[torch.Tensor], y: torch.Tensor, dwell_scale: float
-) -> torch.Tensor:
+def _loss(net: MMoE, inputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
     *x, pos = inputs
     probs, dwell = observed(net, net(*x), pos)
     bce = nn.functional.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), y[:, :3])
@@ -238,7 +236,6 @@ def train(train_df: pd.DataFrame, params: HeavyParams, progress: bool = False) -
     net = _build(spec)
     inputs, y = [*tensors(fit_df, spec), _positions(fit_df)], _targets(fit_df)
     val_inputs, val_y = [*tensors(val_df, spec), _positions(val_df)], _targets(val_df)
-    dwell_scale = float(max(fit_df["dwell_s"].var(), 1e-6))
     opt = torch.optim.Adam(
         net.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
     )
@@ -254,14 +251,14 @@ def train(train_df: pd.DataFrame, params: HeavyParams, progress: bool = False) -
             perm = torch.randperm(n, generator=gen)
             for i in range(0, n, params.batch_size):
                 idx = perm[i : i + params.batch_size]
-                loss = _loss(net, [t[idx] for t in inputs], y[idx], dwell_scale)
+                loss = _loss(net, [t[idx] for t in inputs], y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 bar.update(1)
             net.eval()
             with torch.no_grad():
-                val = float(_loss(net, val_inputs, val_y, dwell_scale))
+                val = float(_loss(net, val_inputs, val_y))
             bar.set_postfix(val_loss=f"{val:.4f}")
             if val < best - 1e-5:
                 best, best_state, stale = val, copy.deepcopy(net.state_dict()), 0

@@ -56,7 +56,11 @@ def _alias(settings: Settings, name: str, version: str, alias: str | None) -> Re
 
 
 def log_light(
-    booster: lgb.Booster, example: pd.DataFrame, settings: Settings, alias: str | None
+    booster: lgb.Booster,
+    example: pd.DataFrame,
+    settings: Settings,
+    alias: str | None,
+    register: bool = True,
 ) -> Registered:
     """The light ranker in LightGBM's own text format (no pickle), in the active run."""
     info = mlflow.lightgbm.log_model(
@@ -65,13 +69,19 @@ def log_light(
         signature=infer_signature(example, booster.predict(example)),
         input_example=example.head(3),
         pip_requirements=LIGHT_REQUIREMENTS,
-        registered_model_name=settings.model_name,
+        registered_model_name=settings.model_name if register else None,
     )
+    if not register:
+        return Registered(settings.model_name, "")
     return _alias(settings, settings.model_name, str(info.registered_model_version), alias)
 
 
 def log_heavy(
-    model: HeavyModel, example: pd.DataFrame, settings: Settings, alias: str | None
+    model: HeavyModel,
+    example: pd.DataFrame,
+    settings: Settings,
+    alias: str | None,
+    register: bool = True,
 ) -> Registered:
     """The heavy ranker as an MLflow model from code: a state dict and a JSON spec."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,8 +94,10 @@ def log_heavy(
             signature=infer_signature(example, preds),
             input_example=example.head(3),
             pip_requirements=HEAVY_REQUIREMENTS,
-            registered_model_name=settings.heavy_model_name,
+            registered_model_name=settings.heavy_model_name if register else None,
         )
+    if not register:
+        return Registered(settings.heavy_model_name, "")
     return _alias(settings, settings.heavy_model_name, str(info.registered_model_version), alias)
 
 
