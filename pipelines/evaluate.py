@@ -111,16 +111,34 @@ def evaluate(
     )
     order["slot"] = order.groupby(C.REQUEST_ID).cumcount()
     target = order[order["slot"] < K].set_index([C.REQUEST_ID, C.POST_ID])["slot"]
-    est = M.snips_by_slot(logged[logged[C.POSITION] < K], target, "reward")
+    first_k = logged[logged[C.POSITION] < K]
+    explored = first_k[C.REQUEST_ID].map(
+        pd.read_parquet(
+            settings.world_dir / "requests.parquet", columns=[C.REQUEST_ID, "explored"]
+        ).set_index(C.REQUEST_ID)["explored"]
+    )
+    exam = M.examination_curve(first_k, "reward", explored)
+    est = M.snips_pbm(first_k, target, "reward", "shown_propensity", exam)
+    est_slot = M.snips_by_slot(first_k, target, "reward")
     top = order[order["slot"] < K]
     true_slot = truth.at_position(truth.score(top), top["slot"].to_numpy())
     top = top.assign(value=utility(true_slot, weights))
-    served = logged[logged[C.POSITION] < K].groupby(C.POSITION)[C.REQUEST_ID].nunique()
+    served = first_k.groupby(C.POSITION)[C.REQUEST_ID].nunique()
     n_req = logged[C.REQUEST_ID].nunique()
     true_by_slot = top.groupby("slot")["value"].mean()
-    metrics["snips_estimate"] = float(sum(served[k] / n_req * v for k, v in est.items()))
-    metrics["true_value"] = float(sum(served[k] / n_req * true_by_slot[k] for k in est))
+    slots = sorted(set(est) & set(served.index))
+    metrics["snips_estimate"] = float(sum(served[k] / n_req * est[k] for k in slots))
+    metrics["true_value"] = float(sum(served[k] / n_req * true_by_slot[k] for k in slots))
     metrics["snips_rel_error"] = abs(metrics["snips_estimate"] / metrics["true_value"] - 1)
+    exact = sorted(set(est_slot) & set(served.index))
+    metrics["snips_exact_slot_estimate"] = float(
+        sum(served[k] / n_req * est_slot[k] for k in exact)
+    )
+    metrics["snips_exact_slot_rel_error"] = abs(
+        metrics["snips_exact_slot_estimate"]
+        / float(sum(served[k] / n_req * true_by_slot[k] for k in exact))
+        - 1
+    )
     metrics["holdout_requests"] = float(ranked[C.REQUEST_ID].nunique())
     metrics["holdout_candidates"] = float(len(ranked))
     metrics["holdout_impressions"] = float(len(logged))

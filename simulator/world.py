@@ -162,7 +162,8 @@ def generate(config: WorldConfig, progress: bool = False) -> World:
     cand_post: list[int] = []
     cand_rank: list[int] = []
     imp: dict[str, list] = {
-        k: [] for k in ("request", "user", "post", "hour", "position", "propensity")
+        k: []
+        for k in ("request", "user", "post", "hour", "position", "propensity", "shown_propensity")
     }
     request = 0
     for u in tqdm(range(n), desc="sessions", disable=not progress, unit="user"):
@@ -190,6 +191,9 @@ def generate(config: WorldConfig, progress: bool = False) -> World:
             # P(post at slot) under the logging policy: greedy chrono, or uniform (explore).
             greedy = (shown == chrono[:k]).astype(np.float64)
             propensity = (1 - config.explore_share) * greedy + config.explore_share / m
+            # P(post on the page at all): in the greedy page, or drawn into the random one.
+            on_greedy = np.isin(shown, chrono[:k]).astype(np.float64)
+            shown_prop = (1 - config.explore_share) * on_greedy + config.explore_share * k / m
             request += 1
             req_user.append(u)
             req_hour.append(h)
@@ -204,6 +208,7 @@ def generate(config: WorldConfig, progress: bool = False) -> World:
             imp["hour"].extend([h + pos * SCROLL_S / 3600.0 for pos in range(k)])
             imp["position"].extend(range(k))
             imp["propensity"].extend(propensity.tolist())
+            imp["shown_propensity"].extend(shown_prop.tolist())
 
     iu = np.array(imp["user"], dtype=np.int64)
     ip = np.array(imp["post"], dtype=np.int64)
@@ -232,6 +237,7 @@ def generate(config: WorldConfig, progress: bool = False) -> World:
             "dwell_s": dwell,
             C.LABEL: label,
             "propensity": np.array(imp["propensity"]),
+            "shown_propensity": np.array(imp["shown_propensity"]),
             "in_network": np.array(
                 [
                     a in followees[u]

@@ -59,3 +59,32 @@ def test_request_features_are_age_hour_and_weekday():
     req = pd.Timestamp("2026-01-05 10:00", tz="UTC").timestamp()
     out = request_time_features(pd.Series([req]), pd.Series([req - 5400]))
     assert out.iloc[0].tolist() == [1.5, 10.0, 0.0]
+
+
+def test_pbm_snips_recovers_a_page_value_under_position_bias():
+    from training.evaluate import examination_curve, snips_pbm
+
+    # 8 candidates per request, 4 shown in random order; examination halves per slot.
+    rng = np.random.default_rng(2)
+    n_req, m, k = 20_000, 8, 4
+    exam = 0.5 ** np.arange(k)
+    value = rng.uniform(0, 0.5, (n_req, m))
+    rows = []
+    for r in range(n_req):
+        shown = rng.choice(m, size=k, replace=False)
+        for j, i in enumerate(shown):
+            rows.append((r, i, j, k / m, float(rng.random() < exam[j] * value[r, i])))
+    logged = pd.DataFrame(rows, columns=["request_id", "post_id", "position", "p_shown", "r"])
+    best = np.argsort(-value, axis=1)[:, :2]  # the target policy: the two best, best first
+    target = pd.Series(
+        np.tile([0, 1], n_req),
+        index=pd.MultiIndex.from_arrays(
+            [np.repeat(np.arange(n_req), 2), best.ravel()], names=["request_id", "post_id"]
+        ),
+    )
+    e = examination_curve(logged, "r", pd.Series(True, index=logged.index))
+    assert e.iloc[1] == pytest.approx(0.5, abs=0.05)
+    est = snips_pbm(logged, target, "r", "p_shown", e)
+    sorted_values = np.sort(value, axis=1)
+    assert est[0] == pytest.approx(sorted_values[:, -1].mean(), rel=0.05)
+    assert est[1] == pytest.approx(0.5 * sorted_values[:, -2].mean(), rel=0.07)

@@ -51,6 +51,9 @@ def test_logged_propensities_match_the_logging_policy(world):
     explored = imp[imp["explored"]]
     assert (explored["propensity"] >= world.config.explore_share / explored["candidates"]).all()
     assert (imp["propensity"] > 0).all() and (imp["propensity"] <= 1).all()
+    # Being on the page at all is at least as likely as being at one given slot.
+    assert (imp["shown_propensity"] >= imp["propensity"] - 1e-12).all()
+    assert (imp["shown_propensity"] <= 1).all()
 
 
 def test_impression_timestamps_are_unique_per_user(world):
