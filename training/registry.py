@@ -6,6 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 import mlflow
@@ -47,7 +48,11 @@ class Registered:
     version: str
 
 
-def _alias(settings: Settings, name: str, version: str, alias: str | None) -> Registered:
+def _registered(settings: Settings, name: str, info: Any, alias: str | None) -> Registered:
+    """The registered version of a logged model, with ``alias`` moved onto it (atomic)."""
+    if info.registered_model_version is None:  # logged in the run only, not registered
+        return Registered(name, "")
+    version = str(info.registered_model_version)
     if alias:
         MlflowClient(
             settings.mlflow_tracking_uri, settings.mlflow_tracking_uri
@@ -71,9 +76,7 @@ def log_light(
         pip_requirements=LIGHT_REQUIREMENTS,
         registered_model_name=settings.model_name if register else None,
     )
-    if not register:
-        return Registered(settings.model_name, "")
-    return _alias(settings, settings.model_name, str(info.registered_model_version), alias)
+    return _registered(settings, settings.model_name, info, alias)
 
 
 def log_heavy(
@@ -96,9 +99,7 @@ def log_heavy(
             pip_requirements=HEAVY_REQUIREMENTS,
             registered_model_name=settings.heavy_model_name if register else None,
         )
-    if not register:
-        return Registered(settings.heavy_model_name, "")
-    return _alias(settings, settings.heavy_model_name, str(info.registered_model_version), alias)
+    return _registered(settings, settings.heavy_model_name, info, alias)
 
 
 def resolve_alias(client: MlflowClient, name: str, alias: str) -> str:
