@@ -59,7 +59,10 @@ class Spec:
     users: list[int]
     authors: list[int]
     topics: int
-    calibration: list[float] = field(default_factory=lambda: [1.0] * len(HEADS))
+    # scale per head and slot (heads × N_POSITIONS), fitted on the validation days
+    calibration: list[list[float]] = field(
+        default_factory=lambda: [[1.0] * N_POSITIONS for _ in HEADS]
+    )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -161,10 +164,12 @@ class HeavyModel:
         out = self.net(*tensors(frame, self.spec))
         if serving_like:
             probs, dwell = torch.sigmoid(out[:, :3]), nn.functional.softplus(out[:, 3])
+            pos = torch.zeros(len(frame), dtype=torch.long)
         else:
-            probs, dwell = observed(self.net, out, _positions(frame))
-        scale = torch.tensor(self.spec.calibration, dtype=torch.float32)
-        probs, dwell = (probs * scale[:3]).clamp(0, 1), dwell * scale[3]
+            pos = _positions(frame)
+            probs, dwell = observed(self.net, out, pos)
+        scale = torch.tensor(self.spec.calibration, dtype=torch.float32)[:, pos].T  # rows × heads
+        probs, dwell = (probs * scale[:, :3]).clamp(0, 1), dwell * scale[:, 3]
         res = {h: probs[:, i].numpy().astype(np.float64) for i, h in enumerate(HEADS[:3])}
         res["e_dwell"] = dwell.numpy().astype(np.float64)
         return res
@@ -269,8 +274,23 @@ def train(train_df: pd.DataFrame, params: HeavyParams, progress: bool = False) -
     net.load_state_dict(best_state)
     net.eval()
     model = HeavyModel(net, spec)
-    got = model.predict(val_df, serving_like=False)
-    spec.calibration = [
-        float(val_df[TARGETS[h]].astype(float).sum() / max(got[h].sum(), 1e-9)) for h in HEADS
-    ]
+    spec.calibration = fit_calibration(val_df, model.predict(val_df, serving_like=False))
     return model
+
+
+def fit_calibration(
+    val_df: pd.DataFrame, got: dict[str, np.ndarray], prior: float = 500.0
+) -> list[list[float]]:
+    """Observed ÷ predicted per head and slot, shrunk towards the head's overall ratio when a
+    slot has few rows. Serving scores at slot 0, so slot 0's factor is the one that matters."""
+    pos = np.clip(val_df[C.POSITION].to_numpy(np.int64), 0, N_POSITIONS - 1)
+    out = []
+    for h in HEADS:
+        y = val_df[TARGETS[h]].to_numpy(np.float64)
+        overall = y.sum() / max(got[h].sum(), 1e-9)
+        ys = np.bincount(pos, weights=y, minlength=N_POSITIONS)
+        ps = np.bincount(pos, weights=got[h], minlength=N_POSITIONS)
+        mean_p = got[h].mean() if len(got[h]) else 0.0
+        # ratio = (Σy + prior·mean_p·overall) / (Σp + prior·mean_p): shrinks to `overall`
+        out.append(((ys + prior * mean_p * overall) / (ps + prior * mean_p + 1e-12)).tolist())
+    return out
