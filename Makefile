@@ -19,8 +19,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 demo: install ## Start the stack, generate a world, train, serve, print ranked feeds and metrics
 	@$(FEEDCAST) demo
 
-test: install ## The whole suite: unit tests, then integration tests on the real local stack
-	@$(FEEDCAST) stack up
+test: install ## The whole suite; starts what the stack lacks and stops it again afterwards
 	@$(PY) -m pytest tests
 
 unit: install ## Only the tests that need no services

@@ -24,14 +24,27 @@ COMPONENTS = (
 )
 
 
-def up(settings: Settings, report: Callable[[str], None] = print) -> None:
+def up(settings: Settings, report: Callable[[str], None] = print) -> list[str]:
+    """Start what is not running yet; return the names of the components this call started."""
     settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    started = []
     for c in COMPONENTS:
-        report(f"{c.name:<10} {c.up(settings)}")
+        message = c.up(settings)
+        report(f"{c.name:<10} {message}")
+        if message.startswith("started"):
+            started.append(c.name)
     from core.schema import apply_schema
 
     applied = apply_schema(settings)
     report(f"{'schema':<10} keyspace {settings.cassandra_keyspace}: {applied}")
+    return started
+
+
+def stop(settings: Settings, names: list[str]) -> None:
+    """Stop the named components (those a caller started), in reverse start order."""
+    for c in reversed(COMPONENTS):
+        if c.name in names:
+            c.down(settings)
 
 
 def down(settings: Settings, report: Callable[[str], None] = print) -> None:

@@ -35,10 +35,14 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         data_dir=tmp_path_factory.mktemp("data"),
         serve_port=TEST_SERVE_PORT,
     )
-    # Idempotent: `make test` has already started the stack; a bare `pytest` starts it here.
-    local.up(s, report=lambda _: None)
+    # Idempotent: what already runs (a demo's stack, say) is used as it is; what this session
+    # starts, it stops at the end, so a test run leaves nothing behind.
+    started = local.up(s, report=lambda _: None)
     yield s
-    _cleanup(s)
+    try:
+        _cleanup(s)
+    finally:
+        local.stop(s, started)
 
 
 def _cleanup(s: Settings) -> None:
