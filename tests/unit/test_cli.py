@@ -1,0 +1,53 @@
+"""Bad input on the command line: a clear error naming the problem, exit code 2, no traceback."""
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def empty_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEEDCAST_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FEEDCAST_HOME", str(tmp_path / "home"))
+
+
+def test_world_stats_without_a_world_says_how_to_make_one():
+    r = runner.invoke(app, ["world", "stats"])
+    assert r.exit_code == 2
+    assert "feedcast world generate" in r.output
+
+
+def test_materialize_before_apply_says_to_apply_first():
+    r = runner.invoke(app, ["features", "materialize"])
+    assert r.exit_code == 2
+    assert "feedcast features apply" in r.output
+
+
+def test_eval_with_a_missing_world_config_names_the_file(tmp_path):
+    r = runner.invoke(app, ["eval", "--world-config", str(tmp_path / "nope.yaml")])
+    assert r.exit_code == 2
+    assert "nope.yaml" in r.output
+
+
+def test_eval_with_an_unknown_world_parameter_names_it(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("userz: 10\n")
+    r = runner.invoke(app, ["eval", "--world-config", str(bad)])
+    assert r.exit_code == 2
+    assert "userz" in r.output
+
+
+def test_out_of_range_options_are_refused_before_anything_runs():
+    r = runner.invoke(app, ["world", "generate", "--users", "5"])
+    assert r.exit_code == 2
+    assert "--users" in r.output
+
+
+def test_a_bad_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("FEEDCAST_CASSANDRA_READ_CONSISTENCY", "MOST")
+    r = runner.invoke(app, ["config"])
+    assert r.exit_code == 2
+    assert "cassandra_read_consistency" in r.output
