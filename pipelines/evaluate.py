@@ -6,6 +6,7 @@ Lives in ``pipelines`` because it is the one place that may read the hidden trut
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,12 +205,14 @@ def run_eval(
     from simulator import writer
     from simulator.world import generate
 
-    name = f"seed{config.seed}-u{config.users}-d{config.days}"
+    # Worlds that differ in any parameter (not only seed and size) get folders of their own.
+    digest = hashlib.sha1(config.model_dump_json(exclude={"end"}).encode()).hexdigest()[:8]
+    name = f"seed{config.seed}-u{config.users}-d{config.days}-{digest}"
     folder = settings.home / "eval" / name
     local = settings.model_copy(
         update={
             "data_dir": folder,
-            "feast_project": f"eval_{config.seed}",
+            "feast_project": f"eval_{digest}",
             "experiment": f"{settings.experiment}-eval",
             "model_name": f"{settings.model_name}_eval",
             "heavy_model_name": f"{settings.heavy_model_name}_eval",
