@@ -53,6 +53,17 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def require_mlflow(s: Settings) -> None:
+    """Fail in one line, before any work, when the tracking server is not there."""
+    from stack.mlflow_server import answers
+
+    if not answers(s):
+        fail(
+            f"MLflow at {s.mlflow_tracking_uri} is not answering: start the stack with "
+            "`feedcast stack up` (or set FEEDCAST_MLFLOW_TRACKING_URI=sqlite:///path/mlflow.db)"
+        )
+
+
 def settings() -> Settings:
     try:
         return Settings()
@@ -182,8 +193,10 @@ def train(
     from pipelines.steps import train as step
     from training.heavy import HeavyParams
 
+    s = settings()
+    require_mlflow(s)
     result = step(
-        settings(),
+        s,
         alias=alias,
         holdout_days=holdout_days,
         heavy_params=HeavyParams(epochs=epochs),
@@ -235,7 +248,9 @@ def eval_(
         fail(f"world config: {exc}")
     from training.heavy import HeavyParams
 
-    metrics, folder = run_eval(settings(), config, heavy_params=HeavyParams(epochs=epochs))
+    s = settings()
+    require_mlflow(s)
+    metrics, folder = run_eval(s, config, heavy_params=HeavyParams(epochs=epochs))
     console.print(metrics_table(metrics))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

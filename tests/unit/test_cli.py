@@ -51,3 +51,10 @@ def test_a_bad_setting_names_the_variable(monkeypatch):
     r = runner.invoke(app, ["config"])
     assert r.exit_code == 2
     assert "cassandra_read_consistency" in r.output
+
+
+def test_eval_without_a_tracking_server_says_to_start_the_stack(monkeypatch):
+    monkeypatch.setenv("FEEDCAST_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens
+    r = runner.invoke(app, ["eval", "--users", "50", "--days", "3"])
+    assert r.exit_code == 2
+    assert "feedcast stack up" in r.output
