@@ -85,7 +85,7 @@ def trained(settings: Settings, world):
 
     features_apply(settings)
     features_materialize(settings)
-    return train(settings, heavy_params=HeavyParams(epochs=3))
+    return train(settings, heavy_params=HeavyParams(epochs=30))
 
 
 @pytest.fixture(scope="session")

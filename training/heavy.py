@@ -246,7 +246,9 @@ def train(train_df: pd.DataFrame, params: HeavyParams, progress: bool = False) -
     )
     gen = torch.Generator().manual_seed(params.seed)
     n = len(fit_df)
-    per_epoch = (n + params.batch_size - 1) // params.batch_size
+    # Small data still gets ~50 steps an epoch: a few large batches leave the net untrained.
+    batch = min(params.batch_size, max(256, n // 50))
+    per_epoch = (n + batch - 1) // batch
     best, best_state, stale = float("inf"), copy.deepcopy(net.state_dict()), 0
     with tqdm(
         total=params.epochs * per_epoch, desc="heavy ranker", unit="batch", disable=not progress
@@ -254,8 +256,8 @@ def train(train_df: pd.DataFrame, params: HeavyParams, progress: bool = False) -
         for _epoch in range(params.epochs):
             net.train()
             perm = torch.randperm(n, generator=gen)
-            for i in range(0, n, params.batch_size):
-                idx = perm[i : i + params.batch_size]
+            for i in range(0, n, batch):
+                idx = perm[i : i + batch]
                 loss = _loss(net, [t[idx] for t in inputs], y[idx])
                 opt.zero_grad()
                 loss.backward()

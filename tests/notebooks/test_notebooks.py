@@ -55,7 +55,7 @@ def test_explore_world_reports_realism_figures(run):
 def test_train_and_compare_beats_the_baselines_and_logs(run, settings):
     from mlflow import MlflowClient
 
-    m = run("02_train_and_compare.ipynb", users=300, days=5, seed=2, epochs=3)
+    m = run("02_train_and_compare.ipynb", users=300, days=5, seed=2, epochs=30)
     assert m["ndcg10_heavy"] > m["ndcg10_chrono"]
     assert m["ndcg10_light"] > m["ndcg10_chrono"]
     assert m["auc_like"] > 0.6
@@ -66,7 +66,7 @@ def test_train_and_compare_beats_the_baselines_and_logs(run, settings):
 
 
 def test_off_policy_notebook_estimates_a_value(run):
-    m = run("03_evaluate_off_policy.ipynb", users=300, days=5, seed=3, epochs=3)
+    m = run("03_evaluate_off_policy.ipynb", users=300, days=5, seed=3, epochs=30)
     assert m["snips_estimate"] > 0 and m["true_value"] > 0
     assert m["snips_rel_error"] < 0.5  # tiny world: a loose sanity bar, the default world is judged in bench
 
