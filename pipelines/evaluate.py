@@ -22,7 +22,7 @@ from simulator.writer import TRUTH_FILE
 from training import evaluate as M
 from training import light
 from training.dataset import point_in_time
-from training.heavy import TARGETS, HeavyModel, HeavyParams
+from training.heavy import TARGETS, HeavyModel, HeavyParams, blend
 from training.light import LightParams
 
 K = 10
@@ -36,15 +36,8 @@ class Evaluation:
     reliability: dict[str, pd.DataFrame]
 
 
-def blend(pred: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    """The heavy ranker's page score: a weighted sum of its heads."""
-    return sum(weights[h] * pred[h] for h in HEADS)  # type: ignore[return-value]
-
-
-def holdout_candidates(settings: Settings, cutoff: pd.Timestamp) -> pd.DataFrame:
-    """Every candidate of every held-out request, with features as of the request."""
-    req = pd.read_parquet(settings.world_dir / "requests.parquet")
-    req = req[req[C.EVENT_TS] >= cutoff]
+def holdout_candidates(settings: Settings, req: pd.DataFrame) -> pd.DataFrame:
+    """Every candidate of the requests ``req``, with features as of each request."""
     cand = pd.read_parquet(settings.world_dir / "candidates.parquet")
     cand = cand.merge(req[[C.REQUEST_ID, C.USER_ID, C.EVENT_TS]], on=C.REQUEST_ID)
     return point_in_time(settings, cand)
@@ -61,7 +54,9 @@ def evaluate(
     truth = Truth.load(settings.world_dir / TRUTH_FILE)
 
     # 1. Ranking quality on full candidate sets, judged by the true utility at the top slot.
-    ranked = holdout_candidates(settings, cutoff)
+    requests = pd.read_parquet(settings.world_dir / "requests.parquet")
+    requests = requests[requests[C.EVENT_TS] >= cutoff]
+    ranked = holdout_candidates(settings, requests)
     true_heads = truth.score(ranked)
     pred = heavy.predict(ranked, serving_like=True)
     ranked = ranked.assign(
@@ -113,11 +108,7 @@ def evaluate(
     order["slot"] = order.groupby(C.REQUEST_ID).cumcount()
     target = order[order["slot"] < K].set_index([C.REQUEST_ID, C.POST_ID])["slot"]
     first_k = logged[logged[C.POSITION] < K]
-    explored = first_k[C.REQUEST_ID].map(
-        pd.read_parquet(
-            settings.world_dir / "requests.parquet", columns=[C.REQUEST_ID, "explored"]
-        ).set_index(C.REQUEST_ID)["explored"]
-    )
+    explored = first_k[C.REQUEST_ID].map(requests.set_index(C.REQUEST_ID)["explored"])
     exam = M.examination_curve(first_k, "reward", explored)
     est = M.snips_pbm(first_k, target, "reward", "shown_propensity", exam)
     est_slot = M.snips_by_slot(first_k, target, "reward")

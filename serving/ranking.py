@@ -17,6 +17,7 @@ from serving.model import Rankers
 from serving.rules import Scored
 from training import light
 from training.dataset import MODEL_FEATURES
+from training.heavy import blend
 
 
 def model_inputs(
@@ -35,10 +36,6 @@ def model_inputs(
     for f in MODEL_FEATURES:  # a feature the store could not serve is unknown, not zero
         x[f] = feats[f].to_numpy(np.float64) if f in feats else np.nan
     return x
-
-
-def blend(pred: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    return sum(weights[h] * pred[h] for h in weights)  # type: ignore[return-value]
 
 
 def score(

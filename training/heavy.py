@@ -31,6 +31,11 @@ N_POSITIONS = 32
 DENSE = tuple(f for f in MODEL_FEATURES if f not in ("hour_of_day",))
 
 
+def blend(pred: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """The page score: the heads weighted by ``weights`` (Settings.blend_weights)."""
+    return np.sum([weights[h] * np.asarray(pred[h], dtype=np.float64) for h in HEADS], axis=0)
+
+
 @dataclass(frozen=True)
 class HeavyParams:
     """Hyperparameters; every field is logged to MLflow."""
