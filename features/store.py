@@ -56,10 +56,7 @@ def repo_config(settings: Settings) -> dict[str, object]:
 
 def open_store(settings: Settings) -> FeatureStore:
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
-    config = repo_config(settings)
-    # The same config as a feature_store.yaml, for the `feast` CLI (`feast -c <dir> ...`).
-    (settings.feast_dir / "feature_store.yaml").write_text(yaml.safe_dump(config))
-    return FeatureStore(config=RepoConfig(repo_path=settings.feast_dir, **config))
+    return FeatureStore(config=RepoConfig(repo_path=settings.feast_dir, **repo_config(settings)))
 
 
 def tables_dir(settings: Settings) -> Path:
@@ -71,6 +68,8 @@ def apply(settings: Settings) -> dict[str, int]:
     counts = build_feature_tables(settings.world_dir, tables_dir(settings))
     store = open_store(settings)
     store.apply(definitions.build(tables_dir(settings)).objects())
+    # The same config as a feature_store.yaml, for the `feast` CLI (`feast -c <dir> ...`).
+    (settings.feast_dir / "feature_store.yaml").write_text(yaml.safe_dump(repo_config(settings)))
     return counts
 
 
