@@ -14,12 +14,20 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from cassandra.query import BatchStatement, BatchType
 from fastapi import FastAPI, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
+from core.db import connect, consistency
 from core.settings import Settings
+from core.statements import Statements
+from core.time import day_bucket
+from features.store import FEATURE_COLUMNS, online_features, open_store
+from serving import candidates, ranking
+from serving.model import load_alias
+from serving.rules import RuleConfig, Scored, apply_rules
 
 log = logging.getLogger("feedcast.serving")
 
@@ -56,11 +64,6 @@ class AppArgs(BaseModel):
 @serve.ingress(api)
 class FeedService:
     def __init__(self, settings: dict[str, Any]) -> None:
-        from core.db import connect
-        from core.statements import Statements
-        from features.store import open_store
-        from serving.model import load_alias
-
         self.settings = Settings(**settings)
         self.cluster, self.session = connect(self.settings)
         self.stmts = Statements(self.session, self.settings)
@@ -81,10 +84,6 @@ class FeedService:
             int | None, Query(ge=1, le=100, description="Items on the page (default: settings).")
         ] = None,
     ) -> FeedPage:
-        from features.store import FEATURE_COLUMNS, online_features
-        from serving import candidates, ranking
-        from serving.rules import RuleConfig, apply_rules
-
         started = time.perf_counter()
         limit = limit or self.settings.feed_default_limit
         request_id = uuid.uuid4().hex
@@ -125,7 +124,7 @@ class FeedService:
                 feats = pd.DataFrame({c: np.full(len(cands), np.nan) for c in FEATURE_COLUMNS})
             x = ranking.model_inputs(cands, feats, user_id)
             scored = ranking.score(
-                self.rankers, cands, x, ctx.followed, keep=s.light_keep, weights=s.blend_weights
+                self.rankers, x, ctx.followed, keep=s.light_keep, weights=s.blend_weights
             )
             page = apply_rules(
                 scored,
@@ -156,17 +155,23 @@ class FeedService:
         )
 
     def _log_impressions(
-        self, user_id: int, request_id: str, now: datetime, page: list[Any]
+        self, user_id: int, request_id: str, now: datetime, page: list[Scored]
     ) -> None:
         """Write what was shown, off the response path (asynchronous, errors only logged).
 
-        The page is deterministic given its inputs, so each item's propensity is 1.
+        Every row of a page lands in the same (user, day) partition, so the page is one
+        unlogged single-partition batch: one round trip, applied atomically. The page is
+        deterministic given its inputs, so each item's propensity is 1.
         """
-        from core.time import day_bucket
-
+        if not page:
+            return
+        batch = BatchStatement(
+            batch_type=BatchType.UNLOGGED,
+            consistency_level=consistency(self.settings.cassandra_write_consistency),
+        )
         day = day_bucket(now)
         for pos, item in enumerate(page):
-            fut = self.session.execute_async(
+            batch.add(
                 self.stmts.insert_impression,
                 (
                     user_id,
@@ -180,9 +185,9 @@ class FeedService:
                     item.score,
                     1.0,
                 ),
-                timeout=self.settings.cassandra_request_timeout_s,
             )
-            fut.add_errback(lambda exc: log.warning("impression write failed: %s", exc))
+        fut = self.session.execute_async(batch, timeout=self.settings.cassandra_request_timeout_s)
+        fut.add_errback(lambda exc: log.warning("impression write failed: %s", exc))
 
 
 def build_app(args: AppArgs) -> Application:

@@ -40,7 +40,6 @@ def model_inputs(
 
 def score(
     rankers: Rankers,
-    candidates: Sequence[Candidate],
     x: pd.DataFrame,
     followed: set[int],
     *,
@@ -48,7 +47,7 @@ def score(
     weights: dict[str, float],
 ) -> list[Scored]:
     """Light ranker prunes to ``keep``, heavy ranker scores the rest (batched, no grad)."""
-    if not candidates:
+    if x.empty:
         return []
     light_scores = np.asarray(rankers.light.predict(light.features_matrix(x, serving_like=True)))
     top = np.argsort(-light_scores, kind="stable")[:keep]
