@@ -17,7 +17,6 @@ _WRITES = {
     "topic) VALUES (?, ?, ?, ?, ?)",
     "insert_follow": "INSERT INTO follows_by_user (user_id, followee_id, followee_followers) "
     "VALUES (?, ?, ?)",
-    "insert_block": "INSERT INTO blocks_by_user (user_id, blocked_id) VALUES (?, ?)",
     "insert_follower": "INSERT INTO followers_by_user (user_id, follower_id) VALUES (?, ?)",
     "insert_timeline": "INSERT INTO timeline_by_user (user_id, day, created_at, post_id, "
     "author_id, topic) VALUES (?, ?, ?, ?, ?, ?)",

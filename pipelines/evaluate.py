@@ -205,8 +205,6 @@ def run_eval(
             "data_dir": folder,
             "feast_project": f"eval_{digest}",
             "experiment": f"{settings.experiment}-eval",
-            "model_name": f"{settings.model_name}_eval",
-            "heavy_model_name": f"{settings.heavy_model_name}_eval",
         }
     )
     writer.write_parquet(generate(config, progress=True), local.world_dir)
