@@ -55,8 +55,7 @@ def evaluate(
 
     # 1. Ranking quality on full candidate sets, judged by the true utility at the top slot.
     requests = pd.read_parquet(settings.world_dir / "requests.parquet")
-    requests = requests[requests[C.EVENT_TS] >= cutoff]
-    ranked = holdout_candidates(settings, requests)
+    ranked = holdout_candidates(settings, requests[requests[C.EVENT_TS] >= cutoff])
     true_heads = truth.score(ranked)
     pred = heavy.predict(ranked, serving_like=True)
     ranked = ranked.assign(
