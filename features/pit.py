@@ -32,14 +32,13 @@ def historical_features(
     base[_ROW] = np.arange(len(base))
     base[C.EVENT_TS] = pd.to_datetime(base[C.EVENT_TS], utc=True)
     out = base
+    on_demand = {v.name: v for v in store.list_on_demand_feature_views()}
     odfvs = []
     for projection in store.get_feature_service(service).feature_view_projections:
         names = [f.name for f in projection.features]
-        try:
-            odfvs.append((store.get_on_demand_feature_view(projection.name), names))
+        if projection.name in on_demand:  # computed after the batch views it reads
+            odfvs.append((on_demand[projection.name], names))
             continue
-        except Exception:  # not an on-demand view: a batch view, joined below
-            pass
         fv = store.get_feature_view(projection.name)
         source: Any = fv.batch_source  # a FileSource: every view of ours reads parquet
         if engine == "feast":
