@@ -6,6 +6,8 @@ here runs at import time.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,6 +17,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 Consistency = Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"]
+
+# The development API key: well known on purpose, so that a local stack and the tests can call
+# the feed without setup. Its hash is the default of ``api_key_hashes``; production refuses it.
+DEV_API_KEY = "feedcast-dev-key"
+DEV_API_KEY_HASH = "sha256:" + hashlib.sha256(DEV_API_KEY.encode()).hexdigest()
+_KEY_HASH = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 
 
 class Settings(BaseSettings):
@@ -85,7 +93,9 @@ class Settings(BaseSettings):
     ray_port: int = Field(6380, description="GCS port of the local Ray head started by the stack.")
     ray_object_store_mb: int = Field(512, ge=78, description="Object store of the local head.")
     feed_default_limit: int = Field(20, ge=1, le=100, description="Page size when none is asked.")
-    feed_max_candidates: int = Field(500, ge=10, description="Cap on candidates scored.")
+    feed_max_candidates: int = Field(
+        500, ge=10, description="Cap on candidates scored (all sources together)."
+    )
     light_keep: int = Field(
         100, ge=1, description="Candidates the light ranker passes on to the heavy ranker."
     )
@@ -104,12 +114,82 @@ class Settings(BaseSettings):
         description="Authors with more followers are pulled at read time, not fanned out.",
     )
 
+    # Serving: candidate sources, caches, live reload, deadlines
+    cap_timeline: int = Field(350, ge=0, description="Most candidates from timeline partitions.")
+    cap_pull: int = Field(100, ge=0, description="Most candidates pulled from big accounts.")
+    cap_explore: int = Field(50, ge=0, description="Most candidates from the popular list.")
+    popular_size: int = Field(200, ge=1, description="Posts kept in the popular list in Redis.")
+    page_cache_ttl_s: int = Field(
+        86_400, ge=60, description="How long a served page stays as the Cassandra-down fallback."
+    )
+    model_poll_s: float = Field(
+        5.0, gt=0, description="How often a replica checks whether its alias moved."
+    )
+    deadline_candidates_ms: float = Field(
+        150, gt=0, description="Deadline of the candidate reads; past it, the cached page."
+    )
+    deadline_features_ms: float = Field(
+        100, gt=0, description="Deadline of the feature read; past it, default features."
+    )
+    serve_max_ongoing_requests: int = Field(
+        16, ge=1, description="Requests one replica works on at once."
+    )
+    serve_max_queued_requests: int = Field(
+        64, ge=0, description="Requests queued per deployment before 503 + Retry-After."
+    )
+    serve_request_timeout_s: float = Field(
+        5.0, gt=0, description="End-to-end limit the HTTP proxy puts on one request."
+    )
+    serve_min_replicas: int = Field(1, ge=1, description="Autoscaling floor of feed replicas.")
+    serve_max_replicas: int = Field(2, ge=1, description="Autoscaling ceiling of feed replicas.")
+    serve_target_ongoing_requests: float = Field(
+        8, gt=0, description="Autoscaling target of in-flight requests per replica."
+    )
+
+    # Security: API keys, per-key rate limit (shared by all replicas through Redis), body size
+    api_key_hashes: Annotated[list[str], NoDecode] = Field(
+        [DEV_API_KEY_HASH],
+        description=(
+            "SHA-256 hashes of the accepted API keys, comma-separated ('sha256:<hex>' or bare "
+            "hex; `serving.security.new_key()` makes a key and its hash). The default accepts "
+            f"only the public development key {DEV_API_KEY!r}, which production refuses."
+        ),
+    )
+    rate_limit_per_s: float = Field(
+        50.0, gt=0, description="Sustained requests per second allowed per API key, cluster-wide."
+    )
+    rate_limit_burst: int = Field(
+        100, ge=1, description="Requests one API key may make at once before the rate applies."
+    )
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1, description="Largest request body accepted; larger gets HTTP 413."
+    )
+
     @field_validator("cassandra_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, v: object) -> object:
         if isinstance(v, str) and not v.startswith("["):
             return [h.strip() for h in v.split(",") if h.strip()]
         return v
+
+    @field_validator("api_key_hashes", mode="before")
+    @classmethod
+    def _split_key_hashes(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [h for h in v.split(",") if h.strip()]
+        return v
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _normalize_key_hashes(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for h in v:
+            m = _KEY_HASH.fullmatch(h.strip().lower())
+            if m is None:
+                raise ValueError("each API key hash must be 'sha256:' and 64 hex digits")
+            if (norm := f"sha256:{m.group(1)}") not in out:
+                out.append(norm)
+        return out
 
     @model_validator(mode="after")
     def _production_is_replicated(self) -> Settings:
@@ -118,6 +198,15 @@ class Settings(BaseSettings):
                 raise ValueError("production needs FEEDCAST_CASSANDRA_REPLICATION_FACTOR >= 3")
             if self.cassandra_write_consistency in ("ONE", "LOCAL_ONE"):
                 raise ValueError("production needs a quorum FEEDCAST_CASSANDRA_WRITE_CONSISTENCY")
+        return self
+
+    @model_validator(mode="after")
+    def _production_has_real_keys(self) -> Settings:
+        if self.env == "production":
+            if not self.api_key_hashes:
+                raise ValueError("production needs FEEDCAST_API_KEY_HASHES")
+            if DEV_API_KEY_HASH in self.api_key_hashes:
+                raise ValueError("production refuses the development API key's hash")
         return self
 
     @property

@@ -29,9 +29,13 @@ def test_migrations_are_numbered_and_idempotent_statements():
 
 
 def test_production_refuses_an_unreplicated_keyspace():
+    from serving.security import hash_key
+
     with pytest.raises(ValidationError, match="REPLICATION_FACTOR"):
         Settings(env="production")
-    ok = Settings(env="production", cassandra_replication_factor=3)
+    ok = Settings(
+        env="production", cassandra_replication_factor=3, api_key_hashes=[hash_key("a-real-key")]
+    )
     assert ok.cassandra_write_consistency == "LOCAL_QUORUM"
 
 

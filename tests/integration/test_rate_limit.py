@@ -1,0 +1,136 @@
+"""The per-key rate limit against the real Redis (only Redis: no need for the whole stack)."""
+
+import socket
+import time
+import uuid
+from typing import cast
+
+import pytest
+import redis
+
+from core.settings import Settings
+from serving import security
+from serving.security import RateLimiter, redis_client
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def redis_settings() -> Settings:
+    s = Settings(env="test")
+    try:
+        redis_client(s).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis at {s.redis_url} does not answer (`feedcast stack up`?): {exc}")
+    return s
+
+
+@pytest.fixture
+def prefix(redis_settings: Settings):
+    """A key prefix of this test's own; whatever is left under it is deleted afterwards."""
+    p = f"feedcast:test:ratelimit:{uuid.uuid4().hex[:10]}"
+    yield p
+    client = redis_client(redis_settings)
+    for key in client.scan_iter(match=f"{p}:*"):
+        client.delete(key)
+
+
+def _limiter(s: Settings, prefix: str, rate: float, burst: int) -> RateLimiter:
+    return RateLimiter(redis_client(s), rate_per_s=rate, burst=burst, prefix=prefix)
+
+
+def test_the_burst_is_allowed_then_the_next_request_is_refused(redis_settings, prefix):
+    limiter = _limiter(redis_settings, prefix, rate=1.0, burst=3)
+    decisions = [limiter.allow("k") for _ in range(3)]
+    assert all(d.allowed and not d.degraded for d in decisions)
+    assert [d.remaining for d in decisions] == [2, 1, 0]
+    refused = limiter.allow("k")
+    assert not refused.allowed
+    assert not refused.degraded
+    assert 0 < refused.retry_after_s <= 1.0
+    assert refused.headers()["Retry-After"] == "1"
+
+
+def test_tokens_refill_at_the_rate(redis_settings, prefix):
+    limiter = _limiter(redis_settings, prefix, rate=2.0, burst=2)
+    assert limiter.allow("k").allowed
+    assert limiter.allow("k").allowed
+    refused = limiter.allow("k")
+    assert not refused.allowed
+    time.sleep(refused.retry_after_s + 0.05)
+    assert limiter.allow("k").allowed  # one token came back ...
+    assert not limiter.allow("k").allowed  # ... only one (the next is 0.5 s away)
+
+
+def test_replicas_share_one_bucket_per_key_and_keys_do_not_share(redis_settings, prefix):
+    replica_a = _limiter(redis_settings, prefix, rate=1.0, burst=2)
+    replica_b = _limiter(redis_settings, prefix, rate=1.0, burst=2)  # its own connection pool
+    assert replica_a.allow("k").allowed
+    assert replica_b.allow("k").allowed
+    assert not replica_a.allow("k").allowed
+    assert not replica_b.allow("k").allowed
+    assert replica_b.allow("other").allowed
+
+
+def test_idle_buckets_expire(redis_settings, prefix):
+    limiter = _limiter(redis_settings, prefix, rate=50.0, burst=1)
+    assert limiter.allow("k").allowed
+    ttl_ms = cast(int, limiter.client.pttl(f"{prefix}:k"))  # the sync client: an int
+    assert 0 < ttl_ms <= 20  # full again (so gone) one interval after the request
+    time.sleep(0.1)
+    assert limiter.client.exists(f"{prefix}:k") == 0
+    assert limiter.allow("k").allowed
+
+
+def test_an_unknown_script_sha_falls_back_to_eval(redis_settings, prefix, monkeypatch):
+    monkeypatch.setattr(security, "_GCRA_SHA", "0" * 40)  # as after SCRIPT FLUSH / a restart
+    limiter = _limiter(redis_settings, prefix, rate=1.0, burst=1)
+    first = limiter.allow("k")
+    assert first.allowed and not first.degraded
+    assert not limiter.allow("k").allowed
+
+
+def test_from_settings_applies_the_configured_limit_in_the_projects_namespace(redis_settings):
+    project = f"test_{uuid.uuid4().hex[:8]}"
+    s = Settings(env="test", feast_project=project, rate_limit_per_s=1.0, rate_limit_burst=2)
+    limiter = RateLimiter.from_settings(s)
+    key = f"feedcast:{project}:ratelimit:k"
+    try:
+        assert [limiter.allow("k").allowed for _ in range(3)] == [True, True, False]
+        assert limiter.client.exists(key) == 1
+    finally:
+        limiter.client.delete(key)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_dead_redis_fails_open_quickly_and_says_so():
+    s = Settings(env="test", redis_port=_free_port(), redis_timeout_s=0.2)
+    limiter = RateLimiter.from_settings(s)
+    started = time.perf_counter()
+    d = limiter.allow("k")
+    assert time.perf_counter() - started < 1.0
+    assert d.allowed and d.degraded
+    assert d.headers() == {}
+
+
+def test_a_silent_redis_costs_one_socket_timeout_then_none_during_the_cooldown():
+    with socket.socket() as silent:  # accepts connections (kernel backlog), never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        s = Settings(env="test", redis_port=silent.getsockname()[1], redis_timeout_s=0.2)
+        limiter = RateLimiter.from_settings(s, cooldown_s=30)
+        started = time.perf_counter()
+        first = limiter.allow("k")
+        first_s = time.perf_counter() - started
+        started = time.perf_counter()
+        second = limiter.allow("k")
+        second_s = time.perf_counter() - started
+    assert first.allowed and first.degraded
+    assert 0.15 < first_s < 1.0
+    assert second.allowed and second.degraded
+    assert second_s < 0.1  # Redis not tried again until the cooldown is over
