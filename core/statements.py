@@ -24,9 +24,21 @@ _WRITES = {
     "event_id, post_id, author_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
     "insert_interaction_by_post": "INSERT INTO interactions_by_post (post_id, event_ts, event_id, "
     "user_id, kind) VALUES (?, ?, ?, ?, ?)",
+    "insert_event_by_user": "INSERT INTO interactions_by_user (user_id, day, event_ts, event_id, "
+    "post_id, author_id, kind, dwell_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "insert_event_by_post": "INSERT INTO interactions_by_post (post_id, event_ts, event_id, "
+    "user_id, kind, dwell_s) VALUES (?, ?, ?, ?, ?, ?)",
     "insert_impression": "INSERT INTO impressions_by_user (user_id, day, served_at, request_id, "
     "position, post_id, author_id, model_version, score, propensity) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+}
+
+# Lightweight transactions: the first write of an id wins, a re-send comes back not applied.
+_CLAIMS = {
+    "claim_event": "INSERT INTO events_by_id (event_id, user_id, post_id, kind, event_ts, "
+    "dwell_s) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+    "claim_post": "INSERT INTO posts_by_id (post_id, author_id, created_at, topic, media_kind, "
+    "media_bytes) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
 }
 
 _READS = {
@@ -39,6 +51,9 @@ _READS = {
     "WHERE user_id = ?",
     "blocked": "SELECT blocked_id FROM blocks_by_user WHERE user_id = ?",
     "engaged_day": "SELECT post_id FROM interactions_by_user WHERE user_id = ? AND day = ?",
+    "followers_of": "SELECT follower_id FROM followers_by_user WHERE user_id = ?",
+    "get_post": "SELECT post_id, author_id, created_at, topic, media_kind, media_bytes "
+    "FROM posts_by_id WHERE post_id = ?",
     "author_day": "SELECT post_id, created_at, topic FROM posts_by_author "
     "WHERE author_id = ? AND day = ? "
     "LIMIT ?",
@@ -53,6 +68,11 @@ class Statements:
         for name, cql in _WRITES.items():
             stmt = session.prepare(cql)
             stmt.consistency_level = consistency(settings.cassandra_write_consistency)
+            self._prepared[name] = stmt
+        for name, cql in _CLAIMS.items():
+            stmt = session.prepare(cql)
+            stmt.consistency_level = consistency(settings.cassandra_write_consistency)
+            stmt.serial_consistency_level = consistency("LOCAL_SERIAL")
             self._prepared[name] = stmt
         for name, cql in _READS.items():
             stmt = session.prepare(cql)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.settings import Settings
+from core.settings import DEV_API_KEY, Settings
 
 app = typer.Typer(
     help="feedcast: ML-ranked feeds on Cassandra, Feast/Redis, LightGBM, MLflow and Ray Serve.",
@@ -173,13 +173,15 @@ def features_apply() -> None:
 
 @features_app.command("materialize")
 def features_materialize() -> None:
-    """Load the latest feature values into the Redis online store."""
+    """Load the latest feature values into the Redis online store and publish the popular
+    list (the feed's explore source and last-resort page)."""
     from pipelines.steps import features_materialize as step
 
     try:
-        step(settings())
+        n = step(settings())
     except FileNotFoundError as exc:
         fail(str(exc))
+    console.print(f"materialized; popular list: {n} posts")
 
 
 @app.command("train")
@@ -287,6 +289,12 @@ def serve_stop() -> None:
 def feed(
     user_id: Annotated[int, typer.Argument(help="The reader.")],
     limit: Annotated[int, typer.Option(min=1, max=100, help="Items on the page.")] = 10,
+    api_key: Annotated[
+        str,
+        typer.Option(
+            envvar="FEEDCAST_API_KEY", help="API key to send (default: the development key)."
+        ),
+    ] = DEV_API_KEY,
 ) -> None:
     """Ask the running service for a user's feed and print it as a table."""
     import httpx
@@ -295,12 +303,32 @@ def feed(
 
     s = settings()
     try:
-        r = httpx.get(f"{s.serve_url}/v1/feed/{user_id}", params={"limit": limit}, timeout=10)
+        r = httpx.get(
+            f"{s.serve_url}/v1/feed/{user_id}",
+            params={"limit": limit},
+            headers={"X-API-Key": api_key},
+            timeout=10,
+        )
     except httpx.HTTPError as exc:
         fail(f"feed service at {s.serve_url} unreachable ({exc}); run `feedcast serve start`")
     if r.status_code != 200:
         fail(f"HTTP {r.status_code}: {r.text}")
     console.print(feed_table(r.json()))
+
+
+apikey_app = typer.Typer(help="API keys of the feed service.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
+
+
+@apikey_app.command("new")
+def apikey_new() -> None:
+    """Make a new API key. Give the key to the caller; put only its hash in
+    FEEDCAST_API_KEY_HASHES (comma-separated) where the service runs."""
+    from serving.security import new_key
+
+    key, digest = new_key()
+    console.print(f"key  (give to the caller, shown once): {key}")
+    console.print(f"hash (FEEDCAST_API_KEY_HASHES):        {digest}")
 
 
 @app.command("config")

@@ -13,7 +13,7 @@ import pandas as pd
 from rich.console import Console
 
 from core import constants as C
-from core.settings import Settings
+from core.settings import DEV_API_KEY, Settings
 from pipelines import steps
 from pipelines.render import feed_table, metrics_table
 from simulator.config import WorldConfig
@@ -70,14 +70,18 @@ def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
     with _step(console, "6/6 ranked feeds from the running service"):
         imp = pd.read_parquet(settings.world_dir / "impressions.parquet", columns=[C.USER_ID])
         for user_id in imp[C.USER_ID].value_counts().index[:3].tolist():
-            r = httpx.get(f"{url}/v1/feed/{user_id}", params={"limit": 10}, timeout=10)
+            r = httpx.get(
+                f"{url}/v1/feed/{user_id}",
+                params={"limit": 10},
+                headers={"X-API-Key": DEV_API_KEY},
+                timeout=10,
+            )
             r.raise_for_status()
             console.print(feed_table(r.json()))
         console.print(metrics_table(result.metrics))
     console.rule("[bold green]feedcast is running")
     console.print(f"demo took {time.perf_counter() - started:.0f}s")
-    console.print(
-        f"feed API : {url}/v1/feed/<user_id>?limit=20   e.g. curl '{url}/v1/feed/1?limit=5'"
-    )
+    console.print(f"feed API : {url}/v1/feed/<user_id>?limit=20  (header X-API-Key)")
+    console.print(f"  e.g.   : curl -H 'X-API-Key: {DEV_API_KEY}' '{url}/v1/feed/1?limit=5'")
     console.print(f"health   : {url}/healthz    MLflow UI: {settings.mlflow_tracking_uri}")
     console.print("stop it  : make down   (= feedcast stack down: stops exactly what was started)")

@@ -91,12 +91,15 @@ def features_apply(settings: Settings) -> dict[str, int]:
     return apply(settings)
 
 
-def features_materialize(settings: Settings, end: datetime | None = None) -> None:
+def features_materialize(settings: Settings, end: datetime | None = None) -> int:
+    """Load the latest feature rows into Redis and publish the popular list; returns its size."""
+    from features import popular
     from features.store import materialize
 
     if not (settings.feast_dir / "registry.db").exists():
         raise FileNotFoundError("no Feast registry yet: run `feedcast features apply` first")
     materialize(settings, end)
+    return popular.publish(settings, end)
 
 
 def _require_world(settings: Settings) -> None:

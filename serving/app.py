@@ -1,79 +1,143 @@
 """The Ray Serve application: the whole deployment graph in one file.
 
-``build_app(AppArgs(...))`` binds the FastAPI ingress deployment; ``feedcast serve`` runs it.
+``build_app(AppArgs(...))`` binds the FastAPI ingress deployment; ``feedcast serve`` runs it, and
+``serving/serve_config.yaml`` describes the same app for ``serve run`` / ``serve deploy``.
+
+Every replica is stateless apart from caches it can lose: rate limits and pages live in Redis,
+everything else in Cassandra, so replicas can run on many nodes.
 """
 
 # No `from __future__ import annotations`: FastAPI resolves these annotations at runtime, and
 # Ray Serve's class ingress cannot resolve string forward references.
 
+import asyncio
 import logging
-import time
 import uuid
-from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
-import numpy as np
-import pandas as pd
-from cassandra.query import BatchStatement, BatchType
 from fastapi import FastAPI, HTTPException, Path, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
-from core.db import connect, consistency
 from core.settings import Settings
-from core.statements import Statements
-from core.time import day_bucket
-from features.store import FEATURE_COLUMNS, online_features, open_store
-from serving import candidates, ranking
-from serving.model import load_alias
-from serving.rules import RuleConfig, Scored, apply_rules
+from serving import ingest
+from serving.feed import FeedPage, FeedPath
+from serving.security import ApiKeys, BodyLimit, RateLimiter
 
 log = logging.getLogger("feedcast.serving")
 
 api = FastAPI(
     title="feedcast",
-    description="Ranked feed pages from engagement models served on Ray Serve.",
+    description="Ranked feed pages from engagement models served on Ray Serve. Every /v1 route "
+    "needs an API key in the X-API-Key header.",
     version="1",
 )
 
 
-class FeedItem(BaseModel):
-    post_id: int
-    author_id: int
-    score: float
+class Guard:
+    """ASGI middleware in front of every ``/v1`` route, before any body is read or validated:
+    API key (401), per-key rate limit shared through Redis (429, with Retry-After), body size
+    (413). ``/healthz`` and the OpenAPI document stay open.
+
+    The frozen app Ray Serve ships to a replica carries this class by reference; the replica's
+    constructor hands it the keys and limiter it built from its settings (:func:`arm`).
+    """
+
+    keys: ApiKeys | None = None
+    limiter: RateLimiter | None = None
+    metrics: Any = None
+    rate_per_s: float = 0.0
+    max_bytes: int = 64 * 1024
+
+    def __init__(self, app: Any, max_bytes: int = 64 * 1024) -> None:
+        self.app = app
+        self.limited = BodyLimit(app, max_bytes)
+
+    @classmethod
+    def arm(cls, settings: Settings, metrics: Any) -> None:
+        cls.keys, cls.limiter = (
+            ApiKeys(settings.api_key_hashes),
+            RateLimiter.from_settings(settings),
+        )
+        cls.metrics, cls.rate_per_s = metrics, settings.rate_limit_per_s
+        cls.max_bytes = settings.max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        keys, limiter = Guard.keys, Guard.limiter
+        if keys is None or limiter is None:
+            await _reply(scope, receive, send, 503, "starting up", {"Retry-After": "1"})
+            return
+        headers = dict(scope["headers"])
+        key_id = keys.identify((headers.get(b"x-api-key") or b"").decode("latin-1") or None)
+        if key_id is None:
+            Guard.metrics.status(401)
+            await _reply(
+                scope,
+                receive,
+                send,
+                401,
+                "missing or invalid API key (X-API-Key header)",
+                {"WWW-Authenticate": "ApiKey"},
+            )
+            return
+        decision = await asyncio.to_thread(limiter.allow, key_id)  # Redis: off the event loop
+        if decision.degraded:
+            Guard.metrics.degraded("rate_limit")
+        if not decision.allowed:
+            Guard.metrics.rate_limited(key_id)
+            detail = f"rate limit of {Guard.rate_per_s:g} requests/s exceeded"
+            await _reply(scope, receive, send, 429, detail, decision.headers())
+            return
+        self.limited.max_bytes = Guard.max_bytes
+        await self.limited(scope, receive, send)
 
 
-class FeedPage(BaseModel):
-    user_id: int
-    items: list[FeedItem]
-    model_version: str
-    candidates: int = Field(description="Candidates scored for this page.")
-    degraded: list[str] = Field(description="Steps that fell back to a degraded path.")
-    request_id: str
+async def _reply(
+    scope: Any, receive: Any, send: Any, status: int, detail: str, headers: dict[str, str]
+) -> None:
+    await JSONResponse({"detail": detail}, status_code=status, headers=headers)(
+        scope, receive, send
+    )
+
+
+api.add_middleware(Guard)
 
 
 class AppArgs(BaseModel):
     """Arguments of :func:`build_app`: the settings the replicas run with."""
 
     settings: dict[str, Any] = Field(default_factory=dict)
-    num_replicas: int = Field(1, ge=1)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32)
+def _unavailable(detail: str, retry_after_s: int = 1) -> JSONResponse:
+    return JSONResponse(
+        {"detail": detail}, status_code=503, headers={"Retry-After": str(retry_after_s)}
+    )
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5})
 @serve.ingress(api)
 class FeedService:
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = Settings(**settings)
-        self.cluster, self.session = connect(self.settings)
-        self.stmts = Statements(self.session, self.settings)
-        self.store = open_store(self.settings)
-        self.rankers = load_alias(self.settings)
-        log.info("feed service ready with %s", self.rankers.label)
+        self.settings = s = Settings(**settings)
+        self.path = FeedPath(s)
+        self.background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fanout")
+        Guard.arm(s, self.path.metrics)
+        log.info("feed service ready with %s", self.path.models_label())
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """``user_config: {model_alias: NAME}`` switches the alias served, without a restart."""
+        self.path.set_alias(str(user_config.get("model_alias") or self.settings.model_alias))
 
     @api.get("/healthz")
     def healthz(self) -> dict[str, str]:
-        return {"status": "ok", "model_version": self.rankers.label}
+        return {"status": "ok", "model_version": self.path.models_label()}
 
     @api.get("/v1/feed/{user_id}", response_model=FeedPage)
     def feed(
@@ -84,114 +148,79 @@ class FeedService:
             int | None, Query(ge=1, le=100, description="Items on the page (default: settings).")
         ] = None,
     ) -> FeedPage:
-        started = time.perf_counter()
-        limit = limit or self.settings.feed_default_limit
-        request_id = uuid.uuid4().hex
+        page = self.path.serve(
+            user_id, limit or self.settings.feed_default_limit, uuid.uuid4().hex, self.background
+        )
+        if page is None:
+            raise HTTPException(404, f"unknown user_id {user_id}")
+        response.headers["X-Model-Version"] = page.model_version
+        response.headers["X-Request-Id"] = page.request_id
+        return page
+
+    @api.post("/v1/events", response_model=ingest.EventResult)
+    def events(self, body: ingest.EventBatch) -> Any:
+        """Engagement events, idempotent by ``event_id``; a 200 means every one is stored."""
+        try:
+            return ingest.ingest_events(
+                self.path.session(),
+                self.path.stmts(),
+                body.events,
+                timeout_s=self.settings.cassandra_request_timeout_s,
+            )
+        except Exception as exc:  # Cassandra unavailable: not acknowledged, the client retries
+            log.warning("events not stored: %s", exc)
+            self.path.metrics.degraded("events")
+            return _unavailable(f"events not stored, retry: {type(exc).__name__}")
+
+    @api.post("/v1/posts", response_model=ingest.PostResult, status_code=202)
+    def posts(self, body: ingest.PostIn) -> Any:
+        """An upload, idempotent by ``post_id``; fan-out to followers runs in the background."""
         s = self.settings
-        if (
-            self.session.execute(
-                self.stmts.get_user, (user_id,), timeout=s.cassandra_request_timeout_s
-            ).one()
-            is None
-        ):
-            raise HTTPException(status_code=404, detail=f"unknown user_id {user_id}")
-        now = datetime.now(UTC)
-        cands, ctx = candidates.gather(
-            self.session,
-            self.stmts,
-            user_id,
-            now,
-            days=s.timeline_days,
-            pull_threshold=s.pull_follower_threshold,
-            cap=s.feed_max_candidates,
-            timeout_s=s.cassandra_request_timeout_s,
-        )
-        degraded: list[str] = []
-        page = []
-        if cands:
-            try:
-                feats = online_features(
-                    self.store,
-                    user_id,
-                    [c.post_id for c in cands],
-                    [c.author_id for c in cands],
-                    [c.topic for c in cands],
-                    now.timestamp(),
-                )
-            except Exception as exc:  # the online store is down: rank on unknowns, say so
-                log.warning("features unavailable for %s: %s", request_id, exc)
-                degraded.append("features")
-                feats = pd.DataFrame({c: np.full(len(cands), np.nan) for c in FEATURE_COLUMNS})
-            x = ranking.model_inputs(cands, feats, user_id)
-            scored = ranking.score(
-                self.rankers, x, ctx.followed, keep=s.light_keep, weights=s.blend_weights
+        try:
+            session, stmts = self.path.session(), self.path.stmts()
+            claimed = ingest.claim_post(
+                session,
+                stmts,
+                body,
+                pull_threshold=s.pull_follower_threshold,
+                timeout_s=s.cassandra_request_timeout_s,
             )
-            page = apply_rules(
-                scored,
-                limit,
-                seen=ctx.seen,
-                blocked_authors=ctx.blocked,
-                config=RuleConfig(
-                    max_per_author=s.max_per_author,
-                    max_out_of_network_share=s.max_out_of_network_share,
-                ),
-            )
-        self._log_impressions(user_id, request_id, now, page)
-        response.headers["X-Model-Version"] = self.rankers.label
-        log.info(
-            "feed user=%s request=%s candidates=%d ms=%.1f",
-            user_id,
-            request_id,
-            len(cands),
-            (time.perf_counter() - started) * 1000,
+        except ingest.ConflictError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except LookupError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except Exception as exc:
+            log.warning("post not stored: %s", exc)
+            self.path.metrics.degraded("posts")
+            return _unavailable(f"post not stored, retry: {type(exc).__name__}")
+        if not claimed.pull:
+            self.background.submit(ingest.fan_out, session, stmts, claimed)
+        return ingest.PostResult(
+            post_id=body.post_id,
+            status="created" if claimed.created else "duplicate",
+            fanout="pull" if claimed.pull else "queued",
         )
-        return FeedPage(
-            user_id=user_id,
-            model_version=self.rankers.label,
-            candidates=len(cands),
-            degraded=degraded,
-            request_id=request_id,
-            items=[FeedItem(post_id=i.post_id, author_id=i.author_id, score=i.score) for i in page],
-        )
-
-    def _log_impressions(
-        self, user_id: int, request_id: str, now: datetime, page: list[Scored]
-    ) -> None:
-        """Write what was shown, off the response path (asynchronous, errors only logged).
-
-        Every row of a page lands in the same (user, day) partition, so the page is one
-        unlogged single-partition batch: one round trip, applied atomically. The page is
-        deterministic given its inputs, so each item's propensity is 1.
-        """
-        if not page:
-            return
-        batch = BatchStatement(
-            batch_type=BatchType.UNLOGGED,
-            consistency_level=consistency(self.settings.cassandra_write_consistency),
-        )
-        day = day_bucket(now)
-        for pos, item in enumerate(page):
-            batch.add(
-                self.stmts.insert_impression,
-                (
-                    user_id,
-                    day,
-                    now,
-                    request_id,
-                    pos,
-                    item.post_id,
-                    item.author_id,
-                    self.rankers.label,
-                    item.score,
-                    1.0,
-                ),
-            )
-        fut = self.session.execute_async(batch, timeout=self.settings.cassandra_request_timeout_s)
-        fut.add_errback(lambda exc: log.warning("impression write failed: %s", exc))
 
 
 def build_app(args: AppArgs) -> Application:
     """The feed application: one ingress deployment holding candidates, features and model."""
+    s = Settings(**args.settings)
     # serve.deployment turns the class into a Deployment; mypy sees only the class.
     deployment: Any = FeedService
-    return deployment.options(num_replicas=args.num_replicas).bind(args.settings)
+    return deployment.options(
+        max_ongoing_requests=s.serve_max_ongoing_requests,
+        max_queued_requests=s.serve_max_queued_requests,
+        autoscaling_config={
+            "min_replicas": s.serve_min_replicas,
+            "max_replicas": s.serve_max_replicas,
+            "target_ongoing_requests": s.serve_target_ongoing_requests,
+            "upscale_delay_s": 5,
+            "downscale_delay_s": 60,
+        },
+        user_config={"model_alias": s.model_alias},
+    ).bind(args.settings)
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry point of ``serve_config.yaml`` (``import_path: serving.app:app_builder``)."""
+    return build_app(AppArgs(**args))

@@ -22,8 +22,16 @@ def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
             namespace="feedcast",
             log_to_driver=False,
             include_dashboard=False if address == "local" else None,
+            # A local instance binds to loopback only (a cluster address brings its own).
+            _node_ip_address="127.0.0.1" if address == "local" else None,
         )
-    serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
+    serve.start(
+        http_options={
+            "host": settings.serve_host,
+            "port": settings.serve_port,
+            "request_timeout_s": settings.serve_request_timeout_s,
+        }
+    )
     serve.run(
         build_app(AppArgs(settings=settings.model_dump(mode="json"))),
         name=APP_NAME,

@@ -2,63 +2,123 @@
 
 The light ranker (LightGBM) scores every candidate and keeps the best ``keep``; the heavy ranker
 (MMoE) predicts its four heads for those, blended into one score with configurable weights.
+Everything runs on arrays: at 500 candidates a DataFrame per request costs more than the models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from core import constants as C
+from features.store import FEATURE_COLUMNS
 from serving.candidates import Candidate
 from serving.model import Rankers
 from serving.rules import Scored
-from training import light
-from training.dataset import MODEL_FEATURES
-from training.heavy import blend
+from training.heavy import blend, encode
+from training.light import LIGHT_FEATURES
+
+_COLUMN = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
+# The light ranker's columns in the feature matrix; position is scored as slot 0 (serving-like).
+_LIGHT_FROM = [(j, _COLUMN[f]) for j, f in enumerate(LIGHT_FEATURES) if f != C.POSITION]
+_LIGHT_DST = np.array([j for j, _ in _LIGHT_FROM], dtype=np.int64)
+_LIGHT_SRC = np.array([i for _, i in _LIGHT_FROM], dtype=np.int64)
+HEURISTIC_LABEL = "heuristic"
 
 
-def model_inputs(
-    candidates: Sequence[Candidate], features: pd.DataFrame, user_id: int
-) -> pd.DataFrame:
-    """One row per candidate: ids, topic, and every model feature (unknown → NaN)."""
-    x = pd.DataFrame(
-        {
-            C.USER_ID: np.full(len(candidates), user_id, dtype=np.int64),
-            C.POST_ID: np.array([c.post_id for c in candidates], dtype=np.int64),
-            C.AUTHOR_ID: np.array([c.author_id for c in candidates], dtype=np.int64),
-            C.TOPIC: np.array([c.topic for c in candidates], dtype=np.int64),
-        }
+@dataclass(frozen=True)
+class Batch:
+    """One request's candidates as arrays; ``features`` is rows × FEATURE_COLUMNS."""
+
+    user_id: int
+    post_ids: np.ndarray
+    author_ids: np.ndarray
+    topics: np.ndarray
+    features: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.post_ids)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.features[:, _COLUMN[name]]
+
+
+def batch(candidates: Sequence[Candidate], features: np.ndarray, user_id: int) -> Batch:
+    return Batch(
+        user_id,
+        np.fromiter((c.post_id for c in candidates), np.int64, len(candidates)),
+        np.fromiter((c.author_id for c in candidates), np.int64, len(candidates)),
+        np.fromiter((c.topic for c in candidates), np.int64, len(candidates)),
+        features,
     )
-    feats = features.reset_index(drop=True)
-    for f in MODEL_FEATURES:  # a feature the store could not serve is unknown, not zero
-        x[f] = feats[f].to_numpy(np.float64) if f in feats else np.nan
-    return x
+
+
+def unknown_features(n: int) -> np.ndarray:
+    """Every feature unknown (NaN): what the models see when the online store is down."""
+    return np.full((n, len(FEATURE_COLUMNS)), np.nan)
+
+
+def light_scores(rankers: Rankers, b: Batch) -> np.ndarray:
+    x = np.zeros((len(b), len(LIGHT_FEATURES)))
+    x[:, _LIGHT_DST] = b.features[:, _LIGHT_SRC]
+    return np.asarray(rankers.light.predict(x, num_threads=1), dtype=np.float64)
+
+
+def heavy_scores(rankers: Rankers, b: Batch, weights: dict[str, float]) -> np.ndarray:
+    spec = rankers.heavy.spec
+    dense = b.features[:, [_COLUMN[f] for f in spec.dense]]
+    inputs = encode(
+        spec,
+        dense,
+        np.full(len(b), b.user_id, dtype=np.int64),
+        b.author_ids,
+        b.topics,
+        b.column("hour_of_day"),
+    )
+    return blend(rankers.heavy.predict_tensors(inputs), weights)
+
+
+def _scored(b: Batch, idx: np.ndarray, scores: np.ndarray, followed: set[int]) -> list[Scored]:
+    return [
+        Scored(int(b.post_ids[i]), int(b.author_ids[i]), float(s), int(b.author_ids[i]) in followed)
+        for i, s in zip(idx.tolist(), scores.tolist(), strict=True)
+    ]
 
 
 def score(
     rankers: Rankers,
-    x: pd.DataFrame,
+    b: Batch,
     followed: set[int],
     *,
     keep: int,
     weights: dict[str, float],
+    observe: Callable[[str, float], None] | None = None,
 ) -> list[Scored]:
-    """Light ranker prunes to ``keep``, heavy ranker scores the rest (batched, no grad)."""
-    if x.empty:
+    """Light ranker prunes to ``keep``, heavy ranker scores the rest (batched, no grad).
+
+    ``observe(stage, seconds)`` is told how long each stage ("light", "heavy") took.
+    """
+    if not len(b):
         return []
-    light_scores = np.asarray(rankers.light.predict(light.features_matrix(x, serving_like=True)))
-    top = np.argsort(-light_scores, kind="stable")[:keep]
-    kept = x.iloc[top].reset_index(drop=True)
-    scores = blend(rankers.heavy.predict(kept, serving_like=True), weights)
-    return [
-        Scored(
-            int(kept[C.POST_ID].iat[i]),
-            int(kept[C.AUTHOR_ID].iat[i]),
-            float(scores[i]),
-            int(kept[C.AUTHOR_ID].iat[i]) in followed,
-        )
-        for i in range(len(kept))
-    ]
+    t = time.perf_counter()
+    top = np.argsort(-light_scores(rankers, b), kind="stable")[:keep]
+    if observe:
+        observe("light", time.perf_counter() - t)
+        t = time.perf_counter()
+    kept = Batch(b.user_id, b.post_ids[top], b.author_ids[top], b.topics[top], b.features[top])
+    out = _scored(b, top, heavy_scores(rankers, kept, weights), followed)
+    if observe:
+        observe("heavy", time.perf_counter() - t)
+    return out
+
+
+def heuristic(b: Batch, followed: set[int]) -> list[Scored]:
+    """No model at all: like rate (a prior where unknown) decayed by age, followed first."""
+    rate = np.nan_to_num(b.column("post_like_rate"), nan=0.06)
+    age = np.nan_to_num(b.column("post_age_h"), nan=24.0)
+    in_net = np.fromiter((a in followed for a in b.author_ids.tolist()), bool, len(b))
+    s = rate * np.exp(-np.clip(age, 0, None) / 24.0) * np.where(in_net, 1.5, 1.0)
+    return _scored(b, np.arange(len(b)), s, followed)

@@ -14,6 +14,11 @@ from stack import proc
 NAME = "redis"
 
 
+def name(settings: Settings) -> str:
+    """Pid-file name: one Redis per port (the test suite runs its own beside the demo's)."""
+    return NAME if settings.redis_port == 6379 else f"{NAME}-{settings.redis_port}"
+
+
 def answers(settings: Settings) -> bool:
     client = redis.Redis(
         host=settings.redis_host,
@@ -46,12 +51,12 @@ def ensure_installed() -> str:
 
 
 def up(settings: Settings) -> str:
-    if proc.read_pid(settings.stack_dir, NAME) is not None:
+    if proc.read_pid(settings.stack_dir, name(settings)) is not None:
         return "already running"
     if answers(settings):
         return f"reusing the Redis already on port {settings.redis_port}"
     binary = ensure_installed()
-    data = settings.stack_dir / "redis"
+    data = settings.stack_dir / name(settings)
     data.mkdir(parents=True, exist_ok=True)
     argv = [
         binary,
@@ -70,16 +75,16 @@ def up(settings: Settings) -> str:
         "--appendonly",
         "no",
     ]
-    pid = proc.start(settings.stack_dir, NAME, argv)
+    pid = proc.start(settings.stack_dir, name(settings), argv)
     proc.wait_until(
         lambda: answers(settings),
         timeout_s=30,
         what="Redis",
-        log=settings.stack_dir / "logs" / f"{NAME}.log",
-        alive=lambda: proc.read_pid(settings.stack_dir, NAME) == pid,
+        log=settings.stack_dir / "logs" / f"{name(settings)}.log",
+        alive=lambda: proc.read_pid(settings.stack_dir, name(settings)) == pid,
     )
     return f"started (pid {pid})"
 
 
 def down(settings: Settings) -> bool:
-    return proc.stop(settings.stack_dir, NAME)
+    return proc.stop(settings.stack_dir, name(settings))

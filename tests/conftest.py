@@ -14,6 +14,10 @@ import pytest
 from core.settings import Settings
 
 TEST_SERVE_PORT = 8011
+# The suite's own Redis (beside a demo's on 6379): degraded-mode tests stop and restart it.
+TEST_REDIS_PORT = 6390
+# A second API key with a bucket of its own, for the tests that exhaust a rate limit.
+LIMITED_KEY = "feedcast-test-limited-key"
 
 
 @pytest.fixture(scope="session")
@@ -23,10 +27,16 @@ def run_id() -> str:
 
 @pytest.fixture(scope="session")
 def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    from core.settings import DEV_API_KEY_HASH
+    from serving.security import hash_key
     from stack import local
 
     s = Settings(
         env="test",
+        redis_port=TEST_REDIS_PORT,
+        api_key_hashes=[DEV_API_KEY_HASH, hash_key(LIMITED_KEY)],
+        rate_limit_per_s=20,
+        rate_limit_burst=40,
         cassandra_keyspace=f"feedcast_test_{run_id}",
         feast_project=f"test_{run_id}",
         model_name=f"feed_ranker_test_{run_id}",

@@ -124,21 +124,40 @@ def _index(ids: np.ndarray, vocab: np.ndarray) -> np.ndarray:
     return np.where(vocab[pos] == ids, pos + 1, 0)
 
 
-def _dense(frame: pd.DataFrame, spec: Spec) -> np.ndarray:
-    x = frame[spec.dense].to_numpy(np.float64)
+def _dense(x: np.ndarray, spec: Spec) -> np.ndarray:
+    """Raw dense features (rows × spec.dense) → signed log1p, standardised, float32."""
     x = np.sign(x) * np.log1p(np.abs(x))
     x = (x - np.asarray(spec.mean)) / np.asarray(spec.std)
     return np.nan_to_num(x, nan=0.0).astype(np.float32)  # unknown → the training mean
 
 
-def tensors(frame: pd.DataFrame, spec: Spec) -> list[torch.Tensor]:
+def encode(
+    spec: Spec,
+    dense: np.ndarray,
+    users: np.ndarray,
+    authors: np.ndarray,
+    topics: np.ndarray,
+    hours: np.ndarray,
+) -> list[torch.Tensor]:
+    """The network's inputs from plain arrays (the serving path builds no DataFrame)."""
     return [
-        torch.from_numpy(_dense(frame, spec)),
-        torch.from_numpy(_index(frame[C.USER_ID].to_numpy(), np.asarray(spec.users))),
-        torch.from_numpy(_index(frame[C.AUTHOR_ID].to_numpy(), np.asarray(spec.authors))),
-        torch.from_numpy(np.clip(frame[C.TOPIC].to_numpy(np.int64) + 1, 0, spec.topics)),
-        torch.from_numpy(frame["hour_of_day"].fillna(0).to_numpy(np.int64) % 24),
+        torch.from_numpy(_dense(np.asarray(dense, dtype=np.float64), spec)),
+        torch.from_numpy(_index(np.asarray(users, dtype=np.int64), np.asarray(spec.users))),
+        torch.from_numpy(_index(np.asarray(authors, dtype=np.int64), np.asarray(spec.authors))),
+        torch.from_numpy(np.clip(np.asarray(topics, dtype=np.int64) + 1, 0, spec.topics)),
+        torch.from_numpy(np.nan_to_num(np.asarray(hours, dtype=np.float64)).astype(np.int64) % 24),
     ]
+
+
+def tensors(frame: pd.DataFrame, spec: Spec) -> list[torch.Tensor]:
+    return encode(
+        spec,
+        frame[spec.dense].to_numpy(np.float64),
+        frame[C.USER_ID].to_numpy(),
+        frame[C.AUTHOR_ID].to_numpy(),
+        frame[C.TOPIC].to_numpy(),
+        frame["hour_of_day"].to_numpy(np.float64),
+    )
 
 
 def _positions(frame: pd.DataFrame) -> torch.Tensor:
@@ -162,16 +181,24 @@ class HeavyModel:
     net: MMoE
     spec: Spec
 
-    @torch.no_grad()
     def predict(self, frame: pd.DataFrame, *, serving_like: bool = True) -> dict[str, np.ndarray]:
         """Head predictions; ``serving_like`` scores every item as if shown first."""
+        return self.predict_tensors(
+            tensors(frame, self.spec), None if serving_like else _positions(frame)
+        )
+
+    @torch.no_grad()
+    def predict_tensors(
+        self, inputs: list[torch.Tensor], position: torch.Tensor | None = None
+    ) -> dict[str, np.ndarray]:
+        """Heads for encoded inputs (:func:`encode`); no ``position`` = every item at slot 0."""
         self.net.eval()
-        out = self.net(*tensors(frame, self.spec))
-        if serving_like:
+        out = self.net(*inputs)
+        if position is None:
             probs, dwell = torch.sigmoid(out[:, :3]), nn.functional.softplus(out[:, 3])
-            pos = torch.zeros(len(frame), dtype=torch.long)
+            pos = torch.zeros(len(out), dtype=torch.long)
         else:
-            pos = _positions(frame)
+            pos = position
             probs, dwell = observed(self.net, out, pos)
         scale = torch.tensor(self.spec.calibration, dtype=torch.float32)[:, pos].T  # rows × heads
         probs, dwell = (probs * scale[:, :3]).clamp(0, 1), dwell * scale[:, 3]

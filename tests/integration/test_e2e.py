@@ -9,7 +9,10 @@ import pytest
 
 from core import constants as C
 from core.db import connect
+from core.settings import DEV_API_KEY
 from core.time import day_bucket
+
+API = {"X-API-Key": DEV_API_KEY}
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -31,7 +34,7 @@ def _label(settings, trained) -> str:
 
 def test_feed_is_ranked_by_the_champions(service, settings, world, trained):
     user = _reader_with_candidates(world, settings)
-    r = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 10}, timeout=30)
+    r = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 10}, headers=API, timeout=30)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model_version"] == _label(settings, trained) == r.headers["x-model-version"]
@@ -40,17 +43,20 @@ def test_feed_is_ranked_by_the_champions(service, settings, world, trained):
     assert 0 < len(items) <= 10
     scores = [i["score"] for i in items]
     assert scores == sorted(scores, reverse=True)
-    # Every item is a post of an author the reader follows (no explore source yet).
-    followed = set(world.follows.loc[world.follows[C.USER_ID] == user, "followee_id"])
+    # Every item is a real post of the author named; sources add up to the candidates scored.
     posts = world.posts.set_index(C.POST_ID)
     for item in items:
         assert posts.loc[item["post_id"], C.AUTHOR_ID] == item["author_id"]
-        assert item["author_id"] in followed
+    assert body["sources"]["timeline"] > 0
+    assert set(body["sources"]) <= {"timeline", "pull", "explore"}
+    assert sum(body["sources"].values()) == body["candidates"]
 
 
 def test_served_pages_are_logged_as_impressions(service, settings, world):
     user = _reader_with_candidates(world, settings)
-    body = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 5}, timeout=30).json()
+    body = httpx.get(
+        f"{service}/v1/feed/{user}", params={"limit": 5}, headers=API, timeout=30
+    ).json()
     cluster, session = connect(settings)
     try:
         deadline = time.monotonic() + 10
@@ -78,14 +84,18 @@ def test_served_pages_are_logged_as_impressions(service, settings, world):
 
 def test_blocked_authors_and_engaged_posts_never_come_back(service, settings, world):
     user = _reader_with_candidates(world, settings)
-    first = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 5}, timeout=30).json()
+    first = httpx.get(
+        f"{service}/v1/feed/{user}", params={"limit": 5}, headers=API, timeout=30
+    ).json()
     top_author = first["items"][0]["author_id"]
     cluster, session = connect(settings)
     try:
         session.execute(
             "INSERT INTO blocks_by_user (user_id, blocked_id) VALUES (%s, %s)", (user, top_author)
         )
-        again = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 20}, timeout=30).json()
+        again = httpx.get(
+            f"{service}/v1/feed/{user}", params={"limit": 20}, headers=API, timeout=30
+        ).json()
     finally:
         session.execute("DELETE FROM blocks_by_user WHERE user_id = %s", (user,))
         cluster.shutdown()
@@ -96,20 +106,20 @@ def test_blocked_authors_and_engaged_posts_never_come_back(service, settings, wo
 
 
 def test_unknown_user_is_a_404_that_says_so(service):
-    r = httpx.get(f"{service}/v1/feed/987654321", timeout=30)
+    r = httpx.get(f"{service}/v1/feed/987654321", headers=API, timeout=30)
     assert r.status_code == 404
     assert "unknown user_id 987654321" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=ten"])
 def test_bad_limit_is_a_422_naming_the_field(service, world, query):
-    r = httpx.get(f"{service}/v1/feed/1?{query}", timeout=30)
+    r = httpx.get(f"{service}/v1/feed/1?{query}", headers=API, timeout=30)
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["query", "limit"]
 
 
 def test_bad_user_id_is_a_422(service):
-    r = httpx.get(f"{service}/v1/feed/not-a-user", timeout=30)
+    r = httpx.get(f"{service}/v1/feed/not-a-user", headers=API, timeout=30)
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["path", "user_id"]
 

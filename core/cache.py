@@ -1,0 +1,68 @@
+"""Redis client and the key layout of everything feedcast keeps in Redis besides Feast's rows.
+
+Keys are namespaced by the Feast project, so the demo, a test run and an evaluation never read
+each other's pages. Every key is a single-slot key: the layout works unchanged on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from core.settings import Settings
+
+
+def client(settings: Settings, *, timeout_s: float | None = None) -> redis.Redis:
+    """A Redis client with explicit socket and connect timeouts (redis-py waits forever) and
+    no retries."""
+    t = timeout_s or settings.redis_timeout_s
+    return redis.Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        db=settings.redis_db,
+        socket_timeout=t,
+        socket_connect_timeout=t,
+        # redis-py retries 3 times with a backoff from 1 s by default: a dead Redis would cost
+        # seconds per call. One try; callers degrade (and their breakers skip Redis a while).
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+
+
+def page_key(settings: Settings, user_id: int) -> str:
+    """The last page served to ``user_id``: what Cassandra being down falls back to."""
+    return f"feedcast:{settings.feast_project}:page:{user_id}"
+
+
+def popular_key(settings: Settings) -> str:
+    """Recent popular posts: the explore candidate source and the last-resort page."""
+    return f"feedcast:{settings.feast_project}:popular"
+
+
+@dataclass(frozen=True)
+class CachedItem:
+    """One post of a cached page or of the popular list."""
+
+    post_id: int
+    author_id: int
+    topic: int
+    created_epoch_s: float
+    score: float
+
+
+def dump_items(items: list[CachedItem]) -> bytes:
+    return json.dumps([asdict(i) for i in items], separators=(",", ":")).encode()
+
+
+def load_items(raw: object) -> list[CachedItem]:
+    """Items from a cached value; an absent or unreadable value is an empty list."""
+    if not isinstance(raw, bytes | str) or not raw:
+        return []
+    try:
+        return [CachedItem(**row) for row in json.loads(raw)]
+    except (ValueError, TypeError):
+        return []

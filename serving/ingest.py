@@ -1,0 +1,233 @@
+"""Ingest over the API: engagement events and post uploads, idempotent by their ids.
+
+Plain Python over a Cassandra session (no Ray): the app calls these, and so can a test.
+
+- An event is *claimed* by its id with a lightweight transaction (``INSERT ... IF NOT EXISTS``);
+  the interaction rows are written after the claim. A re-send of the same event finds the claim
+  and writes the same rows again (upserts of the same keys): a crash between the two steps is
+  healed by the client's retry, and nothing is counted twice. A re-send with *different*
+  content is a conflict and changes nothing.
+- A post is claimed the same way, then indexed by author and fanned out to its followers'
+  timelines in the background, in batches; authors above the pull threshold are not fanned
+  out (readers pull them). Fan-out writes are upserts, so a repeated upload repeats them safely.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from cassandra.cluster import Session
+from cassandra.concurrent import execute_concurrent_with_args
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.statements import Statements
+from core.time import as_utc, day_bucket
+
+log = logging.getLogger("feedcast.serving.ingest")
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+class Event(BaseModel):
+    """One engagement event from the app."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", description="Idempotency key."
+    )
+    user_id: Id
+    post_id: Id
+    author_id: Id | None = Field(None, description="The post's author, when the app knows it.")
+    kind: Literal["impression", "like", "comment", "save", "dwell"]
+    ts: datetime = Field(description="When it happened (ISO 8601 with a zone).")
+    dwell_s: float | None = Field(
+        None, gt=0, le=3600, description="Seconds on screen; dwell events only."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Event:
+        if self.ts.tzinfo is None:
+            raise ValueError("ts needs a time zone (e.g. 2026-01-01T12:00:00Z)")
+        if self.ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError("ts is in the future")
+        if (self.kind == "dwell") != (self.dwell_s is not None):
+            raise ValueError("dwell_s is required for dwell events and only for them")
+        return self
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Event] = Field(min_length=1, max_length=500)
+
+
+class EventResult(BaseModel):
+    accepted: int = Field(description="Events stored for the first time.")
+    duplicates: int = Field(description="Re-sent events, recognised by id (stored once).")
+    conflicts: list[str] = Field(description="Ids already stored with different content.")
+
+
+class PostIn(BaseModel):
+    """An upload announcement."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    post_id: Id
+    author_id: Id
+    topic: int = Field(ge=0, le=1023)
+    media_kind: Literal["photo", "video"]
+    media_bytes: int = Field(ge=1, le=2**31 - 1)
+    created_at: datetime | None = Field(None, description="Upload time; default now.")
+
+    @model_validator(mode="after")
+    def _not_future(self) -> PostIn:
+        if self.created_at is not None:
+            if self.created_at.tzinfo is None:
+                raise ValueError("created_at needs a time zone")
+            if self.created_at > datetime.now(UTC) + MAX_CLOCK_SKEW:
+                raise ValueError("created_at is in the future")
+        return self
+
+
+class PostResult(BaseModel):
+    post_id: int
+    status: Literal["created", "duplicate"]
+    fanout: Literal["queued", "pull"] = Field(
+        description="queued: written to followers' timelines in the background; pull: the "
+        "author is big, readers pull the post at read time."
+    )
+
+
+class ConflictError(ValueError):
+    """The id is already stored with different content."""
+
+
+def _same_event(row: object, e: Event) -> bool:
+    return (
+        getattr(row, "user_id", None) == e.user_id
+        and getattr(row, "post_id", None) == e.post_id
+        and getattr(row, "kind", None) == e.kind
+        and as_utc(getattr(row, "event_ts", datetime.min)) == _ms(e.ts)
+        and getattr(row, "dwell_s", None) == e.dwell_s
+    )
+
+
+def _ms(ts: datetime) -> datetime:
+    """Cassandra keeps milliseconds: compare at that precision."""
+    ts = ts.astimezone(UTC)
+    return ts.replace(microsecond=ts.microsecond // 1000 * 1000)
+
+
+def ingest_events(
+    session: Session, stmts: Statements, events: list[Event], *, timeout_s: float
+) -> EventResult:
+    """Claim every event by id, then write the interaction rows of the claimed and the re-sent."""
+    claims = execute_concurrent_with_args(
+        session,
+        stmts.claim_event,
+        [(e.event_id, e.user_id, e.post_id, e.kind, _ms(e.ts), e.dwell_s) for e in events],
+        concurrency=32,
+        raise_on_first_error=True,
+    )
+    new, dup, conflicts, write = 0, 0, [], []
+    seen: set[str] = set()
+    for e, (_, rows) in zip(events, claims, strict=True):
+        if e.event_id in seen:  # the same id twice in one batch
+            dup += 1
+            continue
+        seen.add(e.event_id)
+        if rows.was_applied:
+            new += 1
+        elif _same_event(rows.one(), e):
+            dup += 1
+        else:
+            conflicts.append(e.event_id)
+            continue
+        write.append(e)
+    ts = [_ms(e.ts) for e in write]
+    execute_concurrent_with_args(
+        session,
+        stmts.insert_event_by_user,
+        [
+            (e.user_id, day_bucket(t), t, e.event_id, e.post_id, e.author_id, e.kind, e.dwell_s)
+            for e, t in zip(write, ts, strict=True)
+        ],
+        concurrency=32,
+    )
+    execute_concurrent_with_args(
+        session,
+        stmts.insert_event_by_post,
+        [
+            (e.post_id, t, e.event_id, e.user_id, e.kind, e.dwell_s)
+            for e, t in zip(write, ts, strict=True)
+        ],
+        concurrency=32,
+    )
+    return EventResult(accepted=new, duplicates=dup, conflicts=conflicts)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    post: PostIn
+    created_at: datetime
+    created: bool
+    pull: bool
+
+
+def claim_post(
+    session: Session, stmts: Statements, post: PostIn, *, pull_threshold: int, timeout_s: float
+) -> Claimed:
+    """Store the post once (by id) and index it by author; raise ConflictError or LookupError."""
+    author = session.execute(stmts.get_user, (post.author_id,), timeout=timeout_s).one()
+    if author is None:
+        raise LookupError(f"unknown author_id {post.author_id}")
+    created_at = _ms(post.created_at or datetime.now(UTC))
+    rs = session.execute(
+        stmts.claim_post,
+        (post.post_id, post.author_id, created_at, post.topic, post.media_kind, post.media_bytes),
+        timeout=timeout_s,
+    )
+    created = bool(rs.was_applied)
+    if not created:
+        res = rs.one()
+        same = (
+            res.author_id == post.author_id
+            and res.topic == post.topic
+            and res.media_kind == post.media_kind
+            and res.media_bytes == post.media_bytes
+            and (post.created_at is None or as_utc(res.created_at) == created_at)
+        )
+        if not same:
+            raise ConflictError(f"post_id {post.post_id} exists with different content")
+        created_at = as_utc(res.created_at)
+    session.execute(
+        stmts.insert_post_by_author,
+        (post.author_id, day_bucket(created_at), created_at, post.post_id, post.topic),
+        timeout=timeout_s,
+    )
+    pull = (author.follower_count or 0) > pull_threshold
+    return Claimed(post, created_at, created, pull)
+
+
+def fan_out(session: Session, stmts: Statements, c: Claimed, *, batch: int = 200) -> int:
+    """Write the post into every follower's timeline, ``batch`` followers at a time."""
+    if c.pull:
+        return 0
+    p, day, done = c.post, day_bucket(c.created_at), 0
+    rows = session.execute(stmts.followers_of, (p.author_id,))  # pages through large lists
+    chunk: list[tuple[object, ...]] = []
+    for r in rows:
+        chunk.append((r.follower_id, day, c.created_at, p.post_id, p.author_id, p.topic))
+        if len(chunk) == batch:
+            execute_concurrent_with_args(session, stmts.insert_timeline, chunk, concurrency=32)
+            done, chunk = done + len(chunk), []
+    if chunk:
+        execute_concurrent_with_args(session, stmts.insert_timeline, chunk, concurrency=32)
+        done += len(chunk)
+    log.info("fanned out post %s to %d timelines", p.post_id, done)
+    return done

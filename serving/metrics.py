@@ -1,0 +1,200 @@
+"""Feed metrics for Prometheus, exported by Ray on every node, and JSON logs with a request id.
+
+Why Ray's metrics and not ``prometheus_client``: replicas are Ray actors, many per node and on
+many nodes. ``prometheus_client`` would need one HTTP port per replica (and something to find
+them all) or a multiprocess directory that only works within one node. With
+``ray.serve.metrics`` every replica records into its node's metrics agent, which serves all of
+that node's series on the node's one metrics export port (``ray start --metrics-export-port``);
+Prometheus scrapes each node there. Series carry the ``deployment``, ``replica`` and
+``application`` tags in a replica, so replicas never overwrite each other, and ``sum by`` in
+PromQL adds them up.
+
+What Ray does to the names: a ``ray_`` prefix, and counters get ``_total``
+(``feedcast_requests`` → ``ray_feedcast_requests_total``). Ray also adds labels ``Component``,
+``NodeAddress``, ``SessionName`` and ``Version`` (Ray's version), which is why our tags are
+``model_version`` and ``step`` rather than ``version`` and ``component``. A histogram's buckets
+are exact, but the agent rebuilds ``_sum`` from bucket midpoints: use the buckets
+(``histogram_quantile``), not ``_sum / _count``, for latency.
+
+Without a Ray worker (plain Python, unit tests) recording is a harmless no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+STAGES = ("candidates", "features", "light", "heavy", "rules", "total")
+# Fixed for every replica: the node agent keeps one set of buckets per metric name.
+LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+CANDIDATE_BUCKETS = [1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0]
+
+
+class Metrics:
+    """The feed's metrics. Build one per replica (in the deployment's ``__init__``).
+
+    Every tag value must come from a small fixed set (stages, steps, sources, status codes,
+    key ids, model versions): each distinct value is a series on every node.
+    """
+
+    def __init__(self) -> None:
+        self._stage = Histogram(
+            "feedcast_stage_seconds",
+            description="Latency of one step of a feed request, in seconds.",
+            boundaries=LATENCY_BUCKETS_S,
+            tag_keys=("stage",),
+        )
+        self._degraded = Counter(
+            "feedcast_degraded",
+            description="Requests that took a step's degraded path.",
+            tag_keys=("step",),
+        )
+        self._candidates = Histogram(
+            "feedcast_candidates",
+            description="Candidates one request got from a source.",
+            boundaries=CANDIDATE_BUCKETS,
+            tag_keys=("source",),
+        )
+        self._model = Gauge(
+            "feedcast_model_version_info",
+            description="1 for the model version a replica serves, 0 for the ones it served.",
+            tag_keys=("model_version",),
+        )
+        self._status = Counter(
+            "feedcast_requests",
+            description="Feed API responses by HTTP status code.",
+            tag_keys=("code",),
+        )
+        self._limited = Counter(
+            "feedcast_rate_limited",
+            description="Requests refused by the per-key rate limit.",
+            tag_keys=("key_id",),
+        )
+        self._version: str | None = None
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        """Record how long ``stage`` (one of :data:`STAGES`) took."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
+        self._stage.observe(max(0.0, seconds), tags={"stage": stage})
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """``with metrics.timed("features"): ...`` records the block's duration (also on error)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe_stage(stage, time.perf_counter() - started)
+
+    def degraded(self, step: str) -> None:
+        """Count one request that fell back to ``step``'s degraded path."""
+        self._degraded.inc(tags={"step": step})
+
+    def candidates(self, source: str, n: int) -> None:
+        """Record that one request got ``n`` candidates from ``source``."""
+        self._candidates.observe(n, tags={"source": source})
+
+    def model_version(self, label: str) -> None:
+        """Say which model version this replica serves now (the previous one drops to 0)."""
+        if label == self._version:
+            return
+        if self._version is not None:
+            self._model.set(0, tags={"model_version": self._version})
+        self._model.set(1, tags={"model_version": label})
+        self._version = label
+
+    def status(self, code: int) -> None:
+        """Count one response with HTTP status ``code``."""
+        if not 100 <= code <= 599:
+            raise ValueError(f"not an HTTP status code: {code}")
+        self._status.inc(tags={"code": str(code)})
+
+    def rate_limited(self, key_id: str) -> None:
+        """Count one request refused by the rate limit for API key ``key_id``."""
+        self._limited.inc(tags={"key_id": key_id})
+
+
+def scrape_targets(nodes: list[dict[str, Any]]) -> list[str]:
+    """``host:port`` of each live node's metrics endpoint, from ``ray.nodes()``.
+
+    With ``--include-dashboard false`` Ray writes no Prometheus service discovery file; this
+    list is what a ``file_sd_configs`` file needs (``[{"targets": scrape_targets(...)}]``).
+    """
+    return sorted(
+        f"{n['NodeManagerAddress']}:{n['MetricsExportPort']}"
+        for n in nodes
+        if n.get("Alive") and n.get("MetricsExportPort", 0) > 0
+    )
+
+
+# --- logs ---------------------------------------------------------------------------------
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("feedcast_request_id", default=None)
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged.
+_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+@contextmanager
+def request_context(request_id: str) -> Iterator[None]:
+    """Within the block, every log line carries ``request_id``."""
+    token = REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        REQUEST_ID.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, request_id, extras, exception.
+
+    ``request_id`` is the record's own (``log.info(..., extra={"request_id": rid})``) or else
+    the one set by :func:`request_context`; null outside a request.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None) or REQUEST_ID.get(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRS and key not in out and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, default=str)
+
+
+def json_logging(logger_name: str = "feedcast", level: int = logging.INFO) -> logging.Logger:
+    """Send ``logger_name``'s records to stderr as JSON lines; idempotent per logger.
+
+    The logger stops propagating, so a root handler (Ray's worker log, say) does not print each
+    record a second time in plain text.
+    """
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return logger

@@ -1,0 +1,268 @@
+"""The production serving path on the real stack: keys, limits, idempotent ingest, live reload,
+and every degraded mode (Redis and Cassandra are really stopped and restarted here)."""
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pandas as pd
+import pytest
+
+from core import constants as C
+from core.db import connect
+from core.settings import DEV_API_KEY
+from core.time import day_bucket
+from tests.conftest import LIMITED_KEY
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+API = {"X-API-Key": DEV_API_KEY}
+
+
+def _reader(world, settings) -> int:
+    from simulator.writer import timeline_rows
+
+    tl = timeline_rows(world, settings.pull_follower_threshold)
+    recent = tl[tl["created_at"] > pd.Timestamp(world.config.end) - pd.Timedelta(days=2)]
+    return int(recent[C.USER_ID].value_counts().index[0])
+
+
+def _feed(service: str, user: int, **kw) -> httpx.Response:
+    return httpx.get(f"{service}/v1/feed/{user}", headers=API, timeout=30, **kw)
+
+
+def _wait(cond, timeout_s: float, step_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(step_s)
+    return cond()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/feed/1"), ("POST", "/v1/events"), ("POST", "/v1/posts")],
+)
+@pytest.mark.parametrize("key", [None, "wrong-key"])
+def test_every_v1_route_refuses_a_missing_or_wrong_key(service, method, path, key):
+    headers = {"X-API-Key": key} if key else {}
+    r = httpx.request(method, f"{service}{path}", headers=headers, json={}, timeout=30)
+    assert r.status_code == 401
+    assert "API key" in r.json()["detail"]
+
+
+def test_a_body_over_the_limit_is_a_413(service, settings):
+    big = b"x" * (settings.max_body_bytes + 1)
+    r = httpx.post(f"{service}/v1/events", headers=API, content=big, timeout=30)
+    assert r.status_code == 413
+    assert str(settings.max_body_bytes) in r.text
+
+
+def test_a_bad_event_is_a_422_naming_the_field(service):
+    event = {"event_id": "e1", "user_id": 1, "post_id": 1, "kind": "poke", "ts": "2026-01-01T00Z"}
+    r = httpx.post(f"{service}/v1/events", headers=API, json={"events": [event]}, timeout=30)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "events", 0, "kind"]
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after(service, settings):
+    # /v1/feed/0 is refused by validation (422) right after the key and the limit are checked:
+    # cheap enough to outrun the refill rate from one client.
+    n = settings.rate_limit_burst + 5 * int(settings.rate_limit_per_s)
+    with httpx.Client(headers={"X-API-Key": LIMITED_KEY}, timeout=30) as c:
+        codes = [c.get(f"{service}/v1/feed/0") for _ in range(n)]
+    limited = [r for r in codes if r.status_code == 429]
+    assert limited, [r.status_code for r in codes]
+    assert all(int(r.headers["retry-after"]) >= 1 for r in limited)
+    assert {r.status_code for r in codes} == {422, 429}
+    # The default key has a bucket of its own: still served.
+    assert httpx.get(f"{service}/v1/feed/987654321", headers=API, timeout=30).status_code == 404
+
+
+def _events(user: int, post: int, prefix: str) -> list[dict]:
+    ts = datetime.now(UTC).isoformat()
+    return [
+        {"event_id": f"{prefix}-like", "user_id": user, "post_id": post, "kind": "like", "ts": ts},
+        {"event_id": f"{prefix}-save", "user_id": user, "post_id": post, "kind": "save", "ts": ts},
+        {
+            "event_id": f"{prefix}-dwell",
+            "user_id": user,
+            "post_id": post,
+            "kind": "dwell",
+            "ts": ts,
+            "dwell_s": 4.5,
+        },
+    ]
+
+
+def test_events_are_stored_once_by_event_id(service, settings, world):
+    user, post = int(world.users[C.USER_ID].iloc[3]), int(world.posts[C.POST_ID].iloc[-1])
+    prefix = uuid.uuid4().hex[:10]
+    batch = _events(user, post, prefix)
+    first = httpx.post(f"{service}/v1/events", headers=API, json={"events": batch}, timeout=30)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"accepted": 3, "duplicates": 0, "conflicts": []}
+    again = httpx.post(f"{service}/v1/events", headers=API, json={"events": batch}, timeout=30)
+    assert again.json() == {"accepted": 0, "duplicates": 3, "conflicts": []}
+    changed = [{**batch[0], "kind": "comment"}]
+    clash = httpx.post(f"{service}/v1/events", headers=API, json={"events": changed}, timeout=30)
+    assert clash.json()["conflicts"] == [f"{prefix}-like"]
+    cluster, session = connect(settings)
+    try:
+        rows = [
+            r
+            for r in session.execute(
+                "SELECT event_id, kind, dwell_s FROM interactions_by_post WHERE post_id = %s",
+                (post,),
+            )
+            if r.event_id.startswith(prefix)
+        ]
+    finally:
+        cluster.shutdown()
+    assert sorted((r.event_id, r.kind, r.dwell_s) for r in rows) == [
+        (f"{prefix}-dwell", "dwell", 4.5),
+        (f"{prefix}-like", "like", None),
+        (f"{prefix}-save", "save", None),
+    ]
+
+
+def test_an_upload_is_stored_once_and_fanned_out_to_followers(service, settings, world):
+    counts = world.follows.groupby("followee_id").size()
+    author = int(counts[counts <= settings.pull_follower_threshold].idxmax())
+    follower = int(world.follows.loc[world.follows["followee_id"] == author, C.USER_ID].iloc[0])
+    post_id = int(world.posts[C.POST_ID].max()) + 1000 + int(uuid.uuid4().int % 10**6)
+    body = {"post_id": post_id, "author_id": author, "topic": 2, "media_kind": "photo"}
+    body["media_bytes"] = 123_456
+    r = httpx.post(f"{service}/v1/posts", headers=API, json=body, timeout=30)
+    assert r.status_code == 202, r.text
+    assert r.json() == {"post_id": post_id, "status": "created", "fanout": "queued"}
+    again = httpx.post(f"{service}/v1/posts", headers=API, json=body, timeout=30)
+    assert again.json()["status"] == "duplicate"
+    clash = httpx.post(f"{service}/v1/posts", headers=API, json={**body, "topic": 3}, timeout=30)
+    assert clash.status_code == 409 and str(post_id) in clash.json()["detail"]
+    unknown = httpx.post(
+        f"{service}/v1/posts", headers=API, json={**body, "author_id": 987654321}, timeout=30
+    )
+    assert unknown.status_code == 422 and "987654321" in unknown.json()["detail"]
+
+    cluster, session = connect(settings)
+    try:
+
+        def landed() -> bool:
+            rows = session.execute(
+                "SELECT post_id FROM timeline_by_user WHERE user_id = %s AND day = %s",
+                (follower, day_bucket(datetime.now(UTC))),
+            )
+            return post_id in {r.post_id for r in rows}
+
+        assert _wait(landed, 15), "the upload never reached a follower's timeline"
+        day = day_bucket(datetime.now(UTC))
+        by_author = session.execute(
+            "SELECT post_id, created_at FROM posts_by_author WHERE author_id = %s AND day = %s",
+            (author, day),
+        )
+        mine = [r for r in by_author if r.post_id == post_id]
+    finally:  # leave the world as the other tests know it
+        row = session.execute("SELECT created_at FROM posts_by_id WHERE post_id = %s", (post_id,))
+        created = row.one().created_at
+        session.execute("DELETE FROM posts_by_id WHERE post_id = %s", (post_id,))
+        session.execute(
+            "DELETE FROM posts_by_author WHERE author_id = %s AND day = %s AND created_at = %s "
+            "AND post_id = %s",
+            (author, day_bucket(datetime.now(UTC)), created, post_id),
+        )
+        for f in world.follows.loc[world.follows["followee_id"] == author, C.USER_ID]:
+            session.execute(
+                "DELETE FROM timeline_by_user WHERE user_id = %s AND day = %s AND created_at = %s "
+                "AND post_id = %s",
+                (int(f), day_bucket(datetime.now(UTC)), created, post_id),
+            )
+        cluster.shutdown()
+    assert len(mine) == 1
+
+
+def test_the_service_follows_champion_live_without_failing_a_request(service, settings, world):
+    from mlflow import MlflowClient
+
+    from pipelines.steps import train
+    from training.heavy import HeavyParams
+
+    user = _reader(world, settings)
+    before = _feed(service, user).json()["model_version"]
+    seen: list[tuple[int, str, str]] = []
+    stop = threading.Event()
+
+    def flow() -> None:
+        with httpx.Client(headers=API, timeout=30) as c:
+            while not stop.is_set():
+                r = c.get(f"{service}/v1/feed/{user}", params={"limit": 5})
+                seen.append((r.status_code, r.headers.get("x-model-version", ""), r.text))
+                time.sleep(0.1)
+
+    client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+    t = threading.Thread(target=flow, daemon=True)
+    t.start()
+    try:
+        new = train(settings, alias=None, heavy_params=HeavyParams(epochs=2))
+        client.set_registered_model_alias(settings.model_name, "champion", new.light.version)
+        client.set_registered_model_alias(settings.heavy_model_name, "champion", new.heavy.version)
+        label = (
+            f"{settings.model_name}/{new.light.version}+"
+            f"{settings.heavy_model_name}/{new.heavy.version}"
+        )
+        assert _wait(lambda: seen and seen[-1][1] == label, 60), seen[-3:]
+    finally:
+        stop.set()
+        t.join(30)
+        old_light, old_heavy = (v.split("/")[-1] for v in before.split("+"))
+        client.set_registered_model_alias(settings.model_name, "champion", old_light)
+        client.set_registered_model_alias(settings.heavy_model_name, "champion", old_heavy)
+    assert len(seen) > 10
+    assert all(code == 200 for code, _, _ in seen), [c for c, _, _ in seen if c != 200]
+    versions = {v for _, v, _ in seen}
+    assert versions == {before, label}  # never a mixed or third version
+    for _, header, text in seen:
+        assert f'"model_version":"{header}"' in text  # the body names the header's version
+
+
+def test_redis_down_serves_default_features_and_recovers(service, settings, world):
+    from stack import redis as stack_redis
+
+    user = _reader(world, settings)
+    assert _feed(service, user).json()["degraded"] == []
+    if not stack_redis.down(settings):
+        pytest.fail(f"the suite's Redis on {settings.redis_port} was not started by its stack")
+    try:
+        r = _feed(service, user)
+        assert r.status_code == 200
+        assert "features" in r.json()["degraded"] and r.json()["items"]
+    finally:
+        stack_redis.up(settings)
+    back = _wait(lambda: _feed(service, user).json()["degraded"] == [], 10)
+    assert back, "the features flag did not clear within 10 s of Redis coming back"
+
+
+def test_cassandra_down_serves_the_cached_page_and_recovers(service, settings, world):
+    from stack import cassandra as stack_cassandra
+
+    user = _reader(world, settings)
+    served = _feed(service, user, params={"limit": 8}).json()
+    assert served["degraded"] == []
+    time.sleep(0.5)  # the page cache is written off the response path
+    if not stack_cassandra.down(settings):
+        pytest.fail("Cassandra was not started by this project's stack: cannot stop it")
+    try:
+        r = _feed(service, user, params={"limit": 8})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["degraded"] == ["candidates"]
+        assert [i["post_id"] for i in body["items"]] == [i["post_id"] for i in served["items"]]
+        stranger = _feed(service, int(world.users[C.USER_ID].iloc[-1])).json()
+        assert stranger["degraded"][:2] == ["candidates", "popular"] and stranger["items"]
+    finally:
+        stack_cassandra.up(settings)
+    fresh = _wait(lambda: _feed(service, user).json()["degraded"] == [], 60, 1.0)
+    assert fresh, "fresh pages did not come back within 60 s of Cassandra's restart"
