@@ -14,14 +14,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
-    from bench import features, pit, ranking, serve_floor
+    from bench import pit, ranking, serve
 
     settings = Settings()
     RESULTS.mkdir(exist_ok=True)
     only = sys.argv[1:]
     benches = {
-        "serve_floor": lambda: serve_floor.run(settings),
-        "features": lambda: features.run(settings),
+        "serve": lambda: serve.run(settings),
         "pit": lambda: pit.run(settings),
         "ranking": lambda: ranking.run(settings),
     }

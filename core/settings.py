@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     )
     ray_port: int = Field(6380, description="GCS port of the local Ray head started by the stack.")
     ray_object_store_mb: int = Field(512, ge=78, description="Object store of the local head.")
+    ray_metrics_port: int = Field(
+        8090,
+        description="Prometheus endpoint of the local head's node (every replica's feed metrics).",
+    )
     feed_default_limit: int = Field(20, ge=1, le=100, description="Page size when none is asked.")
     feed_max_candidates: int = Field(
         500, ge=10, description="Cap on candidates scored (all sources together)."
@@ -119,6 +123,17 @@ class Settings(BaseSettings):
     cap_pull: int = Field(100, ge=0, description="Most candidates pulled from big accounts.")
     cap_explore: int = Field(50, ge=0, description="Most candidates from the popular list.")
     popular_size: int = Field(200, ge=1, description="Posts kept in the popular list in Redis.")
+    pull_cache_s: float = Field(
+        10.0,
+        ge=0,
+        description="How long a replica reuses a big account's recent posts (0: read each time).",
+    )
+    feature_cache_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a replica reuses a post's or author's online features (0: never); "
+        "they change at materialization, hourly.",
+    )
     page_cache_ttl_s: int = Field(
         86_400, ge=60, description="How long a served page stays as the Cassandra-down fallback."
     )

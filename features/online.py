@@ -9,11 +9,15 @@ does this reader: the timestamps are not read at all.
 
 One request costs one pipelined round trip: the user row once, every distinct post, author and
 (user, topic) / (user, author) pair once, each an ``HMGET`` of exactly the service's fields.
+With ``entity_cache_s`` the post and author rows (the same for every reader) are reused for
+that long by the reader that fetched them, and only the user's own rows are read each time.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -150,6 +154,12 @@ class OnlineReader:
         settings: Redis address, database, timeout and the Feast project.
         store: An open feature store to read the registry from (opened from settings if None).
         client: A Redis client to use instead of one built from settings.
+        entity_cache_s: Reuse a post's, author's or topic's values for this long (0: never).
+            Those rows are the same for every reader and change only at materialization, so a
+            replica that serves many readers reads each once per interval instead of once per
+            request; the values can then lag a materialization by up to this long. Rows keyed
+            by the user are always read.
+        cache_max_rows: Bound on the rows kept per view (past it, that view's cache restarts).
     """
 
     def __init__(
@@ -157,6 +167,8 @@ class OnlineReader:
         settings: Settings,
         store: FeatureStore | None = None,
         client: redis.Redis | redis.RedisCluster | None = None,
+        entity_cache_s: float = 0.0,
+        cache_max_rows: int = 200_000,
     ) -> None:
         store = store or open_store(settings)
         if store.config.entity_key_serialization_version != 3:
@@ -166,6 +178,12 @@ class OnlineReader:
         self._created = FEATURE_COLUMNS.index("post_created_epoch_s")
         self._request_columns = [FEATURE_COLUMNS.index(f) for f in REQUEST_FIELDS]
         self._owns_client = client is None
+        # Near cache of the views keyed by a post, author or topic alone (the same for every
+        # reader): view → id → (monotonic stamp, values). Off unless entity_cache_s > 0.
+        self._cache_s, self._cache_max = entity_cache_s, cache_max_rows
+        self._cache: dict[str, dict[int, tuple[float, np.ndarray]]] = (
+            {v.name: {} for v in self._views if not v.has_user} if entity_cache_s > 0 else {}
+        )
         self._client = client or redis.Redis(
             host=settings.redis_host,
             port=settings.redis_port,
@@ -246,24 +264,40 @@ class OnlineReader:
             uniq, where = np.unique(np.asarray(ids, dtype=np.int64), return_inverse=True)
             distinct[key] = (uniq.tolist(), where)
         user = int64_value(int(user_id))
-        plan: list[tuple[_View, np.ndarray | None, int]] = []
+        fresh_after = time.monotonic() - self._cache_s
+        plan: list[tuple[_View, np.ndarray | None, np.ndarray, list[int], list[int]]] = []
         with self._client.pipeline(transaction=False) as pipe:
             for view in self._views:
                 pre, post = view.affixes(user, self._project)
                 fields = view.fields
                 if view.candidate_key is None:
                     pipe.hmget(pre + post, fields)  # type: ignore[arg-type]  # keys are bytes
-                    plan.append((view, None, 1))
+                    plan.append((view, None, np.empty((1, len(fields))), [0], []))
                     continue
                 values, inverse = distinct[view.candidate_key]
-                for v in values:
-                    pipe.hmget(pre + int64_value(v) + post, fields)  # type: ignore[arg-type]  # as above
-                plan.append((view, inverse, len(values)))
-            replies: list[Any] = pipe.execute()
-        at = 0
-        for view, rows, count in plan:
-            block = decode_values(replies[at : at + count], len(view.fields))
-            at += count
+                block = np.empty((len(values), len(fields)))
+                cached = self._cache.get(view.name) if not view.has_user else None
+                missing = []
+                for i, v in enumerate(values):
+                    hit = cached.get(v) if cached is not None else None
+                    if hit is not None and hit[0] >= fresh_after:
+                        block[i] = hit[1]
+                    else:
+                        missing.append(i)
+                        pipe.hmget(pre + int64_value(v) + post, fields)  # type: ignore[arg-type]  # as above
+                plan.append((view, inverse, block, missing, values))
+            replies: list[Any] = pipe.execute() if len(pipe) else []
+        at, stamp = 0, time.monotonic()
+        for view, rows, block, missing, values in plan:
+            if missing:
+                block[missing] = decode_values(replies[at : at + len(missing)], len(view.fields))
+                at += len(missing)
+                cached = self._cache.get(view.name) if not view.has_user else None
+                if cached is not None and values:
+                    if len(cached) + len(missing) > self._cache_max:  # bounded: start over
+                        cached.clear()
+                    for i in missing:
+                        cached[values[i]] = (stamp, block[i].copy())
             out[:, view.columns] = block if rows is None else block[rows]
         # The on-demand view's own function, on every row (Feast runs it on post_stats' output).
         times = request_time_features(
@@ -289,3 +323,43 @@ class OnlineReader:
         """Close the Redis client this reader built (one passed in is left to its owner)."""
         if self._owns_client:
             self._client.close()
+
+
+class FeastReader:
+    """The reference path behind the same ``read`` signature: Feast's ``get_online_features``.
+
+    Serving uses it only when :class:`OnlineReader` refuses the registry's layout (a view keyed
+    or typed in a way it does not decode): slower (~28 µs a row), never wrong.
+    """
+
+    def __init__(self, settings: Settings, store: FeatureStore | None = None) -> None:
+        self._store = store or open_store(settings)
+
+    def read(
+        self,
+        user_id: int,
+        post_ids: Sequence[int],
+        author_ids: Sequence[int],
+        topics: Sequence[int],
+        request_epoch_s: float,
+    ) -> np.ndarray:
+        from features.store import online_features
+
+        frame = online_features(
+            self._store, user_id, list(post_ids), list(author_ids), list(topics), request_epoch_s
+        )
+        return frame[list(FEATURE_COLUMNS)].to_numpy(np.float64)
+
+
+def reader_for(
+    settings: Settings, client: redis.Redis | redis.RedisCluster | None = None
+) -> tuple[OnlineReader | FeastReader, str]:
+    """The fast reader when it understands the registry, else Feast's; and which one it is."""
+    store = open_store(settings)
+    try:
+        return OnlineReader(settings, store, client, settings.feature_cache_s), "redis-direct"
+    except ValueError as exc:
+        logging.getLogger("feedcast.features").warning(
+            "fast online reader unavailable (%s): serving features through Feast", exc
+        )
+        return FeastReader(settings, store), "feast"

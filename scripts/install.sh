@@ -10,6 +10,7 @@ need python3 "install Python 3.11"
 need java "install JDK 17 (apt-get install openjdk-17-jre-headless)"
 need mvn "install Maven (apt-get install maven)"
 
+export PATH="$HOME/.local/bin:$PATH"
 if ! command -v uv >/dev/null 2>&1; then
   echo "installing uv with pip"
   python3 -m pip install -q --user uv || python3 -m pip install -q uv

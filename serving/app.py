@@ -25,6 +25,7 @@ from ray.serve import Application
 from core.settings import Settings
 from serving import ingest
 from serving.feed import FeedPage, FeedPath
+from serving.metrics import json_logging, request_context
 from serving.security import ApiKeys, BodyLimit, RateLimiter
 
 log = logging.getLogger("feedcast.serving")
@@ -65,10 +66,17 @@ class Guard:
         cls.metrics, cls.rate_per_s = metrics, settings.rate_limit_per_s
         cls.max_bytes = settings.max_body_bytes
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Any, plain_send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, plain_send)
             return
+        metrics = Guard.metrics
+
+        async def send(message: Any) -> None:  # every /v1 answer is counted by its status
+            if metrics is not None and message["type"] == "http.response.start":
+                metrics.status(message["status"])
+            await plain_send(message)
+
         keys, limiter = Guard.keys, Guard.limiter
         if keys is None or limiter is None:
             await _reply(scope, receive, send, 503, "starting up", {"Retry-After": "1"})
@@ -76,7 +84,6 @@ class Guard:
         headers = dict(scope["headers"])
         key_id = keys.identify((headers.get(b"x-api-key") or b"").decode("latin-1") or None)
         if key_id is None:
-            Guard.metrics.status(401)
             await _reply(
                 scope,
                 receive,
@@ -109,6 +116,28 @@ async def _reply(
 api.add_middleware(Guard)
 
 
+class Problem(BaseModel):
+    """Every error but a validation error (422): what went wrong, in one sentence."""
+
+    detail: str
+
+
+_ERRORS = {
+    401: "Missing or invalid API key (X-API-Key header).",
+    404: "The user does not exist.",
+    409: "The id is already stored with different content.",
+    413: "The request body is larger than the configured limit.",
+    429: "The API key is over its rate limit; Retry-After says when to come back.",
+    503: "Overloaded or a store is unavailable; nothing was stored. Retry-After says when.",
+}
+
+
+def _errors(*specific: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries of the errors a /v1 route can answer (``specific``: its own ones)."""
+    codes = [401, 413, 429, 503, *specific]
+    return {c: {"model": Problem, "description": _ERRORS[c]} for c in sorted(codes)}
+
+
 class AppArgs(BaseModel):
     """Arguments of :func:`build_app`: the settings the replicas run with."""
 
@@ -125,6 +154,7 @@ def _unavailable(detail: str, retry_after_s: int = 1) -> JSONResponse:
 @serve.ingress(api)
 class FeedService:
     def __init__(self, settings: dict[str, Any]) -> None:
+        json_logging()  # one JSON object per line, with the request id inside a request
         self.settings = s = Settings(**settings)
         self.path = FeedPath(s)
         self.background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fanout")
@@ -139,7 +169,7 @@ class FeedService:
     def healthz(self) -> dict[str, str]:
         return {"status": "ok", "model_version": self.path.models_label()}
 
-    @api.get("/v1/feed/{user_id}", response_model=FeedPage)
+    @api.get("/v1/feed/{user_id}", response_model=FeedPage, responses=_errors(404))
     def feed(
         self,
         user_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The reader.")],
@@ -148,16 +178,18 @@ class FeedService:
             int | None, Query(ge=1, le=100, description="Items on the page (default: settings).")
         ] = None,
     ) -> FeedPage:
-        page = self.path.serve(
-            user_id, limit or self.settings.feed_default_limit, uuid.uuid4().hex, self.background
-        )
+        request_id = uuid.uuid4().hex
+        with request_context(request_id):
+            page = self.path.serve(
+                user_id, limit or self.settings.feed_default_limit, request_id, self.background
+            )
         if page is None:
             raise HTTPException(404, f"unknown user_id {user_id}")
         response.headers["X-Model-Version"] = page.model_version
         response.headers["X-Request-Id"] = page.request_id
         return page
 
-    @api.post("/v1/events", response_model=ingest.EventResult)
+    @api.post("/v1/events", response_model=ingest.EventResult, responses=_errors())
     def events(self, body: ingest.EventBatch) -> Any:
         """Engagement events, idempotent by ``event_id``; a 200 means every one is stored."""
         try:
@@ -172,7 +204,9 @@ class FeedService:
             self.path.metrics.degraded("events")
             return _unavailable(f"events not stored, retry: {type(exc).__name__}")
 
-    @api.post("/v1/posts", response_model=ingest.PostResult, status_code=202)
+    @api.post(
+        "/v1/posts", response_model=ingest.PostResult, status_code=202, responses=_errors(409)
+    )
     def posts(self, body: ingest.PostIn) -> Any:
         """An upload, idempotent by ``post_id``; fan-out to followers runs in the background."""
         s = self.settings
@@ -188,7 +222,9 @@ class FeedService:
         except ingest.ConflictError as exc:
             raise HTTPException(409, str(exc)) from exc
         except LookupError as exc:
-            raise HTTPException(422, str(exc)) from exc
+            # Shaped like FastAPI's own 422s: the field, and what is wrong with it.
+            detail = [{"loc": ["body", "author_id"], "msg": str(exc), "type": "value_error"}]
+            raise HTTPException(422, detail) from exc
         except Exception as exc:
             log.warning("post not stored: %s", exc)
             self.path.metrics.degraded("posts")
@@ -210,6 +246,9 @@ def build_app(args: AppArgs) -> Application:
     return deployment.options(
         max_ongoing_requests=s.serve_max_ongoing_requests,
         max_queued_requests=s.serve_max_queued_requests,
+        # Past the queue the proxy answers 503 with Retry-After at once: overload sheds load
+        # instead of queueing it until every request times out.
+        backpressure_config={"status_code": 503, "retry_after_s": 1},
         autoscaling_config={
             "min_replicas": s.serve_min_replicas,
             "max_replicas": s.serve_max_replicas,
@@ -224,3 +263,27 @@ def build_app(args: AppArgs) -> Application:
 def app_builder(args: dict[str, Any]) -> Application:
     """Entry point of ``serve_config.yaml`` (``import_path: serving.app:app_builder``)."""
     return build_app(AppArgs(**args))
+
+
+# The floor: Ray Serve's own cost of one HTTP request (proxy → replica → FastAPI, no work), on
+# the same deployment options as the feed. ``make bench`` loads it beside the feed, at the same
+# rates, so the feed's latency is read as a multiple of what Ray Serve costs on this machine.
+noop_api = FastAPI(title="feedcast-noop", description="Does nothing: Ray Serve's own floor.")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+@serve.ingress(noop_api)
+class Noop:
+    @noop_api.get("/")
+    def ok(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+
+def build_noop_app(settings: Settings) -> Application:
+    """The no-op application, with the feed's concurrency limits and one replica."""
+    deployment: Any = Noop
+    return deployment.options(
+        num_replicas=1,
+        max_ongoing_requests=settings.serve_max_ongoing_requests,
+        max_queued_requests=settings.serve_max_queued_requests,
+    ).bind()

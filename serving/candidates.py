@@ -3,12 +3,15 @@ explore source (recent popular posts), each under a cap of its own."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from cassandra.cluster import ResponseFuture, Session
+from cassandra.query import PreparedStatement
 
+from core.db import TUPLES
 from core.statements import Statements
 from core.time import as_utc, day_bucket
 
@@ -41,6 +44,33 @@ class Context:
     followed: set[int]
 
 
+class PullCache:
+    """Recent posts of big accounts, shared by every reader a replica serves, for ``ttl_s``.
+
+    A celebrity's posts are the same for each of their millions of followers, so pulling them
+    per request would read the same partitions over and over. Each replica keeps its own copy
+    (losing it costs a re-read, nothing else), so a new post of a big account reaches readers
+    at most ``ttl_s`` late. ``ttl_s = 0`` reads every time.
+    """
+
+    def __init__(self, ttl_s: float, max_authors: int = 10_000) -> None:
+        self.ttl_s, self.max_authors = ttl_s, max_authors
+        self._posts: dict[tuple[int, int], tuple[float, list[Candidate]]] = {}
+
+    def get(self, author: int, day: int) -> list[Candidate] | None:
+        hit = self._posts.get((author, day))
+        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+            return None
+        return hit[1]
+
+    def put(self, author: int, day: int, posts: list[Candidate]) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._posts) >= self.max_authors:  # bounded: start over rather than grow
+            self._posts.clear()
+        self._posts[(author, day)] = (time.monotonic(), posts)
+
+
 def gather(
     session: Session,
     stmts: Statements,
@@ -52,6 +82,7 @@ def gather(
     caps: Caps,
     timeout_s: float,
     explore: Sequence[Candidate] = (),
+    pull_cache: PullCache | None = None,
 ) -> tuple[list[Candidate], Context]:
     """The user's recent timeline, the recent posts of the big accounts they follow, the
     ``explore`` posts (popular, out of network), and the rule context (posts already engaged
@@ -60,40 +91,45 @@ def gather(
     Every partition is read concurrently, each with ``timeout_s`` (the step's deadline); a
     Cassandra error propagates so the caller can fall back to a cached page. A post comes from
     the first source that has it (timeline, then pull, then explore), each source capped.
+    Big accounts' posts come from ``pull_cache`` while fresh there.
     """
     cap = max(caps.timeline, caps.pull)
     today = day_bucket(now)
     buckets = [today - d for d in range(days)]
-    timeline: list[ResponseFuture] = [
-        session.execute_async(stmts.timeline_day, (user_id, b, cap), timeout=timeout_s)
-        for b in buckets
-    ]
-    engaged = [
-        session.execute_async(stmts.engaged_day, (user_id, b), timeout=timeout_s) for b in buckets
-    ]
-    follows = session.execute_async(stmts.big_followees, (user_id,), timeout=timeout_s)
-    blocked = session.execute_async(stmts.blocked, (user_id,), timeout=timeout_s)
+
+    def read(stmt: PreparedStatement, args: tuple[object, ...]) -> ResponseFuture:
+        return session.execute_async(stmt, args, timeout=timeout_s, execution_profile=TUPLES)
+
+    timeline = [read(stmts.timeline_day, (user_id, b, cap)) for b in buckets]
+    engaged = [read(stmts.engaged_day, (user_id, b)) for b in buckets]
+    follows = read(stmts.big_followees, (user_id,))
+    blocked = read(stmts.blocked, (user_id,))
+    follow_rows = list(follows.result())  # (followee_id, followee_followers)
+    big = [a for a, n in follow_rows if (n or 0) > pull_threshold]
+    pulled: list[Candidate] = []
+    pulls = []
+    for a in big:
+        for b in buckets:
+            hit = pull_cache.get(a, b) if pull_cache else None
+            if hit is None:
+                pulls.append((a, b, read(stmts.author_day, (a, b, cap))))
+            else:
+                pulled.extend(hit)
+    # (post_id, author_id, created_at, topic)
     tl = [
-        Candidate(r.post_id, r.author_id, as_utc(r.created_at), r.topic or 0, "timeline")
+        Candidate(p, a, as_utc(t), topic or 0, "timeline")
         for fut in timeline
-        for r in fut.result()
+        for p, a, t, topic in fut.result()
     ]
-    follow_rows = list(follows.result())
-    big = [r.followee_id for r in follow_rows if (r.followee_followers or 0) > pull_threshold]
-    pulls = [
-        (a, session.execute_async(stmts.author_day, (a, b, cap), timeout=timeout_s))
-        for a in big
-        for b in buckets
-    ]
-    pulled = [
-        Candidate(r.post_id, author, as_utc(r.created_at), r.topic or 0, "pull")
-        for author, fut in pulls
-        for r in fut.result()
-    ]
+    for a, b, fut in pulls:  # (post_id, created_at, topic)
+        posts = [Candidate(p, a, as_utc(t), topic or 0, "pull") for p, t, topic in fut.result()]
+        if pull_cache:
+            pull_cache.put(a, b, posts)
+        pulled.extend(posts)
     context = Context(
-        seen={r.post_id for fut in engaged for r in fut.result()},
-        blocked={r.blocked_id for r in blocked.result()},
-        followed={r.followee_id for r in follow_rows},
+        seen={r[0] for fut in engaged for r in fut.result()},
+        blocked={r[0] for r in blocked.result()},
+        followed={r[0] for r in follow_rows},
     )
     out: dict[int, Candidate] = {}
     for source, cap_n in ((tl, caps.timeline), (pulled, caps.pull), (explore, caps.explore)):

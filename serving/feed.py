@@ -73,12 +73,12 @@ class Breaker:
 
 class FeedPath:
     def __init__(self, settings: Settings) -> None:
-        from features.online import OnlineReader
+        from features.online import reader_for
 
         self.s = settings
         self.metrics = Metrics()
         self.redis = cache.client(settings, timeout_s=settings.deadline_features_ms / 1000)
-        self.reader = OnlineReader(settings, client=self.redis)
+        self.reader, self.reader_kind = reader_for(settings, self.redis)
         self.models = ModelHolder(settings)
         self.models.refresh()
         self.models.poll()
@@ -87,6 +87,7 @@ class FeedPath:
         self._db_breaker = Breaker(2.0)
         self._redis_breaker = Breaker(1.0)
         self._popular: tuple[float, list[cache.CachedItem]] = (0.0, [])
+        self._pulls = candidates.PullCache(settings.pull_cache_s)
 
     # -- dependencies -------------------------------------------------------------------------
     def _connect(self) -> tuple[Cluster, Session, Statements]:
@@ -176,6 +177,7 @@ class FeedPath:
                 ),
                 timeout_s=deadline,
                 explore=explore,
+                pull_cache=self._pulls,
             )
             if user.result().one() is None:
                 return None

@@ -69,6 +69,8 @@ def up(settings: Settings) -> str:
         "--include-dashboard",
         "false",
         "--disable-usage-stats",
+        "--metrics-export-port",
+        str(settings.ray_metrics_port),
         "--object-store-memory",
         str(settings.ray_object_store_mb * 1024 * 1024),
         "--temp-dir",

@@ -18,6 +18,11 @@ TEST_SERVE_PORT = 8011
 TEST_REDIS_PORT = 6390
 # A second API key with a bucket of its own, for the tests that exhaust a rate limit.
 LIMITED_KEY = "feedcast-test-limited-key"
+# The schemathesis run's key: its pacing against the limit must not depend on other tests.
+FUZZ_KEY = "feedcast-test-fuzz-key"
+TEST_RATE_PER_S = 20
+# The overload test's key, and the small queue it overflows.
+OVERLOAD_KEY = "feedcast-test-overload-key"
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +39,15 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     s = Settings(
         env="test",
         redis_port=TEST_REDIS_PORT,
-        api_key_hashes=[DEV_API_KEY_HASH, hash_key(LIMITED_KEY)],
-        rate_limit_per_s=20,
+        api_key_hashes=[
+            DEV_API_KEY_HASH,
+            hash_key(LIMITED_KEY),
+            hash_key(FUZZ_KEY),
+            hash_key(OVERLOAD_KEY),
+        ],
+        serve_max_ongoing_requests=4,
+        serve_max_queued_requests=4,
+        rate_limit_per_s=TEST_RATE_PER_S,
         rate_limit_burst=40,
         cassandra_keyspace=f"feedcast_test_{run_id}",
         feast_project=f"test_{run_id}",

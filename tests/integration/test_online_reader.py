@@ -106,3 +106,50 @@ def test_a_redis_that_does_not_answer_raises_a_redis_error_fast(settings, store)
         reader.read(1, [2], [3], [4], time.time())
     assert time.perf_counter() - t0 < 2 * settings.redis_timeout_s + 1.0
     reader.close()
+
+
+def test_serving_picks_the_fast_reader_and_feasts_reader_reads_the_same(settings, world, store):
+    from features.online import FeastReader, OnlineReader, reader_for
+
+    fast, kind = reader_for(settings)
+    assert kind == "redis-direct" and isinstance(fast, OnlineReader)
+    user = _users(world)[0]
+    c = _candidates(world, user)
+    args = (user, c[C.POST_ID].tolist(), c[C.AUTHOR_ID].tolist(), c["topic"].tolist())
+    now = time.time()
+    np.testing.assert_array_equal(
+        FeastReader(settings, store).read(*args, now), fast.read(*args, now)
+    )
+
+
+def _hmget_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
+
+
+def test_the_entity_cache_reads_post_and_author_rows_once_and_returns_the_same(
+    settings, world, store, reader
+):
+    from features.online import OnlineReader
+
+    cached = OnlineReader(settings, store, entity_cache_s=60)
+    user = _users(world)[0]
+    c = _candidates(world, user)
+    args = (user, c[C.POST_ID].tolist(), c[C.AUTHOR_ID].tolist(), c["topic"].tolist())
+    client = redis.Redis(host=settings.redis_host, port=settings.redis_port, db=settings.redis_db)
+    try:
+        now = time.time()
+        before = _hmget_calls(client)
+        first = cached.read(*args, now)
+        cold = _hmget_calls(client) - before
+        before = _hmget_calls(client)
+        second = cached.read(*args, now)
+        warm = _hmget_calls(client) - before
+    finally:
+        cached.close()
+        client.close()
+    np.testing.assert_array_equal(first, reader.read(*args, now))
+    np.testing.assert_array_equal(second, first)
+    posts, authors = c[C.POST_ID].nunique(), c[C.AUTHOR_ID].nunique()
+    assert cold - warm == posts + authors  # exactly the entity rows came from the cache
+    assert warm > 0  # the user's own rows are read every time
