@@ -18,9 +18,12 @@ LIGHT_FEATURES = (*MODEL_FEATURES, C.POSITION)
 class LightParams:
     """Hyperparameters; every field is logged to MLflow."""
 
-    num_boost_round: int = 300
-    learning_rate: float = 0.05
-    num_leaves: int = 63
+    # Small on purpose: the light ranker scores every candidate (~500) of every request. On a
+    # 1,000-user, 10-day world, 120 trees of 31 leaves rank as well as 300 of 63 (NDCG@10 of
+    # the true utility 0.860 vs 0.852) and predict ~4× faster.
+    num_boost_round: int = 120
+    learning_rate: float = 0.1
+    num_leaves: int = 31
     min_data_in_leaf: int = 100
     feature_fraction: float = 0.9
     bagging_fraction: float = 0.8
