@@ -83,6 +83,3 @@ def feature_read_speedup(
         "repeats": repeats,
     }
 
-
-def run(settings: Settings) -> dict[str, Any]:
-    return feature_read_speedup(settings)

@@ -275,7 +275,7 @@ noop_api = FastAPI(title="feedcast-noop", description="Does nothing: Ray Serve's
 @serve.ingress(noop_api)
 class Noop:
     @noop_api.get("/")
-    def ok(self) -> dict[str, str]:
+    async def ok(self) -> dict[str, str]:
         return {"status": "ok"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import httpx
@@ -17,6 +18,8 @@ APP_NAME = "feedcast"
 def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
     """Deploy (or redeploy) the feed app to the Ray cluster at ``address``; return its URL."""
     if not ray.is_initialized():
+        if address == "local":  # replicas at normal priority, not Ray's default nice 15
+            os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(
             address=address,
             namespace="feedcast",

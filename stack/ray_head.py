@@ -53,7 +53,9 @@ def _gcs_up(settings: Settings) -> bool:
 def up(settings: Settings) -> str:
     if settings.ray_address:
         return f"using the cluster at {settings.ray_address}"
-    env = {"RAY_USAGE_STATS_ENABLED": "0", **auth_env(settings)}
+    # Ray starts workers at nice 15 by default; replicas serving requests must not yield the
+    # CPU to the databases and load generators beside them.
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0", **auth_env(settings)}
     if running(settings):
         return "already running"
     tmp = Path("/tmp") / f"ray-feedcast-{settings.ray_port}"
