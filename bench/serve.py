@@ -58,6 +58,10 @@ def bench_settings(base: Settings) -> Settings:
             # The load generator is one key; the limit is not what is measured here.
             "rate_limit_per_s": 100_000.0,
             "rate_limit_burst": 100_000,
+            # Both replicas from the start: the runs measure capacity, not the autoscaler's
+            # ramp (30 s runs are about as long as its upscale reaction).
+            "serve_min_replicas": 2,
+            "serve_max_replicas": 2,
         }
     )
 
