@@ -82,4 +82,3 @@ def feature_read_speedup(
         "distinct_authors": int(rows[C.AUTHOR_ID].nunique()),
         "repeats": repeats,
     }
-
