@@ -16,8 +16,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def redis_settings() -> Settings:
-    s = Settings(env="test")
+def redis_settings(settings: Settings) -> Settings:
+    """The suite's own Redis (started by the session's stack fixture)."""
+    s = settings
     try:
         redis_client(s).ping()
     except redis.RedisError as exc:
@@ -92,7 +93,9 @@ def test_an_unknown_script_sha_falls_back_to_eval(redis_settings, prefix, monkey
 
 def test_from_settings_applies_the_configured_limit_in_the_projects_namespace(redis_settings):
     project = f"test_{uuid.uuid4().hex[:8]}"
-    s = Settings(env="test", feast_project=project, rate_limit_per_s=1.0, rate_limit_burst=2)
+    s = redis_settings.model_copy(
+        update={"feast_project": project, "rate_limit_per_s": 1.0, "rate_limit_burst": 2}
+    )
     limiter = RateLimiter.from_settings(s)
     key = f"feedcast:{project}:ratelimit:k"
     try:
