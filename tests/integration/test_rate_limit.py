@@ -111,29 +111,37 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_dead_redis_fails_open_quickly_and_says_so():
+def test_a_dead_redis_fails_open_and_says_so():
     s = Settings(env="test", redis_port=_free_port(), redis_timeout_s=0.2)
-    limiter = RateLimiter.from_settings(s)
-    started = time.perf_counter()
-    d = limiter.allow("k")
-    assert time.perf_counter() - started < 1.0
+    d = RateLimiter.from_settings(s).allow("k")
     assert d.allowed and d.degraded
     assert d.headers() == {}
 
 
-def test_a_silent_redis_costs_one_socket_timeout_then_none_during_the_cooldown():
+def _pending(listener: socket.socket) -> int:
+    """Connections waiting in ``listener``'s backlog (accepted here, so counted once)."""
+    listener.settimeout(0.2)
+    n = 0
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            return n
+        conn.close()
+        n += 1
+
+
+def test_a_silent_redis_is_not_tried_again_during_the_cooldown():
     with socket.socket() as silent:  # accepts connections (kernel backlog), never replies
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         s = Settings(env="test", redis_port=silent.getsockname()[1], redis_timeout_s=0.2)
         limiter = RateLimiter.from_settings(s, cooldown_s=30)
-        started = time.perf_counter()
-        first = limiter.allow("k")
-        first_s = time.perf_counter() - started
-        started = time.perf_counter()
+        first = limiter.allow("k")  # returns: the socket timeout bounds the wait
+        tried_first = _pending(silent)
         second = limiter.allow("k")
-        second_s = time.perf_counter() - started
+        tried_second = _pending(silent)
     assert first.allowed and first.degraded
-    assert 0.15 < first_s < 1.0
+    assert tried_first >= 1
     assert second.allowed and second.degraded
-    assert second_s < 0.1  # Redis not tried again until the cooldown is over
+    assert tried_second == 0  # Redis not contacted again until the cooldown is over
