@@ -398,13 +398,13 @@ class FeastReader:
 
 def reader_for(
     settings: Settings, client: redis.Redis | redis.RedisCluster | None = None
-) -> tuple[OnlineReader | FeastReader, str]:
-    """The fast reader when it understands the registry, else Feast's; and which one it is."""
+) -> OnlineReader | FeastReader:
+    """The fast reader when it understands the registry, else Feast's (and a warning)."""
     store = open_store(settings)
     try:
-        return OnlineReader(settings, store, client, settings.feature_cache_s), "redis-direct"
+        return OnlineReader(settings, store, client, settings.feature_cache_s)
     except ValueError as exc:
         logging.getLogger("feedcast.features").warning(
             "fast online reader unavailable (%s): serving features through Feast", exc
         )
-        return FeastReader(settings, store), "feast"
+        return FeastReader(settings, store)

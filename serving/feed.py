@@ -78,7 +78,7 @@ class FeedPath:
         self.s = settings
         self.metrics = Metrics()
         self.redis = cache.client(settings, timeout_s=settings.deadline_features_ms / 1000)
-        self.reader, self.reader_kind = reader_for(settings, self.redis)
+        self.reader = reader_for(settings, self.redis)
         self.models = ModelHolder(settings)
         self.models.refresh()
         self.models.poll()
@@ -86,7 +86,11 @@ class FeedPath:
         self._db_lock = threading.Lock()
         self._db_breaker = Breaker(2.0)
         self._redis_breaker = Breaker(1.0)
-        self._popular: tuple[float, list[cache.CachedItem]] = (0.0, [])
+        self._popular: tuple[float, list[cache.CachedItem], list[candidates.Candidate]] = (
+            0.0,
+            [],
+            [],
+        )
         self._pulls = candidates.PullCache(settings.pull_cache_s)
 
     # -- dependencies -------------------------------------------------------------------------
@@ -129,25 +133,27 @@ class FeedPath:
             log.warning("redis %s failed: %s", what, exc)
             return default, False
 
-    def _explore(self, now: datetime) -> tuple[list[candidates.Candidate], list[cache.CachedItem]]:
-        at, items = self._popular
+    def _explore(self) -> tuple[list[candidates.Candidate], list[cache.CachedItem]]:
+        """The popular list, as explore candidates and as items; re-read (and converted) from
+        Redis at most every ``POPULAR_REFRESH_S``, not on every request."""
+        at, items, cands = self._popular
         if time.monotonic() - at > POPULAR_REFRESH_S:
             raw, ok = self._redis_call(
                 "popular", lambda: self.redis.get(cache.popular_key(self.s)), None
             )
             if ok:
                 items = cache.load_items(raw)
-                self._popular = (time.monotonic(), items)
-        cands = [
-            candidates.Candidate(
-                i.post_id,
-                i.author_id,
-                datetime.fromtimestamp(i.created_epoch_s, UTC),
-                i.topic,
-                "explore",
-            )
-            for i in items
-        ]
+                cands = [
+                    candidates.Candidate(
+                        i.post_id,
+                        i.author_id,
+                        datetime.fromtimestamp(i.created_epoch_s, UTC),
+                        i.topic,
+                        "explore",
+                    )
+                    for i in items
+                ]
+                self._popular = (time.monotonic(), items, cands)
         return cands, items
 
     # -- the request --------------------------------------------------------------------------
@@ -158,7 +164,7 @@ class FeedPath:
         now = datetime.now(UTC)
         rankers = self.models.current  # one pair for the whole request
         degraded: list[str] = []
-        explore, popular = self._explore(now)
+        explore, popular = self._explore()
 
         t = time.perf_counter()
         try:
