@@ -54,8 +54,31 @@ def _session_hours(config: WorldConfig, rng: np.random.Generator, n: int) -> np.
     return np.sort(picks + rng.random(n))
 
 
-def generate(config: WorldConfig, progress: bool = False) -> World:
-    rng = np.random.default_rng(config.seed)
+@dataclass(frozen=True)
+class Structure:
+    """Who follows whom and what gets posted: the part of a world that sessions run over."""
+
+    n: int
+    user_ids: np.ndarray
+    authors: np.ndarray  # user id of each author index
+    follower_count: np.ndarray  # per author index
+    followees: list[set[int]]  # per user index: author indices
+    fu: np.ndarray  # follow edges: user index
+    fa: np.ndarray  # follow edges: author index
+    post_ids: np.ndarray
+    post_author: np.ndarray  # author index per post (posts sorted by hour)
+    post_hour: np.ndarray
+    post_topic: np.ndarray
+    is_video: np.ndarray
+    media_bytes: np.ndarray
+    by_author: list[list[int]]
+    author_hours: list[list[float]]
+    big_posts: np.ndarray  # posts of the explore pool's authors, by hour
+    truth: Truth
+
+
+def structure(config: WorldConfig, rng: np.random.Generator, progress: bool = False) -> Structure:
+    """Authors, follow graph, posts and the hidden truth; consumes ``rng`` in a fixed order."""
     n = config.users
     user_ids = np.arange(1, n + 1, dtype=np.int64)
 
@@ -149,6 +172,36 @@ def generate(config: WorldConfig, progress: bool = False) -> World:
             ]
         ),
     )
+
+    return Structure(
+        n=n,
+        user_ids=user_ids,
+        authors=authors,
+        follower_count=follower_count,
+        followees=followees,
+        fu=fu,
+        fa=fa,
+        post_ids=post_ids,
+        post_author=post_author,
+        post_hour=post_hour,
+        post_topic=post_topic,
+        is_video=is_video,
+        media_bytes=media_bytes,
+        by_author=by_author,
+        author_hours=author_hours,
+        big_posts=big_posts,
+        truth=truth,
+    )
+
+
+def generate(config: WorldConfig, progress: bool = False) -> World:
+    rng = np.random.default_rng(config.seed)
+    st = structure(config, rng, progress)
+    n, user_ids, authors, truth = st.n, st.user_ids, st.authors, st.truth
+    followees, fu, fa, follower_count = st.followees, st.fu, st.fa, st.follower_count
+    post_ids, post_author, post_hour = st.post_ids, st.post_author, st.post_hour
+    post_topic, is_video, media_bytes = st.post_topic, st.is_video, st.media_bytes
+    by_author, author_hours, big_posts = st.by_author, st.author_hours, st.big_posts
 
     # Sessions: each request gathers the timeline (+ a few out-of-network posts), the logging
     # policy picks and orders a page, and the user acts on what they examine.

@@ -1,0 +1,48 @@
+"""Media objects: which variants a post has, how big each is, and its URL at the edge.
+
+Pure functions shared by the simulator's request trace, the prefetch planner and the media
+origin, so the three agree on what an object is. A post has two objects:
+
+- ``thumb``: the small feed image (a photo's feed rendition, a video's poster frame);
+- ``full``: the full-resolution photo, or the video stream.
+
+A feed view of a photo loads its ``full`` object (feed photos are shown full width); a feed
+view of a video loads its ``thumb`` at once and its ``full`` only if the user stays long enough
+for autoplay. That is the choice the planner makes per item: thumbnail or full.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+VARIANTS = ("thumb", "full")
+AUTOPLAY_S = 1.0  # a video's stream is requested once it has been on screen this long
+THUMB_MIN, THUMB_SPAN = 12_000, 36_000  # thumbnails: 12–48 kB, deterministic per post
+
+
+def thumb_bytes(post_id: np.ndarray | int) -> np.ndarray | int:
+    """Bytes of a post's thumbnail: deterministic in the post id (a hash, not a draw)."""
+    h = (np.asarray(post_id, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+    out = THUMB_MIN + (h % np.uint64(THUMB_SPAN)).astype(np.int64)
+    return int(out) if np.ndim(post_id) == 0 else out
+
+
+def variant_bytes(post_id: int, media_bytes: int, variant: str) -> int:
+    """Size of one object; ``full`` is the post's ``media_bytes``."""
+    if variant == "full":
+        return int(media_bytes)
+    if variant == "thumb":
+        return int(thumb_bytes(post_id))
+    raise ValueError(f"unknown media variant {variant!r} (expected one of {VARIANTS})")
+
+
+def object_id(post_id: np.ndarray | int, variant: str) -> np.ndarray | int:
+    """A dense integer id per object: ``2 * post_id + (variant == 'full')``."""
+    return np.asarray(post_id, dtype=np.int64) * 2 + (1 if variant == "full" else 0)
+
+
+def path(post_id: int, variant: str) -> str:
+    """The object's path at the edge and at the origin."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown media variant {variant!r} (expected one of {VARIANTS})")
+    return f"/media/{int(post_id)}/{variant}"
