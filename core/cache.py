@@ -43,6 +43,16 @@ def popular_key(settings: Settings) -> str:
     return f"feedcast:{settings.feast_project}:popular"
 
 
+def next_page_key(settings: Settings, user_id: int, page: int) -> str:
+    """A later feed page prefetched for ``user_id``: page 1 follows the page just served."""
+    return f"feedcast:{settings.feast_project}:next:{user_id}:{page}"
+
+
+def post_meta_key(settings: Settings, post_id: int) -> str:
+    """A post's metadata prefetched with the pages that show it (a one-item list)."""
+    return f"feedcast:{settings.feast_project}:post:{post_id}"
+
+
 @dataclass(frozen=True)
 class CachedItem:
     """One post of a cached page or of the popular list."""

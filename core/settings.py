@@ -180,6 +180,38 @@ class Settings(BaseSettings):
         64 * 1024, ge=1, description="Largest request body accepted; larger gets HTTP 413."
     )
 
+    # Prefetch: the media origin, the CDN edge in front of it, and the cache warmers
+    origin_port: int = Field(8089, description="Port of the local media origin (127.0.0.1).")
+    edge_port: int = Field(8088, description="Port of the local nginx CDN edge (127.0.0.1).")
+    edge_cache_mb: int = Field(
+        1024, ge=16, description="Disk the edge's proxy cache may use before it evicts (LRU)."
+    )
+    media_scale: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Share of a media object's simulated size the local origin serves "
+        "(0.1: a tenth, so loopback and disk are not what a run measures).",
+    )
+    prefetch_concurrency: int = Field(
+        4, ge=1, le=64, description="Edge warm requests in flight at once (per warmer)."
+    )
+    prefetch_timeout_s: float = Field(
+        2.0, gt=0, description="Limit on one edge warm request, body included."
+    )
+    prefetch_queue_size: int = Field(
+        1024, ge=1, description="Paths waiting to be warmed; past it, submitted paths are dropped."
+    )
+    prefetch_ttl_s: int = Field(
+        600, ge=1, description="Lifetime of a prefetched feed page or post's metadata in Redis."
+    )
+    prefetch_max_pages: int = Field(
+        3, ge=1, le=20, description="Later feed pages prefetched per user (more are dropped)."
+    )
+    prefetch_page_items: int = Field(
+        20, ge=1, le=100, description="Items kept per prefetched page (more are cut)."
+    )
+
     @field_validator("cassandra_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, v: object) -> object:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.settings import Settings
-from stack import cassandra, mlflow_server, proc, ray_head, redis
+from stack import cassandra, mlflow_server, nginx, origin, proc, ray_head, redis
 
 
 @dataclass(frozen=True)
@@ -15,12 +15,18 @@ class Component:
     up: Callable[[Settings], str]
     down: Callable[[Settings], bool]
     answers: Callable[[Settings], bool]
+    # The pid file's name, where it depends on the settings (one Redis, origin, edge per port).
+    pid_name: Callable[[Settings], str] | None = None
 
 
 COMPONENTS = (
-    Component("redis", redis.up, redis.down, redis.answers),
+    Component("redis", redis.up, redis.down, redis.answers, redis.name),
     Component("mlflow", mlflow_server.up, mlflow_server.down, mlflow_server.answers),
     Component("cassandra", cassandra.up, cassandra.down, cassandra.answers),
+    # The media origin reads posts from Cassandra (lazily: it may start before the schema).
+    Component("origin", origin.up, origin.down, origin.answers, origin.name),
+    # The CDN edge in front of the origin.
+    Component("edge", nginx.up, nginx.down, nginx.answers, nginx.name),
 )
 
 
@@ -57,8 +63,9 @@ def down(settings: Settings, report: Callable[[str], None] = print) -> None:
 def status(settings: Settings) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for c in COMPONENTS:
+        pid_name = c.pid_name(settings) if c.pid_name else c.name
         out[c.name] = {
-            "pid": proc.read_pid(settings.stack_dir, c.name),
+            "pid": proc.read_pid(settings.stack_dir, pid_name),
             "healthy": c.answers(settings),
         }
     out["ray"] = {

@@ -6,7 +6,9 @@ model, experiment) and removed at the end, so the suite never touches the demo's
 
 from __future__ import annotations
 
+import socket
 import uuid
+from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import pytest
@@ -25,6 +27,20 @@ TEST_RATE_PER_S = 20
 OVERLOAD_KEY = "feedcast-test-overload-key"
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports nothing listens on now.
+
+    The suite's media origin reads the session's own keyspace, so it cannot be shared: each
+    session runs its own origin and edge (pid files and cache named by port) on ports of its
+    own, and two sessions at once never serve each other's posts.
+    """
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
 @pytest.fixture(scope="session")
 def run_id() -> str:
     return uuid.uuid4().hex[:8]
@@ -36,6 +52,7 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from serving.security import hash_key
     from stack import local
 
+    origin_port, edge_port = free_ports(2)
     s = Settings(
         env="test",
         redis_port=TEST_REDIS_PORT,
@@ -56,6 +73,8 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         experiment=f"feedcast-test-{run_id}",
         data_dir=tmp_path_factory.mktemp("data"),
         serve_port=TEST_SERVE_PORT,
+        origin_port=origin_port,
+        edge_port=edge_port,
     )
     # Idempotent: what already runs (a demo's stack, say) is used as it is; what this session
     # starts, it stops at the end, so a test run leaves nothing behind.

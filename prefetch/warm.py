@@ -1,0 +1,292 @@
+"""Cache warmers: put what a user will probably want next where it is cheap to fetch.
+
+- ``EdgeWarmer`` requests media objects through the CDN edge, so that the edge stores them
+  before the app asks; warming is nothing more than a GET whose body is thrown away.
+- ``RedisWarmer`` writes a user's later feed pages and the metadata of their posts to Redis,
+  with a TTL and a cap on pages per user, so a prefetch plan cannot grow Redis without bound.
+
+Both run off any request's hot path and are best effort: a failure (edge down, Redis down, a
+timeout) is counted in the result they return and logged, never raised, because a request that
+was not warmed is merely slower, while a warmer that raised could fail the work that called it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import httpx
+import redis
+
+from core.cache import CachedItem, client, dump_items, next_page_key, post_meta_key
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# X-Cache-Status values: after these the edge holds the object it did not hold before ...
+STORED = frozenset({"MISS", "EXPIRED"})
+# ... and after these it held it already (STALE/UPDATING: an older copy, still served).
+ALREADY = frozenset({"HIT", "STALE", "UPDATING", "REVALIDATED"})
+_READ_BYTES = 64 * 1024
+_HTTP_ERRORS = (httpx.HTTPError, httpx.InvalidURL, TimeoutError, OSError)
+
+
+@dataclass
+class EdgeResult:
+    """What one ``warm`` call (or the background queue, so far) did at the edge."""
+
+    requested: int = 0
+    warmed: int = 0  # the edge fetched it from the origin and stored it (MISS, EXPIRED)
+    already: int = 0  # the edge had it (HIT)
+    failed: int = 0  # not stored: error status, no cache status, edge down, timeout
+    bytes: int = 0  # body bytes read from the edge
+
+    def count(self, outcome: str, nbytes: int) -> None:
+        self.requested += 1
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        self.bytes += nbytes
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The background queue of an ``EdgeWarmer``: what it did and what it could not take."""
+
+    done: EdgeResult
+    dropped: int  # paths refused because the queue was full (or the warmer closed)
+    pending: int  # paths waiting now
+
+
+class EdgeWarmer:
+    """Warms media objects at the edge by GET, at most ``prefetch_concurrency`` at a time.
+
+    ``warm(paths)`` waits for its paths and says what happened to them (jobs, tests);
+    ``submit(paths)`` never blocks: paths go to a bounded queue that background threads work
+    through, and are dropped, counted, when it is full (the serving path).
+    """
+
+    def __init__(self, settings: Settings, *, base_url: str | None = None) -> None:
+        self.base_url = (base_url or f"http://127.0.0.1:{settings.edge_port}").rstrip("/")
+        self.timeout_s = settings.prefetch_timeout_s
+        self.concurrency = settings.prefetch_concurrency
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self.timeout_s),
+            limits=httpx.Limits(
+                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+            ),
+            headers={"User-Agent": "feedcast-warmer"},
+        )
+        # One bound for warm() and the background threads together: the edge (and through it
+        # the origin) never sees more than `concurrency` warm requests from this warmer.
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=settings.prefetch_queue_size)
+        self._lock = threading.Lock()
+        self._done = EdgeResult()
+        self._dropped = 0
+        self._workers: list[threading.Thread] = []
+        self._closed = False
+
+    def warm(self, paths: Iterable[str]) -> EdgeResult:
+        """Request each path through the edge; returns once every one succeeded or failed."""
+        todo = list(paths)
+        result = EdgeResult()
+        if not todo:
+            return result
+        workers = min(self.concurrency, len(todo))
+        with ThreadPoolExecutor(workers, thread_name_prefix="edge-warm") as pool:
+            for outcome, nbytes in pool.map(self._fetch, todo):
+                result.count(outcome, nbytes)
+        if result.failed:
+            log.warning("edge warm: %d of %d paths failed", result.failed, result.requested)
+        return result
+
+    def submit(self, paths: Iterable[str]) -> int:
+        """Queue paths for the background threads without waiting; returns how many were
+        queued (the rest were dropped and show in ``stats().dropped``)."""
+        queued = dropped = 0
+        with self._lock:
+            if not self._closed and not self._workers:
+                self._start_workers()
+        for path in paths:
+            if self._closed:
+                dropped += 1
+                continue
+            try:
+                self._queue.put_nowait(path)
+                queued += 1
+            except queue.Full:
+                dropped += 1
+        if dropped:
+            with self._lock:
+                self._dropped += dropped
+        return queued
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until every queued path has been tried; False if ``timeout_s`` ran out first."""
+        deadline = time.monotonic() + timeout_s
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(left)
+        return True
+
+    def stats(self) -> QueueStats:
+        with self._lock:
+            return QueueStats(replace(self._done), self._dropped, self._queue.qsize())
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the background threads: queued paths are dropped, one in flight finishes."""
+        with self._lock:
+            self._closed = True
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._queue.task_done()
+            with self._lock:
+                self._dropped += 1
+        for _ in self._workers:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout_s
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._client.close()
+
+    def __enter__(self) -> EdgeWarmer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _start_workers(self) -> None:
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._work, name=f"edge-warm-bg-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+
+    def _work(self) -> None:
+        while True:
+            path = self._queue.get()
+            try:
+                if path is None:
+                    return
+                outcome, nbytes = self._fetch(path)
+                with self._lock:
+                    self._done.count(outcome, nbytes)
+            finally:
+                self._queue.task_done()
+
+    def _fetch(self, path: str) -> tuple[str, int]:
+        """GET one path through the edge, reading and discarding its body within the timeout.
+
+        Returns the outcome (``warmed``, ``already`` or ``failed``) and the bytes read.
+        """
+        got = 0
+        with self._slots:
+            deadline = time.monotonic() + self.timeout_s
+            try:
+                with self._client.stream("GET", self.base_url + path) as r:
+                    if r.status_code != 200:
+                        log.debug("edge warm %s: HTTP %d", path, r.status_code)
+                        return "failed", got
+                    for chunk in r.iter_raw(_READ_BYTES):
+                        got += len(chunk)
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"body not read within {self.timeout_s} s")
+                    status = r.headers.get("x-cache-status", "").upper()
+            except _HTTP_ERRORS as exc:
+                log.debug("edge warm %s: %r", path, exc)
+                return "failed", got
+        if status in STORED:
+            return "warmed", got
+        if status in ALREADY:
+            return "already", got
+        log.debug("edge warm %s: not cached (X-Cache-Status %r)", path, status)
+        return "failed", got
+
+
+@dataclass
+class RedisResult:
+    """What one ``RedisWarmer.warm`` call wrote."""
+
+    pages: int = 0  # page keys written
+    posts: int = 0  # post metadata keys written
+    dropped_pages: int = 0  # pages past prefetch_max_pages, not written
+    trimmed_items: int = 0  # items cut from pages longer than prefetch_page_items
+    failed: int = 0  # keys not written: Redis down, timed out or refused the command
+    bytes: int = 0  # value bytes sent
+
+
+class RedisWarmer:
+    """Writes later feed pages and post metadata to Redis, in one pipelined round trip.
+
+    Page ``n`` of a user (1 = the page after the one just served) is
+    ``core.cache.next_page_key``; only pages 1..``prefetch_max_pages`` exist, each holding at
+    most ``prefetch_page_items`` items, each with ``prefetch_ttl_s`` to live. A user's pages past
+    the new plan's last are deleted, so a shorter plan never leaves an older page behind.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self._redis = client(settings)
+
+    def warm(
+        self,
+        pages: Mapping[int, Sequence[Sequence[CachedItem]]],
+        posts: Iterable[CachedItem] = (),
+    ) -> RedisResult:
+        """Write ``pages`` (user id → that user's later pages, in order) and ``posts``."""
+        s, result = self.s, RedisResult()
+        pipe = self._redis.pipeline(transaction=False)
+        kinds: list[str] = []  # what each queued command writes, to count the replies
+        for user_id, user_pages in pages.items():
+            kept = list(user_pages)[: s.prefetch_max_pages]
+            result.dropped_pages += len(user_pages) - len(kept)
+            for page, items in enumerate(kept, start=1):
+                result.trimmed_items += max(0, len(items) - s.prefetch_page_items)
+                value = dump_items(list(items[: s.prefetch_page_items]))
+                pipe.set(next_page_key(s, user_id, page), value, ex=s.prefetch_ttl_s)
+                kinds.append("pages")
+                result.bytes += len(value)
+            for page in range(len(kept) + 1, s.prefetch_max_pages + 1):
+                pipe.delete(next_page_key(s, user_id, page))  # one key per DEL: cluster-safe
+                kinds.append("")
+        for item in {p.post_id: p for p in posts}.values():
+            value = dump_items([item])
+            pipe.set(post_meta_key(s, item.post_id), value, ex=s.prefetch_ttl_s)
+            kinds.append("posts")
+            result.bytes += len(value)
+        if not kinds:
+            return result
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            result.failed, result.bytes = sum(1 for k in kinds if k), 0
+            log.warning("redis warm: nothing written (%d keys): %r", result.failed, exc)
+            return result
+        for kind, reply in zip(kinds, replies, strict=True):
+            if not kind:
+                continue
+            if isinstance(reply, Exception):
+                result.failed += 1
+            else:
+                setattr(result, kind, getattr(result, kind) + 1)
+        if result.failed:
+            log.warning("redis warm: %d keys refused", result.failed)
+        return result
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def __enter__(self) -> RedisWarmer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,0 +1,255 @@
+"""The CDN edge (nginx) in front of the media origin, and the warmers, against the real stack.
+
+The session's stack fixture starts the suite's own origin (reading the test keyspace) and
+edge (a cache of its own, empty at start) on the test ports.
+"""
+
+import asyncio
+import random
+import socket
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from core.cache import CachedItem, client, load_items, next_page_key, post_meta_key
+from core.db import connect
+from core.settings import Settings
+from core.statements import Statements
+from prefetch import media
+from prefetch.origin import create_app, served_bytes
+from prefetch.warm import EdgeWarmer, RedisWarmer
+from stack import local, nginx, origin
+
+pytestmark = pytest.mark.integration
+
+PHOTO_BYTES, VIDEO_BYTES = 250_000, 4_000_000
+
+
+@pytest.fixture(scope="module")
+def fresh(settings: Settings) -> dict[str, int]:
+    """A photo and a video with ids no other test uses: their objects are not at the edge yet."""
+    base = 10**15 + random.randrange(10**12)
+    posts = {"photo": (base, PHOTO_BYTES), "video": (base + 1, VIDEO_BYTES)}
+    cluster, session = connect(settings)
+    try:
+        stmts = Statements(session, settings)
+        now = datetime.now(UTC)
+        for kind, (post_id, size) in posts.items():
+            session.execute(stmts.insert_post, (post_id, 1, now, 0, kind, size), timeout=10)
+    finally:
+        cluster.shutdown()
+    return {kind: post_id for kind, (post_id, _) in posts.items()}
+
+
+@pytest.fixture(scope="module")
+def edge(settings: Settings):
+    with httpx.Client(base_url=nginx.url(settings), timeout=10) as c:
+        yield c
+
+
+def origin_stats(settings: Settings) -> dict[str, int]:
+    return httpx.get(f"{origin.url(settings)}/stats", timeout=5).json()
+
+
+def dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_first_get_is_a_miss_from_the_origin_and_the_second_a_hit_from_the_edge(
+    settings, fresh, edge
+):
+    path = media.path(fresh["photo"], "full")
+    size = served_bytes(PHOTO_BYTES, settings.media_scale)
+    before = origin_stats(settings)["requests"]
+
+    first = edge.get(path)
+    assert first.status_code == 200, first.text
+    assert first.headers["X-Cache-Status"] == "MISS"
+    assert origin_stats(settings)["requests"] == before + 1
+    assert int(first.headers["Content-Length"]) == size == len(first.content)
+    assert first.headers["Content-Type"] == "image/jpeg"
+    assert first.headers["Cache-Control"] == "public, max-age=86400"
+
+    second = edge.get(path)
+    assert second.headers["X-Cache-Status"] == "HIT"
+    assert second.content == first.content
+    assert second.headers["ETag"] == first.headers["ETag"]
+    assert origin_stats(settings)["requests"] == before + 1
+
+
+def test_a_video_stream_is_mp4_and_its_poster_a_jpeg_of_the_thumbnail_size(settings, fresh, edge):
+    post_id = fresh["video"]
+    full = edge.get(media.path(post_id, "full"))
+    assert full.headers["Content-Type"] == "video/mp4"
+    assert len(full.content) == served_bytes(VIDEO_BYTES, settings.media_scale)
+    thumb = edge.get(media.path(post_id, "thumb"))
+    assert thumb.headers["Content-Type"] == "image/jpeg"
+    expected = served_bytes(
+        media.variant_bytes(post_id, VIDEO_BYTES, "thumb"), settings.media_scale
+    )
+    assert len(thumb.content) == expected
+
+
+def test_an_unknown_post_is_404_every_time_and_never_cached(settings, edge):
+    path = media.path(10**16 + random.randrange(10**12), "thumb")
+    before = origin_stats(settings)["not_found"]
+    for _ in range(2):
+        r = edge.get(path)
+        assert r.status_code == 404
+        assert r.headers["X-Cache-Status"] == "MISS"
+    assert origin_stats(settings)["not_found"] == before + 2
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [("/media/1/huge", "unknown media variant"), ("/media/abc/thumb", "post id must be")],
+)
+def test_a_bad_variant_or_post_id_is_400_with_a_message(edge, path, says):
+    r = edge.get(path)
+    assert r.status_code == 400
+    assert says in r.text
+
+
+def test_warmed_objects_are_hits_on_demand_and_the_origin_is_not_asked_again(settings, world):
+    post_ids = world.posts["post_id"].sample(10, random_state=3).tolist()
+    paths = [media.path(p, v) for p in post_ids for v in media.VARIANTS]
+    with EdgeWarmer(settings) as warmer:
+        first = warmer.warm(paths)
+        assert (first.requested, first.failed) == (len(paths), 0)
+        assert first.warmed + first.already == len(paths)
+        assert first.bytes > 0
+        again = warmer.warm(paths)
+    assert (again.already, again.warmed) == (len(paths), 0)
+
+    before = origin_stats(settings)["requests"]
+    with httpx.Client(base_url=nginx.url(settings), timeout=10) as c:
+        statuses = [c.get(p).headers["X-Cache-Status"] for p in paths]
+    assert statuses == ["HIT"] * len(paths)
+    assert origin_stats(settings)["requests"] == before
+
+
+def test_submit_warms_in_the_background_and_drops_what_the_queue_cannot_hold(settings, world):
+    small = settings.model_copy(update={"prefetch_queue_size": 1, "prefetch_concurrency": 1})
+    paths = [media.path(p, "thumb") for p in world.posts["post_id"].tolist()[:50]]
+    with EdgeWarmer(small) as warmer:
+        queued = warmer.submit(paths)
+        assert warmer.drain(timeout_s=30)
+        stats = warmer.stats()
+    assert queued + stats.dropped == len(paths)
+    assert stats.dropped > 0
+    assert (stats.done.requested, stats.done.failed, stats.pending) == (queued, 0, 0)
+
+
+def test_a_dead_edge_fails_every_path_quickly_without_raising(settings):
+    paths = [media.path(i, "thumb") for i in range(1, 9)]
+    started = time.monotonic()
+    with EdgeWarmer(settings, base_url=f"http://127.0.0.1:{dead_port()}") as warmer:
+        result = warmer.warm(paths)
+    assert (result.requested, result.failed, result.warmed, result.already) == (8, 8, 0, 0)
+    assert time.monotonic() - started < 2.0
+
+
+def test_an_edge_that_never_answers_costs_one_timeout_per_concurrent_batch(settings):
+    s = settings.model_copy(update={"prefetch_timeout_s": 0.3, "prefetch_concurrency": 4})
+    with socket.socket() as silent:  # accepts connections (kernel backlog), never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        started = time.monotonic()
+        with EdgeWarmer(s, base_url=f"http://127.0.0.1:{silent.getsockname()[1]}") as warmer:
+            result = warmer.warm([media.path(i, "full") for i in range(1, 9)])
+        elapsed = time.monotonic() - started
+    assert result.failed == 8
+    assert 0.5 <= elapsed < 2.0  # two batches of four, each ended by the 0.3 s timeout
+
+
+def _items(post_ids: range) -> list[CachedItem]:
+    return [CachedItem(p, p % 7, p % 5, 1.7e9 + p, 1.0 / p) for p in post_ids]
+
+
+def test_redis_warmer_writes_at_most_max_pages_with_a_ttl_and_clears_older_ones(settings):
+    user = 10**9 + random.randrange(10**6)
+    s = settings.model_copy(update={"prefetch_max_pages": 3, "prefetch_page_items": 20})
+    pages = [_items(range(1 + 30 * i, 31 + 30 * i)) for i in range(5)]  # 5 pages of 30
+    r = client(s)
+    with RedisWarmer(s) as warmer:
+        result = warmer.warm({user: pages}, posts=pages[0][:4])
+        assert (result.pages, result.posts, result.failed) == (3, 4, 0)
+        assert (result.dropped_pages, result.trimmed_items) == (2, 3 * 10)
+        for page in (1, 2, 3):
+            key = next_page_key(s, user, page)
+            assert [i.post_id for i in load_items(r.get(key))] == [
+                i.post_id for i in pages[page - 1][:20]
+            ]
+            assert 0 < r.ttl(key) <= s.prefetch_ttl_s
+        assert not r.exists(next_page_key(s, user, 4), next_page_key(s, user, 5))
+        meta = load_items(r.get(post_meta_key(s, pages[0][0].post_id)))
+        assert meta == [pages[0][0]]
+        assert 0 < r.ttl(post_meta_key(s, pages[0][0].post_id)) <= s.prefetch_ttl_s
+
+        shorter = warmer.warm({user: pages[:1]})
+        assert shorter.pages == 1
+    assert not r.exists(next_page_key(s, user, 2), next_page_key(s, user, 3))
+
+
+def test_redis_warmer_against_a_dead_redis_counts_failures_without_raising(settings):
+    s = settings.model_copy(update={"redis_port": dead_port()})
+    with RedisWarmer(s) as warmer:
+        result = warmer.warm({1: [_items(range(1, 5))]}, posts=_items(range(1, 3)))
+    assert (result.pages, result.posts, result.failed) == (0, 0, 3)
+
+
+def test_an_origin_whose_keyspace_does_not_exist_says_503_not_500(settings):
+    s = settings.model_copy(update={"cassandra_keyspace": "feedcast_absent_keyspace"})
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(s))
+        async with httpx.AsyncClient(transport=transport, base_url="http://origin") as c:
+            return await c.get(media.path(1, "thumb"))
+
+    r = asyncio.run(get())
+    assert (r.status_code, r.headers["Retry-After"]) == (503, "1")
+
+
+def _listeners(port: int) -> set[str]:
+    """Local addresses listening on ``port``, from /proc/net/tcp{,6} (state 0A = LISTEN)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local_addr, state = line.split()[1], line.split()[3]
+                addr, hex_port = local_addr.split(":")
+                if state == "0A" and int(hex_port, 16) == port:
+                    found.add(addr)
+    return found
+
+
+def test_edge_and_origin_listen_on_loopback_only(settings):
+    assert _listeners(settings.edge_port) == {"0100007F"}  # 127.0.0.1, not 0.0.0.0 or ::
+    assert _listeners(settings.origin_port) == {"0100007F"}
+
+
+def test_stack_status_shows_the_origin_and_the_edge(settings):
+    status = local.status(settings)
+    for name in ("origin", "edge"):
+        assert status[name]["healthy"], status
+        assert status[name]["pid"] is not None, status
+
+
+def test_with_the_origin_down_the_edge_serves_what_it_holds_and_502_for_the_rest(
+    settings, fresh, edge
+):
+    stored = media.path(fresh["photo"], "thumb")
+    assert edge.get(stored).status_code == 200
+    if not origin.down(settings):
+        pytest.skip("the origin was not started by this session; not stopping it")
+    try:
+        r = edge.get(stored)
+        assert (r.status_code, r.headers["X-Cache-Status"]) == (200, "HIT")
+        never_fetched = edge.get(media.path(10**16 + random.randrange(10**12), "full"))
+        assert never_fetched.status_code == 502
+    finally:
+        origin.up(settings)
