@@ -14,7 +14,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
-    from bench import pit, ranking, serve
+    from bench import pit, prefetch, ranking, serve
 
     settings = Settings()
     RESULTS.mkdir(exist_ok=True)
@@ -23,6 +23,7 @@ def main() -> int:
         "serve": lambda: serve.run(settings),
         "pit": lambda: pit.run(settings),
         "ranking": lambda: ranking.run(settings),
+        "prefetch": lambda: prefetch.run(settings),
     }
     benches = {k: v for k, v in benches.items() if not only or k in only}
     failed = 0

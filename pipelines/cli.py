@@ -35,6 +35,10 @@ app.add_typer(world_app, name="world")
 app.add_typer(features_app, name="features")
 app.add_typer(serve_app, name="serve")
 
+from pipelines.prefetch_cli import prefetch_app  # noqa: E402
+
+app.add_typer(prefetch_app, name="prefetch")
+
 console = Console()
 
 

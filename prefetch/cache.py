@@ -29,8 +29,21 @@ import numba as nb
 import numpy as np
 
 # Result slots of every kernel (float64 array).
-N_REQ, N_HIT, B_REQ, B_HIT, EGRESS, PF_N, PF_B, PF_USED, PF_USED_B, PF_LATE, PF_WASTE_B = range(11)
-N_STATS = 11
+(
+    N_REQ,
+    N_HIT,
+    B_REQ,
+    B_HIT,
+    EGRESS,
+    PF_N,
+    PF_B,
+    PF_USED,
+    PF_USED_B,
+    PF_LATE,
+    PF_WASTE_B,
+    PF_TOUCH,
+) = range(12)
+N_STATS = 12
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ class Result:
     prefetch_used: int
     prefetch_late: int
     wasted_bytes: float
+    touched: int
 
     @property
     def precision(self) -> float:
@@ -65,6 +79,7 @@ class Result:
             prefetch_used=int(s[PF_USED]),
             prefetch_late=int(s[PF_LATE]),
             wasted_bytes=float(s[PF_WASTE_B]),
+            touched=int(s[PF_TOUCH]),
         )
 
 
@@ -187,6 +202,7 @@ def _s3fifo_sized(
     move_to_main: int,
     budget_frac: float,
     burst: float,
+    pending_s: float,
 ) -> np.ndarray:
     n_obj = len(osize)
     s = np.zeros(N_STATS)
@@ -198,6 +214,7 @@ def _s3fifo_sized(
     marked = np.zeros(n_obj, dtype=np.bool_)  # prefetched, not yet requested
     arrive = np.zeros(n_obj)
     counted_pf = np.zeros(n_obj, dtype=np.bool_)  # the mark was set after warm-up
+    pend = np.full(n_obj, -np.inf)  # when a use was predicted (prefetch or warm of a hit)
     ring = n_obj + 1
     sq = np.empty(ring, dtype=np.int64)
     mq = np.empty(ring, dtype=np.int64)
@@ -216,8 +233,10 @@ def _s3fifo_sized(
         z = osize[o]
         counted = i >= warm
         present = where[o] != 0
+        now = time[i]
         if kind[i] == 0:
             tokens = min(tokens + budget_frac * z, burst)
+            pend[o] = -np.inf
             if present:
                 if marked[o]:
                     marked[o] = False
@@ -239,7 +258,14 @@ def _s3fifo_sized(
                 continue
             _count(s, False, z, counted)
         else:
-            if present or z >= small_cap or z > tokens:
+            if present:
+                # Warming a cached object is a hit at the edge and costs no origin bytes: the
+                # object is marked as about to be used (one second chance at eviction).
+                pend[o] = now
+                if counted:
+                    s[PF_TOUCH] += 1
+                continue
+            if z >= small_cap or z > tokens:
                 continue
             tokens -= z
             if counted:
@@ -266,6 +292,10 @@ def _s3fifo_sized(
                         freq[v] = min(freq[v], 3) - 1
                         mq[mt] = v
                         mt = (mt + 1) % ring
+                    elif now - pend[v] < pending_s:
+                        pend[v] = -np.inf
+                        mq[mt] = v
+                        mt = (mt + 1) % ring
                     else:
                         where[v] = 0
                         m_used -= osize[v]
@@ -275,9 +305,15 @@ def _s3fifo_sized(
                                 s[PF_WASTE_B] += osize[v]
                         break
             else:
+                spins = 0
                 while s_used > 0:
                     v = sq[sh]
                     sh = (sh + 1) % ring
+                    if now - pend[v] < pending_s and freq[v] < move_to_main and spins < 64:
+                        spins += 1  # predicted use still ahead: back to the tail
+                        sq[st] = v
+                        st = (st + 1) % ring
+                        continue
                     s_used -= osize[v]
                     if freq[v] >= move_to_main:
                         where[v] = 2
@@ -319,6 +355,7 @@ def _s3fifo_sized(
             marked[o] = True
             arrive[o] = ready[i]
             counted_pf[o] = counted
+            pend[o] = now
     return s
 
 
@@ -442,7 +479,7 @@ def replay(
         zeros = np.zeros(len(obj))
         s = _s3fifo_sized(
             np.zeros(len(obj), np.int8), obj, zeros, zeros, osize, cap, warm,
-            0.1, 0.9, 2, 0.0, 0.0,
+            0.1, 0.9, 2, 0.0, 0.0, 0.0,
         )  # fmt: skip
     elif policy in ("belady", "belady_size"):
         s = _belady_sized(
@@ -465,10 +502,11 @@ def replay_prefetch(
     warm: int,
     budget_frac: float,
     burst_bytes: float,
+    pending_s: float = 120.0,
 ) -> Result:
     """S3-FIFO over interleaved demand (``kind == 0``) and prefetch (``kind == 1``) events."""
     s = _s3fifo_sized(
         kind.astype(np.int8), obj, ready, time, osize, int(cap), warm,
-        0.1, 0.9, 2, budget_frac, burst_bytes,
+        0.1, 0.9, 2, budget_frac, burst_bytes, pending_s,
     )  # fmt: skip
     return Result.of(name, s)

@@ -50,6 +50,10 @@ class Trace:
     s_depth: np.ndarray  # items actually viewed (hidden from planners; for stats)
     s_p_continue: np.ndarray  # user's continuation rate estimated from earlier sessions
     s_p_autoplay: np.ndarray  # user's video autoplay rate estimated from earlier sessions
+    # views: an item scrolled into view (what impression events tell the service), in time order
+    v_session: np.ndarray
+    v_pos: np.ndarray
+    v_time_s: np.ndarray
     # page items, by session then position
     page_post: np.ndarray  # post id
     page_video: np.ndarray  # bool
@@ -179,6 +183,7 @@ def generate(config: WorldConfig, *, progress: bool = False) -> Trace:
     p_autoplay = _online_rate(s_user, plays, vids, AUTOPLAY_PRIOR)
 
     page_pid = st.post_ids[post_idx]
+    v_order = np.argsort(v_time, kind="stable")
     return Trace(
         time_s=r_time[order],
         obj=r_obj[order].astype(np.int64),
@@ -191,6 +196,9 @@ def generate(config: WorldConfig, *, progress: bool = False) -> Trace:
         s_depth=s_depth,
         s_p_continue=p_continue,
         s_p_autoplay=p_autoplay,
+        v_session=v_session[v_order],
+        v_pos=v_pos[v_order],
+        v_time_s=v_time[v_order],
         page_post=page_pid,
         page_video=st.is_video[post_idx],
         page_full_bytes=st.media_bytes[post_idx].astype(np.int64),
