@@ -190,7 +190,7 @@ def _lru_sized(obj: np.ndarray, osize: np.ndarray, cap: int, warm: int) -> np.nd
 
 @nb.njit(cache=True)
 def _s3fifo_sized(
-    kind: np.ndarray,  # 0 demand, 1 prefetch
+    kind: np.ndarray,  # 0 demand, 1 prefetch, 2 refresh-if-cached
     obj: np.ndarray,
     ready: np.ndarray,  # prefetch arrival time (prefetch events)
     time: np.ndarray,
@@ -265,8 +265,8 @@ def _s3fifo_sized(
                 if counted:
                     s[PF_TOUCH] += 1
                 continue
-            if z >= small_cap or z > tokens:
-                continue
+            if kind[i] == 2 or z >= small_cap or z > tokens:
+                continue  # kind 2: refresh only if cached, never fetch
             tokens -= z
             if counted:
                 s[PF_N] += 1

@@ -46,3 +46,8 @@ def path(post_id: int, variant: str) -> str:
     if variant not in VARIANTS:
         raise ValueError(f"unknown media variant {variant!r} (expected one of {VARIANTS})")
     return f"/media/{int(post_id)}/{variant}"
+
+
+def refresh_path(post_id: int, variant: str) -> str:
+    """The edge's refresh-if-cached URL of an object (HEAD it: never fetched from the origin)."""
+    return "/refresh" + path(post_id, variant)

@@ -15,8 +15,13 @@ is to get there and what they will load when they do:
 
 The plan rolls with the session: when the page is served the planner warms the positions up to
 ``lookahead`` ahead of the first one; each impression at position ``k`` (the client reports it)
-warms position ``k + lookahead``. An object is warmed when its probability of use clears
-``threshold``, so every warmed object is used with at least that probability (the precision).
+warms position ``k + lookahead``.
+
+An object is fetched into the edge when its probability of use clears ``threshold``, so every
+fetched object is used with at least that probability (the precision). Objects likely enough
+to be used (``refresh_threshold``) but too big or too uncertain to fetch are *refreshed*: a HEAD
+at the edge's refresh URL marks them recently used if they are cached and fetches nothing if
+they are not (no origin bytes).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from prefetch import media
 
 @dataclass(frozen=True)
 class PlanConfig:
-    threshold: float = 0.7  # minimum probability of use of a warmed object
+    threshold: float = 0.85  # minimum probability of use of a fetched object
+    refresh_threshold: float = 0.3  # minimum probability of use of a refreshed object
     first_screen: int = 2  # positions the client requests with the page itself
     lookahead: int = 2  # how far ahead of the user's position objects are warmed
     max_object_bytes: int = 1_000_000  # bigger objects (video streams) are left to demand
@@ -40,23 +46,28 @@ class PlanConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not 0.0 < self.refresh_threshold <= self.threshold:
+            raise ValueError("refresh_threshold must be in (0, threshold]")
         if self.first_screen < 0 or self.lookahead < 1:
             raise ValueError("first_screen must be ≥ 0 and lookahead ≥ 1")
 
 
 @dataclass(frozen=True)
 class WarmAction:
-    """Warm one media object at the edge."""
+    """Warm one media object at the edge: fetch it (GET), or refresh it if cached (HEAD)."""
 
     post_id: int
     variant: str
     bytes: int
     p_use: float
     position: int
+    fetch: bool = True
 
     @property
     def path(self) -> str:
-        return media.path(self.post_id, self.variant)
+        if self.fetch:
+            return media.path(self.post_id, self.variant)
+        return media.refresh_path(self.post_id, self.variant)
 
 
 def p_autoplay_from_dwell(e_dwell_s: np.ndarray | float) -> np.ndarray:
@@ -80,14 +91,15 @@ def objects(
     p_view: float,
     p_autoplay: float,
     cfg: PlanConfig,
-) -> list[tuple[str, int, float]]:
-    """(variant, bytes, p_use) of one item's objects that clear the threshold and size cap."""
+) -> list[tuple[str, int, float, bool]]:
+    """(variant, bytes, p_use, fetch) of one item's objects worth fetching or refreshing."""
     out = []
     cands = [("thumb", p_view), ("full", p_view * p_autoplay)] if is_video else [("full", p_view)]
     for variant, p in cands:
         size = media.variant_bytes(post_id, full_bytes, variant)
-        if p >= cfg.threshold and size <= cfg.max_object_bytes:
-            out.append((variant, size, p))
+        fetch = p >= cfg.threshold and size <= cfg.max_object_bytes
+        if fetch or p >= cfg.refresh_threshold:
+            out.append((variant, size, p, fetch))
     return out
 
 
@@ -113,7 +125,7 @@ def plan(
     out: list[WarmAction] = []
     spent = 0
     for k, ahead in steps(cfg, at, n):
-        for variant, size, p in objects(
+        for variant, size, p, fetch in objects(
             int(post_ids[k]),
             bool(is_video[k]),
             int(full_bytes[k]),
@@ -121,14 +133,15 @@ def plan(
             float(pa[k]),
             cfg,
         ):
-            if budget_bytes is not None and spent + size > budget_bytes:
-                continue
-            spent += size
-            out.append(WarmAction(int(post_ids[k]), variant, size, float(p), k))
+            if fetch:
+                if budget_bytes is not None and spent + size > budget_bytes:
+                    continue
+                spent += size
+            out.append(WarmAction(int(post_ids[k]), variant, size, float(p), k, fetch))
     return out
 
 
-def plan_bulk(cfg: PlanConfig, t: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def plan_bulk(cfg: PlanConfig, t: Any) -> tuple[np.ndarray, ...]:
     """:func:`plan` for every page served and every impression of a trace, vectorized.
 
     ``t`` has the arrays of :class:`simulator.trace.Trace`: sessions (``s_first``, ``s_len``,
@@ -136,8 +149,9 @@ def plan_bulk(cfg: PlanConfig, t: Any) -> tuple[np.ndarray, np.ndarray, np.ndarr
     ``v_time_s``) and page items (``page_post``, ``page_video``, ``page_full_bytes``,
     ``page_thumb_bytes``).
 
-    Returns (time, object id, bytes) of each warm action (no budget: the cache replay spends
-    it). ``tests/unit/test_planner.py`` checks it against :func:`plan` page by page.
+    Returns (time, object id, bytes, kind) of each warm action, kind 1 = fetch, 2 = refresh
+    (no budget: the cache replay spends it). ``tests/unit/test_planner.py`` checks it against
+    :func:`plan` page by page.
     """
     # When served: positions first_screen..lookahead, j steps ahead of position 0.
     ahead = np.arange(cfg.first_screen, cfg.lookahead + 1)
@@ -163,12 +177,14 @@ def plan_bulk(cfg: PlanConfig, t: Any) -> tuple[np.ndarray, np.ndarray, np.ndarr
         (vid, p_view, t.page_thumb_bytes[item], 0),
         (vid, p_view * t.s_p_autoplay[sess], t.page_full_bytes[item], 1),
     )
-    t_l, o_l, z_l = [], [], []
+    t_l, o_l, z_l, k_l = [], [], [], []
     for mask, p, size, full in variants:
-        keep = mask & (p >= cfg.threshold) & (size <= cfg.max_object_bytes)
+        fetch = mask & (p >= cfg.threshold) & (size <= cfg.max_object_bytes)
+        keep = fetch | (mask & (p >= cfg.refresh_threshold))
         t_l.append(when[keep])
         o_l.append(post[keep] * 2 + full)
         z_l.append(size[keep])
-    t, o, z = np.concatenate(t_l), np.concatenate(o_l), np.concatenate(z_l)
-    order = np.argsort(t, kind="stable")
-    return t[order], o[order].astype(np.int64), z[order].astype(np.int64)
+        k_l.append(np.where(fetch[keep], 1, 2))
+    ts, o, z, k = (np.concatenate(x) for x in (t_l, o_l, z_l, k_l))
+    order = np.argsort(ts, kind="stable")
+    return ts[order], o[order].astype(np.int64), z[order].astype(np.int64), k[order].astype(np.int8)

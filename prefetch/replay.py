@@ -30,7 +30,7 @@ from simulator.trace import Trace, generate, stats
 FETCH_BASE_S = 0.05
 FETCH_BPS = 12.5e6  # 100 Mbit/s from the origin
 CACHE_FRACS = (0.001, 0.01, 0.1)
-ORACLE_WINDOW_S = 60.0
+ORACLE_WINDOW_S = 15.0  # the best of 5, 15 and 60 s on the default world
 BURST_S = 600.0  # unspent budget is kept for at most this many seconds of demand
 
 
@@ -44,7 +44,7 @@ def replay_config(seed: int = 0, **overrides: Any) -> WorldConfig:
 
 
 def _ours_events(trace: Trace, cfg: planner.PlanConfig) -> tuple[np.ndarray, ...]:
-    """Warm actions of the planner: (time, object id, size), at serving and at impressions."""
+    """Warm actions of the planner: (time, object id, size, kind), at serving and impressions."""
     return planner.plan_bulk(cfg, trace)
 
 
@@ -55,15 +55,15 @@ def _oracle_events(trace: Trace, window_s: float) -> tuple[np.ndarray, ...]:
     _, first, count = np.unique(key, return_index=True, return_counts=True)
     w, obj, size = win[first], trace.obj[first], trace.size[first]
     order = np.lexsort((-(count / size), w))
-    return w[order] * window_s, obj[order], size[order]
+    return w[order] * window_s, obj[order], size[order], np.ones(len(order), np.int8)
 
 
 def _merge(
-    trace: Trace, pf_time: np.ndarray, pf_obj: np.ndarray, pf_size: np.ndarray
+    trace: Trace, pf_time: np.ndarray, pf_obj: np.ndarray, pf_size: np.ndarray, pf_kind: np.ndarray
 ) -> tuple[np.ndarray, ...]:
-    """Demand and prefetch events in time order; at equal times demand goes first."""
+    """Demand and warm events in time order; at equal times demand goes first."""
     t = np.concatenate([trace.time_s, pf_time])
-    kind = np.concatenate([np.zeros(trace.n, np.int8), np.ones(len(pf_time), np.int8)])
+    kind = np.concatenate([np.zeros(trace.n, np.int8), pf_kind.astype(np.int8)])
     obj = np.concatenate([trace.obj, pf_obj])
     ready = np.concatenate([trace.time_s, pf_time + fetch_s(pf_size)])
     order = np.lexsort((np.arange(len(t)), kind, t))
@@ -118,8 +118,8 @@ def run(
     tstats = stats(trace)
     progress(f"{trace.n:,} requests, {int(tstats['objects']):,} objects")
 
-    ours_t, ours_obj, ours_size = _ours_events(trace, plan)
-    or_t, or_obj, or_size = _oracle_events(trace, oracle_window_s)
+    ours_t, ours_obj, ours_size, ours_kind = _ours_events(trace, plan)
+    or_t, or_obj, or_size, or_kind = _oracle_events(trace, oracle_window_s)
     (d_obj, d_ours, d_or), n_obj = cache.dense_ids(trace.obj, ours_obj, or_obj)
     osize = np.zeros(n_obj, dtype=np.int64)
     osize[d_ours], osize[d_or], osize[d_obj] = ours_size, or_size, trace.size
@@ -131,8 +131,8 @@ def run(
     burst = budget_frac * trace.size.sum() / span * BURST_S
 
     dense = Trace(**{**trace.__dict__, "obj": d_obj})  # same trace, dense object ids
-    ev_ours = _merge(dense, ours_t, d_ours, ours_size)
-    ev_or = _merge(dense, or_t, d_or, or_size)
+    ev_ours = _merge(dense, ours_t, d_ours, ours_size, ours_kind)
+    ev_or = _merge(dense, or_t, d_or, or_size, or_kind)
 
     results: dict[str, dict[str, Any]] = {}
     speed: dict[str, float] = {}

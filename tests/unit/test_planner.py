@@ -9,7 +9,9 @@ import pytest
 
 from prefetch import media, planner
 
-CFG = planner.PlanConfig(threshold=0.7, first_screen=2, lookahead=2, max_object_bytes=1_000_000)
+CFG = planner.PlanConfig(
+    threshold=0.7, refresh_threshold=0.5, first_screen=2, lookahead=2, max_object_bytes=1_000_000
+)
 
 
 def test_page_served_warms_ahead_of_the_first_screen_only() -> None:
@@ -23,34 +25,46 @@ def test_page_served_warms_ahead_of_the_first_screen_only() -> None:
 
 def test_impression_warms_lookahead_position_and_threshold_applies() -> None:
     posts = list(range(100, 110))
-    acts = planner.plan(posts, [False] * 10, [200_000] * 10, 0.9, 0.5, at=4, cfg=CFG)
-    assert [(a.post_id, a.position) for a in acts] == [(106, 6)]
-    assert planner.plan(posts, [False] * 10, [200_000] * 10, 0.8, 0.5, at=4, cfg=CFG) == []
-    assert planner.plan(posts, [False] * 10, [200_000] * 10, 0.9, 0.5, at=8, cfg=CFG) == []
+    args = ([False] * 10, [200_000] * 10)
+    acts = planner.plan(posts, *args, 0.9, 0.5, at=4, cfg=CFG)
+    assert [(a.post_id, a.position, a.fetch) for a in acts] == [(106, 6, True)]
+    # 0.8² = 0.64: under the fetch threshold, over the refresh one → refresh only
+    acts = planner.plan(posts, *args, 0.8, 0.5, at=4, cfg=CFG)
+    assert [(a.post_id, a.fetch, a.path) for a in acts] == [(106, False, "/refresh/media/106/full")]
+    assert planner.plan(posts, *args, 0.7, 0.5, at=4, cfg=CFG) == []  # 0.49 < 0.5
+    assert planner.plan(posts, *args, 0.9, 0.5, at=8, cfg=CFG) == []  # past the page
 
 
-def test_video_thumb_always_full_only_if_likely_and_small() -> None:
+def test_video_thumb_fetched_full_fetched_only_if_likely_and_small() -> None:
     posts = [1, 2, 3, 4]
     vid = [True] * 4
     full = [800_000, 800_000, 800_000, 4_000_000]
+
+    def kinds(acts: list[planner.WarmAction]) -> list[tuple[str, bool]]:
+        return [(a.variant, a.fetch) for a in acts]
+
     likely = planner.plan(posts, vid, full, 0.95, 0.9, at=0, cfg=CFG)
-    assert [a.variant for a in likely] == ["thumb", "full"]
+    assert kinds(likely) == [("thumb", True), ("full", True)]
     assert likely[0].bytes == media.thumb_bytes(3)
+    unsure = planner.plan(posts, vid, full, 0.95, 0.6, at=0, cfg=CFG)
+    assert kinds(unsure) == [("thumb", True), ("full", False)]
     unlikely = planner.plan(posts, vid, full, 0.95, 0.3, at=0, cfg=CFG)
-    assert [a.variant for a in unlikely] == ["thumb"]
+    assert kinds(unlikely) == [("thumb", True)]
     big = planner.plan(posts, vid, full, 0.95, 0.99, at=1, cfg=CFG)
-    assert [a.variant for a in big] == ["thumb"]  # 4 MB stream: left to demand
+    assert kinds(big) == [("thumb", True), ("full", False)]  # a 4 MB stream: refreshed only
 
 
 def test_budget_and_bad_input() -> None:
     acts = planner.plan([1, 2, 3], [False] * 3, [500_000] * 3, 1.0, 1.0, budget_bytes=100, cfg=CFG)
-    assert acts == []
+    assert acts == []  # the budget binds fetches only; nothing here is refresh-only
     with pytest.raises(ValueError, match="p_continue"):
         planner.plan([1], [False], [1], 1.5, 0.5)
     with pytest.raises(ValueError, match="same length"):
         planner.plan([1, 2], [False], [1], 0.9, 0.5)
     with pytest.raises(ValueError, match="threshold"):
         planner.PlanConfig(threshold=0.0)
+    with pytest.raises(ValueError, match="refresh_threshold"):
+        planner.PlanConfig(threshold=0.5, refresh_threshold=0.6)
 
 
 def test_autoplay_from_dwell() -> None:
@@ -76,7 +90,7 @@ def test_bulk_equals_page_by_page() -> None:
     v_session = np.repeat(np.arange(n_s), depth)
     v_pos = np.arange(len(v_session)) - np.repeat(np.r_[0, np.cumsum(depth)[:-1]], depth)
     v_time = s_start[v_session] + v_pos * 3.0 + 0.5
-    t, obj, size = planner.plan_bulk(
+    t, obj, size, kind = planner.plan_bulk(
         CFG,
         SimpleNamespace(
             s_first=s_first,
@@ -102,6 +116,8 @@ def test_bulk_equals_page_by_page() -> None:
         ]:
             for a in planner.plan(*args, float(p_cont[s]), float(p_auto[s]), at=at, cfg=CFG):
                 oid = media.object_id(a.post_id, a.variant)
-                expect.append((when, int(oid), a.bytes))
-    assert sorted(zip(t.tolist(), obj.tolist(), size.tolist(), strict=True)) == sorted(expect)
+                expect.append((when, int(oid), a.bytes, 1 if a.fetch else 2))
+    got = zip(t.tolist(), obj.tolist(), size.tolist(), kind.tolist(), strict=True)
+    assert sorted(got) == sorted(expect)
+    assert {e[3] for e in expect} == {1, 2}
     assert len(expect) > 20
