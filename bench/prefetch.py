@@ -26,8 +26,8 @@ def bars(h: dict[str, Any]) -> dict[str, bool]:
     return {
         "ours_ge_s3fifo_plus_0.05": h["hit_ours"] >= h["hit_s3fifo"] + 0.05,
         "ours_ge_0.9_belady": h["hit_ours"] >= 0.9 * h["hit_belady"],
-        "half_gap_to_oracle_closed": h["gap_closed"] >= 0.5,
-        "precision_ge_0.6": h["precision"] >= 0.6,
+        "half_gap_to_oracle_closed": (h["gap_closed"] or 0.0) >= 0.5,
+        "precision_ge_0.6": (h["precision"] or 0.0) >= 0.6,
         "wasted_le_0.05": h["wasted_bytes_frac"] <= 0.05,
         "egress_le_s3fifo": h["egress_ours_over_s3fifo"] <= 1.0,
         "libcachesim_le_0.5pp": h.get("libcachesim_max_abs_diff_pp", 0.0) <= 0.5,

@@ -184,7 +184,16 @@ def run(
         worst, diffs = _libcachesim_diff(d_obj, osize, nxt, caps)
         out["libcachesim_max_abs_diff_pp"] = worst
         out["libcachesim_diff_pp"] = diffs
-    return out
+    return _finite(out)
+
+
+def _finite(x: Any) -> Any:
+    """NaN (no prefetch at all, no gap to close) as None: JSON has no NaN."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    return x
 
 
 HEADLINE_KEYS = (
