@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from prefetch import replay
-from prefetch.report import plot, summarize
+from prefetch.report import plot, plot_summary, summarize
 
 SEEDS = (0, 1, 2)
 WORLDS = Path(__file__).resolve().parent / "worlds"
@@ -51,8 +51,10 @@ def run(_settings: object = None) -> dict[str, Any]:
     keys = tuple(k for k in replay.HEADLINE_KEYS if k != "libcachesim_max_abs_diff_pp")
     default = [runs[f"default_seed{s}"] for s in SEEDS]
     first = runs[f"default_seed{SEEDS[0]}"]
+    summary = summarize(default, keys)
+    plot_summary(summary, RESULTS / "prefetch_summary.png")
     return {
-        "summary_default_seeds": summarize(default, keys),
+        "summary_default_seeds": summary,
         **{k: first[k] for k in (*keys, "libcachesim_max_abs_diff_pp")},
         "requests_per_s": first["requests_per_s"],
         "runs": {
