@@ -53,15 +53,33 @@ def post_meta_key(settings: Settings, post_id: int) -> str:
     return f"feedcast:{settings.feast_project}:post:{post_id}"
 
 
+def continuation_key(settings: Settings, user_id: int) -> str:
+    """A hash of the user's scrolling counts (``starts``, ``continues``): impressions at the top
+    of a page and further down, from which the prefetch planner's continuation rate comes."""
+    return f"feedcast:{settings.feast_project}:scroll:{user_id}"
+
+
+def prefetch_switch_key(settings: Settings) -> str:
+    """``off`` here turns the serving prefetch off on every replica, without a redeploy."""
+    return f"feedcast:{settings.feast_project}:prefetch:switch"
+
+
 @dataclass(frozen=True)
 class CachedItem:
-    """One post of a cached page or of the popular list."""
+    """One post of a cached page or of the popular list.
+
+    The media fields and E[dwell] are known for served pages (the prefetch plans from them);
+    other lists leave them at their defaults, and values written before they existed load.
+    """
 
     post_id: int
     author_id: int
     topic: int
     created_epoch_s: float
     score: float
+    media_kind: str = ""  # "photo" or "video"; "" when unknown
+    media_bytes: int = 0  # the ``full`` object's simulated size; 0 when unknown
+    e_dwell_s: float | None = None  # the heavy ranker's expected dwell, when it scored the item
 
 
 def dump_items(items: list[CachedItem]) -> bytes:

@@ -211,6 +211,51 @@ class Settings(BaseSettings):
     prefetch_page_items: int = Field(
         20, ge=1, le=100, description="Items kept per prefetched page (more are cut)."
     )
+    prefetch_enabled: bool = Field(
+        True,
+        description="Warm the edge and Redis from served pages and impressions (the serving "
+        "hook); `feedcast prefetch switch off` turns it off live, without a redeploy.",
+    )
+    prefetch_p_continue: float = Field(
+        0.9,
+        gt=0,
+        lt=1,
+        description="Continuation rate (P(next item | this one)) assumed for a user, and the "
+        "prior that the user's own impressions move.",
+    )
+    prefetch_continue_prior: float = Field(
+        5.0,
+        ge=0,
+        description="Weight of prefetch_p_continue, in pages, against a user's own counts.",
+    )
+    prefetch_p_autoplay: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="P(a video plays long enough to stream) when the ranker gave no E[dwell].",
+    )
+    prefetch_threshold: float = Field(
+        0.85, gt=0, le=1, description="Least probability of use of a fetched object (precision)."
+    )
+    prefetch_refresh_threshold: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Least probability of use of an object refreshed at the edge (marked used "
+        "if cached, never fetched): likely ones too big or too uncertain to fetch.",
+    )
+    prefetch_lookahead: int = Field(
+        2, ge=1, le=20, description="Positions ahead of the user's that are warmed."
+    )
+    prefetch_first_screen: int = Field(
+        2, ge=0, le=20, description="Positions the app loads with the page (not warmed by it)."
+    )
+    prefetch_budget_bytes: int = Field(
+        4_000_000, ge=0, description="Most bytes one plan (a page or an impression) warms."
+    )
+    prefetch_max_object_bytes: int = Field(
+        1_000_000, ge=1, description="Objects above this (video streams) are left to demand."
+    )
 
     @field_validator("cassandra_hosts", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -33,6 +33,7 @@ STORED = frozenset({"MISS", "EXPIRED"})
 # ... and after these it held it already (STALE/UPDATING: an older copy, still served).
 ALREADY = frozenset({"HIT", "STALE", "UPDATING", "REVALIDATED"})
 _READ_BYTES = 64 * 1024
+REFRESH_PREFIX = "/refresh/"  # prefetch.media.refresh_path: look up, never fetch
 _HTTP_ERRORS = (httpx.HTTPError, httpx.InvalidURL, TimeoutError, OSError)
 
 
@@ -44,6 +45,8 @@ class EdgeResult:
     warmed: int = 0  # the edge fetched it from the origin and stored it (MISS, EXPIRED)
     already: int = 0  # the edge had it (HIT)
     failed: int = 0  # not stored: error status, no cache status, edge down, timeout
+    refreshed: int = 0  # a refresh (HEAD /refresh/...) found it cached and marked it used
+    absent: int = 0  # a refresh found it not cached (and fetched nothing, by design)
     bytes: int = 0  # body bytes read from the edge
 
     def count(self, outcome: str, nbytes: int) -> None:
@@ -69,7 +72,16 @@ class EdgeWarmer:
     through, and are dropped, counted, when it is full (the serving path).
     """
 
-    def __init__(self, settings: Settings, *, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        base_url: str | None = None,
+        observe: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``observe(outcome, n)`` hears of every background path as it ends (``warmed``,
+        ``already``, ``failed``) or is dropped (``dropped``): a replica's metrics, say."""
+        self._observe = observe
         self.base_url = (base_url or f"http://127.0.0.1:{settings.edge_port}").rstrip("/")
         self.timeout_s = settings.prefetch_timeout_s
         self.concurrency = settings.prefetch_concurrency
@@ -123,6 +135,7 @@ class EdgeWarmer:
         if dropped:
             with self._lock:
                 self._dropped += dropped
+            self._tell("dropped", dropped)
         return queued
 
     def drain(self, timeout_s: float) -> bool:
@@ -180,14 +193,27 @@ class EdgeWarmer:
                 outcome, nbytes = self._fetch(path)
                 with self._lock:
                     self._done.count(outcome, nbytes)
+                self._tell(outcome, 1)
             finally:
                 self._queue.task_done()
 
-    def _fetch(self, path: str) -> tuple[str, int]:
-        """GET one path through the edge, reading and discarding its body within the timeout.
+    def _tell(self, outcome: str, n: int) -> None:
+        if self._observe is None:
+            return
+        try:
+            self._observe(outcome, n)
+        except Exception:  # an observer's bug must not kill a warm thread
+            log.exception("edge warm observer failed")
 
-        Returns the outcome (``warmed``, ``already`` or ``failed``) and the bytes read.
+    def _fetch(self, path: str) -> tuple[str, int]:
+        """GET one path through the edge, reading and discarding its body within the timeout
+        (a refresh path is a HEAD: it never fetches).
+
+        Returns the outcome (``warmed``, ``already``, ``refreshed``, ``absent`` or ``failed``)
+        and the bytes read.
         """
+        if path.startswith(REFRESH_PREFIX):
+            return self._refresh(path), 0
         got = 0
         with self._slots:
             deadline = time.monotonic() + self.timeout_s
@@ -210,6 +236,22 @@ class EdgeWarmer:
             return "already", got
         log.debug("edge warm %s: not cached (X-Cache-Status %r)", path, status)
         return "failed", got
+
+    def _refresh(self, path: str) -> str:
+        """HEAD a refresh path: HIT marks the cached object used; a miss is ``absent``."""
+        with self._slots:
+            try:
+                r = self._client.head(self.base_url + path)
+            except _HTTP_ERRORS as exc:
+                log.debug("edge refresh %s: %r", path, exc)
+                return "failed"
+        status = r.headers.get("x-cache-status", "").upper()
+        if r.status_code == 200 and status in ALREADY:
+            return "refreshed"
+        if r.status_code in (200, 204) and status in STORED:
+            return "absent"
+        log.debug("edge refresh %s: HTTP %d, X-Cache-Status %r", path, r.status_code, status)
+        return "failed"
 
 
 @dataclass

@@ -26,6 +26,7 @@ from core.settings import Settings
 from serving import ingest
 from serving.feed import FeedPage, FeedPath
 from serving.metrics import json_logging, request_context
+from serving.prefetch import Seen
 from serving.security import ApiKeys, BodyLimit, RateLimiter
 
 log = logging.getLogger("feedcast.serving")
@@ -157,7 +158,8 @@ class FeedService:
         json_logging()  # one JSON object per line, with the request id inside a request
         self.settings = s = Settings(**settings)
         self.path = FeedPath(s)
-        self.background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fanout")
+        # Side work: upload fan-out, and after each page or impression the page cache + prefetch.
+        self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side")
         Guard.arm(s, self.path.metrics)
         log.info("feed service ready with %s", self.path.models_label())
 
@@ -193,7 +195,7 @@ class FeedService:
     def events(self, body: ingest.EventBatch) -> Any:
         """Engagement events, idempotent by ``event_id``; a 200 means every one is stored."""
         try:
-            return ingest.ingest_events(
+            result, fresh = ingest.store_events(
                 self.path.session(),
                 self.path.stmts(),
                 body.events,
@@ -203,6 +205,10 @@ class FeedService:
             log.warning("events not stored: %s", exc)
             self.path.metrics.degraded("events")
             return _unavailable(f"events not stored, retry: {type(exc).__name__}")
+        seen = [Seen(e.user_id, e.post_id, e.position) for e in fresh if e.kind == "impression"]
+        if seen:  # the rolling prefetch, off the response path
+            self.background.submit(self.path.after_impressions, seen)
+        return result
 
     @api.post(
         "/v1/posts", response_model=ingest.PostResult, status_code=202, responses=_errors(409)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -34,7 +35,8 @@ from core.time import day_bucket
 from serving import candidates, ranking
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
-from serving.rules import RuleConfig, Scored, apply_rules
+from serving.prefetch import Prefetcher, Seen
+from serving.rules import RuleConfig, Scored, apply_rules, later_pages
 
 log = logging.getLogger("feedcast.serving.feed")
 T = TypeVar("T")
@@ -55,6 +57,49 @@ class FeedPage(BaseModel):
     sources: dict[str, int] = Field(description="Candidates per source.")
     degraded: list[str] = Field(description="Steps that fell back to a degraded path.")
     request_id: str
+
+
+@dataclass(frozen=True)
+class Later:
+    """What the pages after a served one are made of: the same scored list under the same
+    rules (built off the response path, only when prefetch wants them)."""
+
+    scored: list[Scored]
+    ctx: candidates.Context
+    rules: RuleConfig
+    limit: int
+
+    def pages(self, served: list[Scored], n: int) -> list[list[Scored]]:
+        return later_pages(
+            self.scored,
+            served,
+            self.limit,
+            n,
+            seen=self.ctx.seen,
+            blocked_authors=self.ctx.blocked,
+            config=self.rules,
+        )
+
+
+def _cached(
+    page: list[Scored],
+    meta: dict[int, candidates.Candidate],
+    media: dict[int, tuple[str, int]],
+) -> list[cache.CachedItem]:
+    """A page as cached: each item with its candidate's topic and time, and its media."""
+    return [
+        cache.CachedItem(
+            i.post_id,
+            i.author_id,
+            meta[i.post_id].topic,
+            meta[i.post_id].created_at.timestamp(),
+            i.score,
+            *media.get(i.post_id, ("", 0)),
+            e_dwell_s=i.e_dwell,
+        )
+        for i in page
+        if i.post_id in meta
+    ]
 
 
 class Breaker:
@@ -92,6 +137,7 @@ class FeedPath:
             [],
         )
         self._pulls = candidates.PullCache(settings.pull_cache_s)
+        self.prefetch = Prefetcher(settings, self.metrics, lambda: self._connect()[1:])
 
     # -- dependencies -------------------------------------------------------------------------
     def _connect(self) -> tuple[Cluster, Session, Statements]:
@@ -225,19 +271,14 @@ class FeedPath:
         scored, label = self._score(b, ctx.followed, rankers, degraded)
 
         t = time.perf_counter()
-        page = apply_rules(
-            scored,
-            limit,
-            seen=ctx.seen,
-            blocked_authors=ctx.blocked,
-            config=RuleConfig(
-                max_per_author=s.max_per_author,
-                max_out_of_network_share=s.max_out_of_network_share,
-            ),
+        rules = RuleConfig(
+            max_per_author=s.max_per_author,
+            max_out_of_network_share=s.max_out_of_network_share,
         )
+        page = apply_rules(scored, limit, seen=ctx.seen, blocked_authors=ctx.blocked, config=rules)
         m.observe_stage("rules", time.perf_counter() - t)
         self._log_impressions(session, stmts, user_id, request_id, now, page, label)
-        side.submit(self._cache_page, user_id, page, {c.post_id: c for c in cands})
+        side.submit(self._after_page, user_id, page, Later(scored, ctx, rules, limit), cands)
         m.observe_stage("total", time.perf_counter() - t0)
         m.model_version(label)
         log.info(
@@ -317,20 +358,38 @@ class FeedPath:
         )
 
     # -- side work, off the response path ----------------------------------------------------
-    def _cache_page(
-        self, user_id: int, page: list[Scored], meta: dict[int, candidates.Candidate]
+    def _after_page(
+        self, user_id: int, page: list[Scored], later: Later, cands: list[candidates.Candidate]
     ) -> None:
-        items = [
-            cache.CachedItem(
-                i.post_id,
-                i.author_id,
-                meta[i.post_id].topic,
-                meta[i.post_id].created_at.timestamp(),
-                i.score,
-            )
-            for i in page
-            if i.post_id in meta
-        ]
+        """Cache the page (the fallback, and what impressions plan from), then prefetch."""
+        try:
+            on = self.prefetch.enabled()
+            meta = {c.post_id: c for c in cands}
+            pages = later.pages(page, self.s.prefetch_max_pages) if on else []
+            try:
+                media = self.prefetch.media.get(
+                    [i.post_id for p in (page, *pages) for i in p if i.post_id in meta]
+                )
+            except Exception as exc:  # Cassandra: the page is cached without media
+                log.warning("media of %s's page unreadable: %s", user_id, exc)
+                media, on = {}, False
+            items = _cached(page, meta, media)
+            self._cache_page(user_id, items)
+            if on:
+                self.prefetch.on_page(user_id, items, [_cached(p, meta, media) for p in pages])
+        except Exception:  # side work never raises into the executor unseen
+            log.exception("side work after %s's page failed", user_id)
+            self.metrics.degraded("prefetch")
+
+    def after_impressions(self, seen: list[Seen]) -> None:
+        """Impressions were stored: roll the prefetch along (side work, never raises)."""
+        try:
+            self.prefetch.on_impressions(seen)
+        except Exception:
+            log.exception("prefetch after %d impressions failed", len(seen))
+            self.metrics.degraded("prefetch")
+
+    def _cache_page(self, user_id: int, items: list[cache.CachedItem]) -> None:
         if items:
             self._redis_call(
                 "cache page",

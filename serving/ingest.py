@@ -48,6 +48,14 @@ class Event(BaseModel):
     dwell_s: float | None = Field(
         None, gt=0, le=3600, description="Seconds on screen; dwell events only."
     )
+    position: int | None = Field(
+        None,
+        ge=0,
+        le=999,
+        description="Impressions only: the item's position on the page it was served on (0 = "
+        "top). It moves the prefetch along as the user scrolls; absent, the service looks the "
+        "post up in the user's last served page.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Event:
@@ -57,6 +65,8 @@ class Event(BaseModel):
             raise ValueError("ts is in the future")
         if (self.kind == "dwell") != (self.dwell_s is not None):
             raise ValueError("dwell_s is required for dwell events and only for them")
+        if self.position is not None and self.kind != "impression":
+            raise ValueError("position is for impression events only")
         return self
 
 
@@ -127,6 +137,13 @@ def ingest_events(
     session: Session, stmts: Statements, events: list[Event], *, timeout_s: float
 ) -> EventResult:
     """Claim every event by id, then write the interaction rows of the claimed and the re-sent."""
+    return store_events(session, stmts, events, timeout_s=timeout_s)[0]
+
+
+def store_events(
+    session: Session, stmts: Statements, events: list[Event], *, timeout_s: float
+) -> tuple[EventResult, list[Event]]:
+    """:func:`ingest_events`, and the events stored for the first time (not the re-sent)."""
     claims = execute_concurrent_with_args(
         session,
         stmts.claim_event,
@@ -134,7 +151,7 @@ def ingest_events(
         concurrency=32,
         raise_on_first_error=True,
     )
-    new, dup, conflicts, write = 0, 0, [], []
+    new, dup, conflicts, write, fresh = 0, 0, [], [], []
     seen: set[str] = set()
     for e, (_, rows) in zip(events, claims, strict=True):
         if e.event_id in seen:  # the same id twice in one batch
@@ -143,6 +160,7 @@ def ingest_events(
         seen.add(e.event_id)
         if rows.was_applied:
             new += 1
+            fresh.append(e)
         elif _same_event(rows.one(), e):
             dup += 1
         else:
@@ -168,7 +186,7 @@ def ingest_events(
         ],
         concurrency=32,
     )
-    return EventResult(accepted=new, duplicates=dup, conflicts=conflicts)
+    return EventResult(accepted=new, duplicates=dup, conflicts=conflicts), fresh
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,14 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 STAGES = ("candidates", "features", "light", "heavy", "rules", "total")
 # Fixed for every replica: the node agent keeps one set of buckets per metric name.
 LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+WARM_OUTCOMES = ("submitted", "dropped", "warmed", "already", "refreshed", "absent", "failed")
 CANDIDATE_BUCKETS = [1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0]
 
 
@@ -79,6 +82,23 @@ class Metrics:
             description="Requests refused by the per-key rate limit.",
             tag_keys=("key_id",),
         )
+        self._prefetch = Counter(
+            "feedcast_prefetch_objects",
+            description="Media objects the prefetch planned, by trigger (page, impression).",
+            tag_keys=("trigger",),
+        )
+        self._warm = Counter(
+            "feedcast_prefetch_warm",
+            description="Edge warm requests by outcome: submitted, dropped (queue full), warmed "
+            "(stored at the edge), already (the edge had it), refreshed / absent (a refresh "
+            "found it cached / not), failed.",
+            tag_keys=("outcome",),
+        )
+        self._pages = Counter(
+            "feedcast_prefetch_pages",
+            description="Later feed pages written to Redis, by outcome (written, failed).",
+            tag_keys=("outcome",),
+        )
         self._version: str | None = None
 
     def observe_stage(self, stage: str, seconds: float) -> None:
@@ -119,6 +139,23 @@ class Metrics:
             raise ValueError(f"not an HTTP status code: {code}")
         self._status.inc(tags={"code": str(code)})
 
+    def prefetch_planned(self, trigger: str, n: int) -> None:
+        """Count ``n`` objects planned for warming on a ``trigger`` (page or impression)."""
+        if n:
+            self._prefetch.inc(n, tags={"trigger": trigger})
+
+    def prefetch_warm(self, outcome: str, n: int = 1) -> None:
+        """Count ``n`` edge warm requests that ended in ``outcome`` (see WARM_OUTCOMES)."""
+        if outcome not in WARM_OUTCOMES:
+            raise ValueError(f"unknown warm outcome {outcome!r}; one of {WARM_OUTCOMES}")
+        if n:
+            self._warm.inc(n, tags={"outcome": outcome})
+
+    def prefetch_pages(self, outcome: str, n: int) -> None:
+        """Count ``n`` later pages written to Redis (``written``) or not (``failed``)."""
+        if n:
+            self._pages.inc(n, tags={"outcome": outcome})
+
     def rate_limited(self, key_id: str) -> None:
         """Count one request refused by the rate limit for API key ``key_id``."""
         self._limited.inc(tags={"key_id": key_id})
@@ -135,6 +172,26 @@ def scrape_targets(nodes: list[dict[str, Any]]) -> list[str]:
         for n in nodes
         if n.get("Alive") and n.get("MetricsExportPort", 0) > 0
     )
+
+
+def prefetch_counters(targets: list[str], timeout_s: float = 5.0) -> dict[str, float]:
+    """The prefetch counters summed over every replica of every node's endpoint in ``targets``
+    (``scrape_targets``): ``planned:page``, ``warm:failed``, ``pages:written`` ..."""
+    names = {
+        "ray_feedcast_prefetch_objects_total": ("planned", "trigger"),
+        "ray_feedcast_prefetch_warm_total": ("warm", "outcome"),
+        "ray_feedcast_prefetch_pages_total": ("pages", "outcome"),
+    }
+    out: dict[str, float] = {}
+    for target in targets:
+        text = httpx.get(f"http://{target}/metrics", timeout=timeout_s).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in names:
+                    short, tag = names[sample.name]
+                    key = f"{short}:{sample.labels.get(tag, '')}"
+                    out[key] = out.get(key, 0.0) + sample.value
+    return out
 
 
 # --- logs ---------------------------------------------------------------------------------

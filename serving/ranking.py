@@ -67,7 +67,8 @@ def light_scores(rankers: Rankers, b: Batch) -> np.ndarray:
     return np.asarray(rankers.light.predict(x, num_threads=1), dtype=np.float64)
 
 
-def heavy_scores(rankers: Rankers, b: Batch, weights: dict[str, float]) -> np.ndarray:
+def heavy_heads(rankers: Rankers, b: Batch) -> dict[str, np.ndarray]:
+    """The heavy ranker's heads (p_like, p_comment, p_save, e_dwell) for every row of ``b``."""
     spec = rankers.heavy.spec
     dense = b.features[:, [_COLUMN[f] for f in spec.dense]]
     inputs = encode(
@@ -78,13 +79,26 @@ def heavy_scores(rankers: Rankers, b: Batch, weights: dict[str, float]) -> np.nd
         b.topics,
         b.column("hour_of_day"),
     )
-    return blend(rankers.heavy.predict_tensors(inputs), weights)
+    return rankers.heavy.predict_tensors(inputs)
 
 
-def _scored(b: Batch, idx: np.ndarray, scores: np.ndarray, followed: set[int]) -> list[Scored]:
+def _scored(
+    b: Batch,
+    idx: np.ndarray,
+    scores: np.ndarray,
+    followed: set[int],
+    e_dwell: np.ndarray | None = None,
+) -> list[Scored]:
+    dwell = e_dwell.tolist() if e_dwell is not None else [None] * len(idx)
     return [
-        Scored(int(b.post_ids[i]), int(b.author_ids[i]), float(s), int(b.author_ids[i]) in followed)
-        for i, s in zip(idx.tolist(), scores.tolist(), strict=True)
+        Scored(
+            int(b.post_ids[i]),
+            int(b.author_ids[i]),
+            float(s),
+            int(b.author_ids[i]) in followed,
+            d,
+        )
+        for i, s, d in zip(idx.tolist(), scores.tolist(), dwell, strict=True)
     ]
 
 
@@ -109,7 +123,8 @@ def score(
         observe("light", time.perf_counter() - t)
         t = time.perf_counter()
     kept = Batch(b.user_id, b.post_ids[top], b.author_ids[top], b.topics[top], b.features[top])
-    out = _scored(b, top, heavy_scores(rankers, kept, weights), followed)
+    heads = heavy_heads(rankers, kept)
+    out = _scored(b, top, blend(heads, weights), followed, heads["e_dwell"])
     if observe:
         observe("heavy", time.perf_counter() - t)
     return out

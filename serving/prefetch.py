@@ -1,0 +1,161 @@
+"""The serving side of prefetch: what a replica warms after it served a page or saw an impression.
+
+Everything here runs on the replica's side executor, after the response left: it reads the
+media of the page's posts, plans with :func:`prefetch.planner.plan` and hands the paths to a
+per-replica :class:`~prefetch.warm.EdgeWarmer` (a bounded queue: what does not fit is dropped,
+counted), and writes the later ranked pages to Redis with :class:`~prefetch.warm.RedisWarmer`.
+A failure anywhere is logged and counted in the metrics, never raised into a request.
+
+Where the planner's inputs come from (``prefetch.pages``): media from ``posts_by_id`` behind a
+per-replica LRU, carried in the cached page too (an impression needs one Redis read, not a
+Cassandra one); the user's continuation rate from their impressions; P(autoplay) from the heavy
+ranker's E[dwell]. The live switch (``core.cache.prefetch_switch_key``) is read at most once a
+second per replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cassandra.cluster import Session
+
+from core import cache
+from core.settings import Settings
+from core.statements import Statements
+from prefetch import planner
+from prefetch.pages import (
+    CONTINUES,
+    ENDS,
+    STARTS,
+    MediaCache,
+    plan_config,
+    plan_items,
+    read_continuation,
+)
+from prefetch.warm import EdgeWarmer, RedisWarmer
+from serving.metrics import Metrics
+
+log = logging.getLogger("feedcast.serving.prefetch")
+
+SWITCH_CHECK_S = 1.0  # how often a replica re-reads the live switch
+SCROLL_TTL_S = 30 * 86_400  # a user's scrolling counts expire after a month without impressions
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One impression the planner can roll from: the user, the post, and where it was shown."""
+
+    user_id: int
+    post_id: int
+    position: int | None  # None: look the post up in the user's last served page
+
+
+class Prefetcher:
+    """One per replica: plans from served pages and impressions, warms the edge and Redis."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        db: Callable[[], tuple[Session, Statements]],
+    ) -> None:
+        self.s, self.metrics = settings, metrics
+        self.media = MediaCache(settings, db)
+        self.edge = EdgeWarmer(settings, observe=metrics.prefetch_warm)
+        self.pages = RedisWarmer(settings)
+        self.redis = cache.client(settings)
+        self.cfg = plan_config(settings)
+        self._switch = (float("-inf"), settings.prefetch_enabled)
+
+    def enabled(self) -> bool:
+        """``prefetch_enabled``, unless the live switch in Redis says ``off`` (read ≤ 1/s)."""
+        if not self.s.prefetch_enabled:
+            return False
+        at, on = self._switch
+        if time.monotonic() - at > SWITCH_CHECK_S:
+            try:
+                raw = self.redis.get(cache.prefetch_switch_key(self.s))
+                on = raw not in (b"off", "off")
+            except Exception as exc:  # Redis down: keep the last answer
+                log.warning("prefetch switch unreadable: %s", exc)
+            self._switch = (time.monotonic(), on)
+        return on
+
+    def p_continue(self, user_id: int) -> float:
+        return read_continuation(self.redis, self.s, user_id)
+
+    def submit(self, trigger: str, actions: list[planner.WarmAction]) -> int:
+        """Queue the actions' paths at the edge; returns how many were queued."""
+        self.metrics.prefetch_planned(trigger, len(actions))
+        queued = self.edge.submit(a.path for a in actions)
+        self.metrics.prefetch_warm("submitted", queued)
+        return queued
+
+    def on_page(
+        self,
+        user_id: int,
+        page: Sequence[cache.CachedItem],
+        later: Sequence[Sequence[cache.CachedItem]],
+    ) -> None:
+        """A page was served: warm its objects ahead of the first screen, store later pages."""
+        c = self.p_continue(user_id)
+        self.submit("page", plan_items(self.s, page, c, at=None, cfg=self.cfg))
+        if later:
+            done = self.pages.warm({user_id: later}, [i for p in later for i in p])
+            self.metrics.prefetch_pages("written", done.pages)
+            self.metrics.prefetch_pages("failed", done.failed)
+
+    def on_impressions(self, seen: Sequence[Seen]) -> None:
+        """Impressions arrived: count the users' scrolling, warm ``lookahead`` ahead of each."""
+        s = self.s
+        by_user: dict[int, list[Seen]] = {}
+        for e in seen:
+            by_user.setdefault(e.user_id, []).append(e)
+        for user_id, events in by_user.items():
+            try:
+                page = cache.load_items(self.redis.get(cache.page_key(s, user_id)))
+            except Exception as exc:
+                log.warning("last page unreadable for %s: %s", user_id, exc)
+                page = []
+            where = {i.post_id: k for k, i in enumerate(page)}
+            positions = [
+                e.position if e.position is not None else where.get(e.post_id) for e in events
+            ]
+            known = [p for p in positions if p is not None]
+            self._count(user_id, known, len(page))
+            if not page or not self.enabled():
+                continue
+            c = self.p_continue(user_id)
+            actions: dict[str, planner.WarmAction] = {}
+            for at in known:
+                for a in plan_items(s, page, c, at=at, cfg=self.cfg):
+                    actions.setdefault(a.path, a)
+            self.submit("impression", list(actions.values()))
+
+    def _count(self, user_id: int, positions: list[int], page_len: int) -> None:
+        if not positions:
+            return
+        starts = sum(1 for p in positions if p == 0)
+        conts = len(positions) - starts
+        ends = sum(1 for p in positions if p == page_len - 1) if page_len > 1 else 0
+        key = cache.continuation_key(self.s, user_id)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            if starts:
+                pipe.hincrby(key, STARTS, starts)
+            if conts:
+                pipe.hincrby(key, CONTINUES, conts)
+            if ends:
+                pipe.hincrby(key, ENDS, ends)
+            pipe.expire(key, SCROLL_TTL_S)
+            pipe.execute()
+        except Exception as exc:
+            log.warning("scroll counts not written for %s: %s", user_id, exc)
+
+    def close(self) -> None:
+        self.edge.close()
+        self.pages.close()
+        self.redis.close()
