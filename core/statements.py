@@ -54,6 +54,12 @@ _READS = {
     "followers_of": "SELECT follower_id FROM followers_by_user WHERE user_id = ?",
     "get_post": "SELECT post_id, author_id, created_at, topic, media_kind, media_bytes "
     "FROM posts_by_id WHERE post_id = ?",
+    "all_users": "SELECT user_id FROM users_by_id",
+    # Was the user about in a time range of one day? (Served a page, or engaged.)
+    "served_between": "SELECT served_at FROM impressions_by_user WHERE user_id = ? AND day = ? "
+    "AND served_at >= ? AND served_at < ? LIMIT 1",
+    "engaged_between": "SELECT event_ts FROM interactions_by_user WHERE user_id = ? AND day = ? "
+    "AND event_ts >= ? AND event_ts < ? LIMIT 1",
     "author_day": "SELECT post_id, created_at, topic FROM posts_by_author "
     "WHERE author_id = ? AND day = ? "
     "LIMIT ?",

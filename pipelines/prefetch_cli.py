@@ -73,3 +73,74 @@ def replay_cmd(
         table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
     console.print(table)
     console.print(f"wrote {json_out} and {', '.join(str(p) for p in pngs)}")
+
+
+@prefetch_app.command("ahead")
+def ahead_cmd(
+    window_min: Annotated[
+        int, typer.Option(min=1, max=1440, help="The coming window users are picked for (min).")
+    ] = 30,
+    max_users: Annotated[
+        int | None, typer.Option(min=1, help="Most users warmed, highest share first.")
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, help="Past days whose same window is read.")] = 7,
+    min_share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Least share of those days the user was active."),
+    ] = 0.3,
+    timeout_s: Annotated[float, typer.Option(min=0.1, help="Limit on one feed request.")] = 10.0,
+) -> None:
+    """Warm the first page of the users likely to open the app in the coming window: the
+    running service ranks and caches it, the edge gets its media (see prefetch/ahead.py)."""
+    from core.settings import Settings
+    from prefetch import ahead
+
+    cfg = ahead.AheadConfig(
+        window_min=window_min,
+        days=days,
+        min_share=min_share,
+        max_users=max_users,
+        feed_timeout_s=timeout_s,
+    )
+    out = ahead.run(Settings(), cfg, progress=True, report=console.print)
+    table = Table(title=f"ahead of {out.window_start:%H:%M} UTC + {out.window_min} min")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for name in (
+        "users_scanned",
+        "users_picked",
+        "pages_warmed",
+        "objects_planned",
+        "objects_warmed",
+        "objects_refreshed",
+        "feed_failures",
+        "warm_failures",
+    ):
+        table.add_row(name.replace("_", " "), str(getattr(out, name)))
+    table.add_row("seconds", f"{out.seconds:.1f}")
+    console.print(table)
+    if out.feed_failures or out.warm_failures:
+        raise typer.Exit(code=1)
+
+
+@prefetch_app.command("switch")
+def switch_cmd(
+    state: Annotated[str, typer.Argument(help="on or off")],
+) -> None:
+    """Turn the service's prefetch on or off live, on every replica, without a redeploy (within
+    a second). FEEDCAST_PREFETCH_ENABLED=false still wins over `on`."""
+    from core import cache
+    from core.settings import Settings
+
+    if state not in ("on", "off"):
+        raise typer.BadParameter("on or off", param_hint="STATE")
+    s = Settings()
+    r = cache.client(s)
+    try:
+        if state == "off":
+            r.set(cache.prefetch_switch_key(s), "off")
+        else:
+            r.delete(cache.prefetch_switch_key(s))
+    finally:
+        r.close()
+    console.print(f"prefetch {state}")
