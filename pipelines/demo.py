@@ -11,11 +11,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pandas as pd
 from rich.console import Console
+from rich.table import Table
 
 from core import constants as C
 from core.settings import DEV_API_KEY, Settings
 from pipelines import steps
 from pipelines.render import feed_table, metrics_table
+from prefetch import live
+from prefetch.live import LiveConfig
 from simulator.config import WorldConfig
 
 
@@ -38,15 +41,40 @@ def _reusable_world(settings: Settings, config: WorldConfig) -> bool:
     return same and fresh
 
 
+# 40 users, 6 scrolling at once, 0.2 s per item: ~15 s a run, under the default rate limit.
+LIVE = LiveConfig(users=40, seed=0, concurrency=6, dwell_s=0.2)
+
+
+def live_check(settings: Settings, users: list[int], url: str) -> Table:
+    """Both runs of the live check against the demo's edge (restarted cold before each)."""
+    import ray
+
+    from serving.metrics import prefetch_counters, scrape_targets
+    from stack import nginx
+
+    def cold_edge() -> None:
+        nginx.down(settings)
+        nginx.up(settings)
+
+    def counters() -> dict[str, float]:
+        try:  # the node agent exports on its own period: the latest it has
+            return prefetch_counters(scrape_targets(ray.nodes()))
+        except Exception:  # a narration figure, not worth failing the demo for
+            return {}
+
+    result = live.run(settings, users, cold_edge, LIVE, base_url=url, counters=counters)
+    return live.table(result)
+
+
 def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
     from serving.deploy import deploy
     from stack import local, ray_head
 
     started = time.perf_counter()
-    with _step(console, "1/6 local stack (Cassandra, Redis, MLflow)"):
+    with _step(console, "1/7 local stack (Cassandra, Redis, MLflow)"):
         local.up(settings, report=console.print)
     config = WorldConfig(users=users, seed=seed)
-    with _step(console, f"2/6 world: {users} users, {config.days} days, seed {seed}"):
+    with _step(console, f"2/7 world: {users} users, {config.days} days, seed {seed}"):
         if _reusable_world(settings, config):
             console.print(
                 f"reusing the world under {settings.world_dir} "
@@ -55,19 +83,19 @@ def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
         else:
             _, summary = steps.generate_world(settings, config, replace=True, progress=True)
             console.print(summary.rows)
-    with _step(console, "3/6 features: Feast apply + materialize to Redis"):
+    with _step(console, "3/7 features: Feast apply + materialize to Redis"):
         console.print(steps.features_apply(settings))
         steps.features_materialize(settings)
-    with _step(console, "4/6 train light + heavy rankers, judge them, register @champion"):
+    with _step(console, "4/7 train light + heavy rankers, judge them, register @champion"):
         result = steps.train(settings, alias=settings.model_alias, progress=True)
         console.print(
             f"{result.light.name}/{result.light.version} and "
             f"{result.heavy.name}/{result.heavy.version} are @{settings.model_alias}"
         )
-    with _step(console, "5/6 serve on Ray Serve"):
+    with _step(console, "5/7 serve on Ray Serve"):
         console.print(f"ray        {ray_head.up(settings)}")
         url = deploy(settings, address=ray_head.address(settings))
-    with _step(console, "6/6 ranked feeds from the running service"):
+    with _step(console, "6/7 ranked feeds from the running service"):
         imp = pd.read_parquet(settings.world_dir / "impressions.parquet", columns=[C.USER_ID])
         for user_id in imp[C.USER_ID].value_counts().index[:3].tolist():
             r = httpx.get(
@@ -79,6 +107,9 @@ def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
             r.raise_for_status()
             console.print(feed_table(r.json()))
         console.print(metrics_table(result.metrics))
+    with _step(console, "7/7 live check: the same scrolling through the edge, prefetch off vs on"):
+        sample = imp[C.USER_ID].value_counts().index[: LIVE.users].tolist()
+        console.print(live_check(settings, sample, url))
     console.rule("[bold green]feedcast is running")
     console.print(f"demo took {time.perf_counter() - started:.0f}s")
     console.print(f"feed API : {url}/v1/feed/<user_id>?limit=20  (header X-API-Key)")

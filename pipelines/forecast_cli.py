@@ -1,0 +1,84 @@
+"""``feedcast forecast ...``: backtest the traffic forecaster (and ``feedcast capacity ...``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simulator.traffic import VARIANTS
+
+forecast_app = typer.Typer(
+    help="Traffic forecasts (requests, uploads, bytes) for capacity planning.",
+    no_args_is_help=True,
+)
+console = Console()
+
+
+def _variants(value: list[str] | None) -> list[str]:
+    chosen = value or list(VARIANTS)
+    bad = [v for v in chosen if v not in VARIANTS]
+    if bad:
+        raise typer.BadParameter(
+            f"unknown variant {', '.join(bad)} (choose from {', '.join(VARIANTS)})",
+            param_hint="--variants",
+        )
+    return chosen
+
+
+@forecast_app.command("backtest")
+def backtest_cmd(
+    json_out: Annotated[
+        Path,
+        typer.Option("--json", help="Where to write the figures (JSON); the plot goes beside."),
+    ] = Path("bench/results/forecast.json"),
+    variants: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Series variants (repeat the option); default all: {list(VARIANTS)}."),
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, max=52, help="Rolling origins, 192 h apart.")] = 8,
+    weeks: Annotated[int, typer.Option(min=10, max=260, help="Length of each series.")] = 26,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the series.")] = 0,
+    arima_folds: Annotated[
+        int, typer.Option(min=0, help="Folds per variant AutoARIMA runs on (≈20 s a fit).")
+    ] = 2,
+    baselines: Annotated[
+        bool, typer.Option(help="Run the statsforecast baselines (AutoETS, AutoARIMA, MSTL).")
+    ] = True,
+) -> None:
+    """Rolling-origin backtest (refit per fold, horizons 24 h and 168 h) of our LightGBM quantile
+    forecaster vs seasonal naive, statsforecast and the true rate; write JSON and a PNG."""
+    from training.forecast_backtest import backtest, origins_for
+    from training.forecast_report import plot
+
+    chosen = _variants(variants)
+    try:
+        origins_for(weeks * 168, folds)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--folds") from exc
+    out, all_folds = backtest(
+        chosen,  # type: ignore[arg-type]  # checked against VARIANTS above
+        folds=folds,
+        weeks=weeks,
+        seed=seed,
+        baselines=baselines,
+        arima_folds=arima_folds,
+    )
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(out, indent=2))
+    png = plot(all_folds, json_out.with_suffix(".png"))
+    table = Table(title=f"{folds} folds, 168 h ahead, MASE (season 168) — wall {out['wall_s']} s")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, v in out.items():
+        if isinstance(v, float):
+            table.add_row(key, f"{v:.4f}")
+    table.add_row("best_statsforecast", str(out.get("best_statsforecast", "-")))
+    for bar, ok in out["bars"].items():
+        table.add_row(bar, "[green]holds[/]" if ok else "[red]fails[/]")
+    console.print(table)
+    console.print(f"wrote {json_out} and {png}")
