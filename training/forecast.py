@@ -199,3 +199,13 @@ class Forecaster:
         params = ForecastParams(**{**raw, "quantiles": tuple(raw["quantiles"])})
         boosters = {q: lgb.Booster(model_file=str(path / f"q{q}.txt")) for q in params.quantiles}
         return cls(params, boosters)
+
+
+def to_frame(model: Forecaster, history: pd.DataFrame) -> pd.DataFrame:
+    """The serving form: history (``ds`` in UTC, naive or aware; ``y``; hourly, oldest first) →
+    ``ds`` (naive UTC, as MLflow signatures want) and one column per quantile (``q0.5``, …) for
+    the ``horizon`` hours after its last row."""
+    index = pd.DatetimeIndex(pd.to_datetime(history["ds"], utc=True))
+    pred = model.predict(history["y"].to_numpy(np.float64), index, len(history) - 1)
+    pred.index = pred.index.tz_convert(None)
+    return pred.rename(columns=lambda q: f"q{q}").rename_axis("ds").reset_index()

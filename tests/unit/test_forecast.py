@@ -1,11 +1,20 @@
 """The traffic forecaster: no leakage, sane quantiles, a round trip without pickles, metrics."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from simulator.traffic import TrafficConfig, generate
 from training import forecast_metrics as M
-from training.forecast import HISTORY, WEEK, Forecaster, ForecastParams, design, seasonal_ewm
+from training.forecast import (
+    HISTORY,
+    WEEK,
+    Forecaster,
+    ForecastParams,
+    design,
+    seasonal_ewm,
+    to_frame,
+)
 
 FAST = ForecastParams(origin_step=24, num_boost_round=40, quantiles=(0.1, 0.5, 0.9, 0.99))
 
@@ -85,3 +94,11 @@ def test_metrics_match_hand_computed_values():
 def test_mase_refuses_a_history_shorter_than_the_season():
     with pytest.raises(ValueError, match="season"):
         M.mase_scale(np.ones(100))
+
+
+def test_the_serving_frame_forecasts_the_week_after_the_history(series, model):
+    history = pd.DataFrame({"ds": series.index[: 6 * WEEK], "y": series.requests[: 6 * WEEK]})
+    out = to_frame(model, history)
+    assert len(out) == WEEK and out["ds"].dt.tz is None
+    assert out["ds"].iloc[0] == series.index[6 * WEEK].tz_convert(None)
+    assert list(out.columns) == ["ds", "q0.1", "q0.5", "q0.9", "q0.99"]
