@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -89,9 +90,33 @@ def ahead_cmd(
         typer.Option(min=0.0, max=1.0, help="Least share of those days the user was active."),
     ] = 0.3,
     timeout_s: Annotated[float, typer.Option(min=0.1, help="Limit on one feed request.")] = 10.0,
+    every_min: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Run now and then every this many minutes (APScheduler) until interrupted; "
+            "a run still going when the next is due makes that one skipped.",
+        ),
+    ] = None,
 ) -> None:
     """Warm the first page of the users likely to open the app in the coming window: the
     running service ranks and caches it, the edge gets its media (see prefetch/ahead.py)."""
+    from prefetch import ahead
+
+    args = (window_min, max_users, days, min_share, timeout_s)
+    if every_min is not None:
+        console.print(f"every {every_min:g} min; Ctrl-C stops")
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
+            ahead.schedule(lambda: _ahead_once(*args), every_min * 60.0)
+        return
+    if not _ahead_once(*args):
+        raise typer.Exit(code=1)
+
+
+def _ahead_once(
+    window_min: int, max_users: int | None, days: int, min_share: float, timeout_s: float
+) -> bool:
+    """One run, its summary printed; False when a feed request or a warm failed."""
     from core.settings import Settings
     from prefetch import ahead
 
@@ -119,8 +144,7 @@ def ahead_cmd(
         table.add_row(name.replace("_", " "), str(getattr(out, name)))
     table.add_row("seconds", f"{out.seconds:.1f}")
     console.print(table)
-    if out.feed_failures or out.warm_failures:
-        raise typer.Exit(code=1)
+    return not (out.feed_failures or out.warm_failures)
 
 
 @prefetch_app.command("switch")

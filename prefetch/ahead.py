@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from cassandra.cluster import Session
@@ -208,3 +209,30 @@ def _warm(
             out.objects_refreshed += refreshed
             out.warm_failures += failed
     redis.close()
+
+
+def schedule(job: Callable[[], object], every_s: float, *, blocking: bool = True) -> Any:
+    """Run ``job`` now and then every ``every_s`` seconds with APScheduler (not a sleep loop).
+
+    One run at a time: a run still going when the next is due makes that one skipped
+    (``max_instances=1``), and runs missed while the process was busy collapse into one
+    (``coalesce``). ``blocking=False`` returns the started ``BackgroundScheduler`` (call
+    ``shutdown()``); ``blocking=True`` runs until interrupted.
+    """
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    if every_s <= 0:
+        raise ValueError(f"every_s must be positive, got {every_s}")
+    sched = BlockingScheduler(timezone=UTC) if blocking else BackgroundScheduler(timezone=UTC)
+    sched.add_job(
+        job,
+        IntervalTrigger(seconds=every_s, timezone=UTC),
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+        id="prefetch-ahead",
+    )
+    sched.start()
+    return sched
