@@ -85,7 +85,20 @@ def render(settings: Settings, built_without: frozenset[str] = frozenset()) -> s
         ORIGIN_PORT=settings.origin_port,
         CACHE_MB=settings.edge_cache_mb,
         OTHER_TEMP_PATHS=other,
+        USER=_worker_user(),
     )
+
+
+def _worker_user() -> str:
+    """nginx's ``user`` line. A master started as root hands its workers to ``nobody``, who
+    cannot enter a stack folder under a private (mode 700) directory, such as a fresh clone in
+    ``mktemp -d``: the cache then fails with "Permission denied". The workers keep the stack's
+    owner instead (the edge listens on 127.0.0.1 only). Any other user cannot switch anyway."""
+    if os.geteuid() != 0:
+        return ""
+    import pwd
+
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name};"
 
 
 def _built_without(binary: str) -> frozenset[str]:
