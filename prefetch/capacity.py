@@ -1,0 +1,192 @@
+"""Capacity planning from quantile forecasts: feed replicas per hour, upload workers, storage.
+
+The plan for the coming week is made from the forecaster's hourly quantiles:
+
+- **feed replicas** per hour: the ``plan_quantile`` forecast of requests in that hour and the
+  hours beside it (the rate moves within an hour), divided by what one replica serves at its
+  latency target (``replica_rps``). Written as the deployment's autoscaling bounds per hour:
+  ``min_replicas`` = the plan, ``max_replicas`` = the plan plus ``burst_replicas``, inside which
+  Ray's autoscaler (target ``inbound_target``, the same lag) absorbs what the forecast missed.
+- **upload workers** per hour: the same rule over the uploads forecast.
+- **storage**: days until the store is full if uploads keep the forecast's p95 bytes per hour.
+
+A minute-by-minute replay judges the replica plan against a **reactive autoscaler** (70%
+utilisation target, acting on what it saw ``lag_min`` minutes ago) and **perfect foresight**
+(exactly the replicas each minute needs): under-provisioned minutes, unserved requests,
+replica-hours. Pure numpy; the CLI (``feedcast capacity plan``) fits the forecaster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    # One feed replica's throughput at its latency target (bench/serve: two replicas serve
+    # ~40–45 req/s on the 2-core machine).
+    replica_rps: float = 20.0
+    plan_quantile: float = 0.99
+    min_replicas: int = 1
+    burst_replicas: int = 3  # max_replicas above the plan, for Ray's autoscaler
+    inbound_target: float = 0.9  # utilisation Ray's autoscaler aims at inside the plan's bounds
+    reactive_target: float = 0.7  # utilisation the reactive autoscaler (the baseline) aims at
+    lag_min: int = 5  # minutes between load changing and replicas being there (both policies)
+    upload_worker_per_h: float = 1800.0  # uploads one worker processes per hour (2 s each)
+    storage_capacity_bytes: float = 1e15
+
+    def __post_init__(self) -> None:
+        if self.replica_rps <= 0 or self.upload_worker_per_h <= 0:
+            raise ValueError("replica_rps and upload_worker_per_h must be positive")
+        if not (0.0 < self.reactive_target <= 1.0 and 0.0 < self.inbound_target <= 1.0):
+            raise ValueError("reactive_target and inbound_target must be in (0, 1]")
+        if self.lag_min < 0 or self.min_replicas < 1:
+            raise ValueError("lag_min must be ≥ 0 and min_replicas ≥ 1")
+
+
+def _neighbour_max(q: np.ndarray) -> np.ndarray:
+    """Per hour, the most the rate reaches inside it: the hour, or halfway to a neighbour."""
+    prev = np.r_[q[:1], q[:-1]]
+    nxt = np.r_[q[1:], q[-1:]]
+    return np.maximum(q, np.maximum((q + prev) / 2, (q + nxt) / 2))
+
+
+def replica_schedule(requests_q: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
+    """Replicas per hour for a forecast of requests per hour at ``cfg.plan_quantile``."""
+    per_s = _neighbour_max(np.asarray(requests_q, dtype=np.float64)) / 3600.0
+    return np.maximum(np.ceil(per_s / cfg.replica_rps), cfg.min_replicas).astype(np.int64)
+
+
+def upload_workers(uploads_q: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
+    """Upload workers per hour for a forecast of uploads per hour."""
+    need = _neighbour_max(np.asarray(uploads_q, dtype=np.float64)) / cfg.upload_worker_per_h
+    return np.maximum(np.ceil(need), 1).astype(np.int64)
+
+
+def days_until_full(stored_bytes: float, bytes_per_hour_p95: np.ndarray, capacity: float) -> float:
+    """Days until ``capacity`` is reached at the forecast's p95 growth (extended at its mean)."""
+    if stored_bytes >= capacity:
+        return 0.0
+    growth = np.asarray(bytes_per_hour_p95, dtype=np.float64)
+    cum = stored_bytes + np.cumsum(growth)
+    full = np.flatnonzero(cum >= capacity)
+    if len(full):
+        return float((full[0] + 1) / 24.0)
+    rate = growth.mean()
+    if rate <= 0:
+        return math.inf
+    return float((len(growth) + (capacity - cum[-1]) / rate) / 24.0)
+
+
+def minute_demand(hour_counts: np.ndarray, seed: int) -> np.ndarray:
+    """Requests per minute: each hour's count spread over its minutes (multinomial) along the
+    line between the hour's and its neighbours' levels, so minutes sum to the hour."""
+    counts = np.asarray(hour_counts, dtype=np.int64)
+    level = counts.astype(np.float64)
+    t = (np.arange(len(level) * 60) + 0.5) / 60.0
+    shape = np.interp(t, np.arange(len(level)) + 0.5, level).reshape(len(level), 60)
+    shape = np.maximum(shape, 1e-9)
+    shape /= shape.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.multinomial(n, p) for n, p in zip(counts, shape, strict=True)])
+
+
+def reactive_replicas(
+    demand_min: np.ndarray, cfg: CapacityConfig, target: float | None = None
+) -> np.ndarray:
+    """What a reactive autoscaler runs each minute: the load it saw ``lag_min`` ago at its
+    utilisation target (the first minutes start from the first load)."""
+    cap = cfg.replica_rps * 60.0
+    util = cfg.reactive_target if target is None else target
+    want = np.ceil(np.asarray(demand_min, dtype=np.float64) / (cap * util))
+    seen = np.r_[np.full(cfg.lag_min, want[0]), want[: len(want) - cfg.lag_min]]
+    return np.maximum(seen, cfg.min_replicas).astype(np.int64)
+
+
+def planned_replicas(demand_min: np.ndarray, plan_h: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
+    """What runs each minute under the plan's hourly bounds: Ray's autoscaler (same lag,
+    ``inbound_target``) kept between ``min_replicas`` = plan and ``max_replicas`` = plan +
+    ``burst_replicas``."""
+    lo = np.repeat(np.asarray(plan_h, dtype=np.int64), 60)
+    if len(lo) < len(demand_min):
+        raise ValueError("the plan covers fewer hours than the demand")
+    lo = lo[: len(demand_min)]
+    inside = reactive_replicas(demand_min, cfg, cfg.inbound_target)
+    return np.clip(inside, lo, lo + cfg.burst_replicas)
+
+
+def perfect_replicas(demand_min: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
+    """Exactly enough replicas each minute (perfect foresight, no lag, 100% utilisation)."""
+    cap = cfg.replica_rps * 60.0
+    need = np.ceil(np.asarray(demand_min, dtype=np.float64) / cap)
+    return np.maximum(need, cfg.min_replicas).astype(np.int64)
+
+
+def judge(
+    demand_min: np.ndarray, replicas_min: np.ndarray, cfg: CapacityConfig
+) -> dict[str, float]:
+    """Under-provisioned minutes, unserved requests and replica-hours of a replica series."""
+    cap = cfg.replica_rps * 60.0
+    short = np.maximum(np.asarray(demand_min, np.float64) - replicas_min * cap, 0.0)
+    return {
+        "underprov_minutes": int((short > 0).sum()),
+        "underprov_minutes_frac": float((short > 0).mean()),
+        "unserved_requests": float(short.sum()),
+        "unserved_frac": float(short.sum() / max(float(np.sum(demand_min)), 1.0)),
+        "replica_hours": float(np.sum(replicas_min) / 60.0),
+    }
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    hours: list[str]  # ISO hour starts (UTC)
+    replicas: list[int]
+    upload_workers: list[int]
+    days_until_full: float
+    config: CapacityConfig
+
+    def autoscaling_bounds(self) -> list[dict[str, Any]]:
+        """The deployment's ``autoscaling_config`` bounds, hour by hour."""
+        return [
+            {"hour": h, "min_replicas": r, "max_replicas": r + self.config.burst_replicas}
+            for h, r in zip(self.hours, self.replicas, strict=True)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "days_until_full_p95": self.days_until_full,
+            "feed_autoscaling": self.autoscaling_bounds(),
+            "upload_workers": [
+                {"hour": h, "workers": w}
+                for h, w in zip(self.hours, self.upload_workers, strict=True)
+            ],
+        }
+
+
+def compare(
+    demand_min: np.ndarray, plan_replicas_h: np.ndarray, cfg: CapacityConfig
+) -> dict[str, float]:
+    """The plan (hourly bounds, Ray's autoscaler inside them) against the reactive autoscaler
+    and perfect foresight on the same minutes; the issue's keys plus the raw counts."""
+    ours = planned_replicas(demand_min, plan_replicas_h, cfg)
+    perfect = judge(demand_min, perfect_replicas(demand_min, cfg), cfg)
+    mine = judge(demand_min, ours, cfg)
+    reactive = judge(demand_min, reactive_replicas(demand_min, cfg), cfg)
+    ph = perfect["replica_hours"]
+    return {
+        "underprov_minutes_frac": mine["underprov_minutes_frac"],
+        "replica_hours_over_perfect": mine["replica_hours"] / ph,
+        "unserved_frac": mine["unserved_frac"],
+        "reactive_underprov_minutes_frac": reactive["underprov_minutes_frac"],
+        "reactive_replica_hours_over_perfect": reactive["replica_hours"] / ph,
+        "reactive_unserved_frac": reactive["unserved_frac"],
+        "perfect_replica_hours": ph,
+        "ours": mine,
+        "reactive": reactive,
+        "perfect": perfect,
+    }
