@@ -170,7 +170,7 @@ class CapacityPlan:
 
 def compare(
     demand_min: np.ndarray, plan_replicas_h: np.ndarray, cfg: CapacityConfig
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The plan (hourly bounds, Ray's autoscaler inside them) against the reactive autoscaler
     and perfect foresight on the same minutes; the issue's keys plus the raw counts."""
     ours = planned_replicas(demand_min, plan_replicas_h, cfg)
@@ -190,3 +190,106 @@ def compare(
         "reactive": reactive,
         "perfect": perfect,
     }
+
+
+REQUESTS_PER_HOUR = 1_200_000.0  # the fleet the replay sizes: ~333 req/s, ~17 replicas mean
+
+
+def evaluate(
+    variant: str,
+    *,
+    seed: int = 0,
+    weeks: int = 16,
+    folds: int = 3,
+    cfg: CapacityConfig | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Plan each of the last ``folds`` weeks from a forecaster fitted on the weeks before it,
+    and judge the plan minute by minute against the reactive autoscaler and perfect foresight.
+
+    Returns the issue's keys (worst fold for under-provisioning, mean for replica-hours), each
+    fold's figures, the last fold's plan and the minute series to plot.
+    """
+    from simulator.traffic import TrafficConfig, generate
+    from training.forecast import Forecaster, ForecastParams
+
+    cfg = cfg or CapacityConfig()
+    traffic = generate(
+        TrafficConfig(variant=variant, weeks=weeks, seed=seed, requests_per_hour=REQUESTS_PER_HOUR)
+    )
+    y = traffic.requests.astype(np.float64)
+    up = traffic.uploads.astype(np.float64)
+    by = traffic.upload_bytes.astype(np.float64)
+    index = traffic.index
+    rows: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    for k in range(folds, 0, -1):
+        origin = len(y) - 168 * k - 1
+        if progress:
+            progress(f"{variant}: fold {folds - k + 1}/{folds}, fitting the forecasters")
+        params = ForecastParams(quantiles=(0.5, cfg.plan_quantile, 0.95))
+        f_req = Forecaster.fit(y[: origin + 1], index[: origin + 1], params)
+        q_req = f_req.predict(y, index, origin)[cfg.plan_quantile].to_numpy()
+        f_up = Forecaster.fit(up[: origin + 1], index[: origin + 1], params)
+        q_up = f_up.predict(up, index, origin)[cfg.plan_quantile].to_numpy()
+        f_by = Forecaster.fit(by[: origin + 1], index[: origin + 1], params)
+        q_by = f_by.predict(by, index, origin)[0.95].to_numpy()
+        plan_h = replica_schedule(q_req, cfg)
+        demand = minute_demand(traffic.requests[origin + 1 : origin + 169], seed=seed * 100 + k)
+        out = compare(demand, plan_h, cfg)
+        out["fold"] = folds - k + 1
+        rows.append(out)
+        hours = [t.isoformat() for t in index[origin + 1 : origin + 169]]
+        stored = float(traffic.storage_bytes[origin])
+        last = {
+            "plan": CapacityPlan(
+                hours=hours,
+                replicas=plan_h.tolist(),
+                upload_workers=upload_workers(q_up, cfg).tolist(),
+                days_until_full=days_until_full(stored, q_by, cfg.storage_capacity_bytes),
+                config=cfg,
+            ),
+            "demand_min": demand,
+            "ours_min": planned_replicas(demand, plan_h, cfg),
+            "reactive_min": reactive_replicas(demand, cfg),
+            "perfect_min": perfect_replicas(demand, cfg),
+        }
+    keys = (
+        "underprov_minutes_frac",
+        "replica_hours_over_perfect",
+        "reactive_underprov_minutes_frac",
+        "reactive_replica_hours_over_perfect",
+    )
+    summary = {
+        k: float(max(r[k] for r in rows))
+        if "underprov" in k
+        else float(np.mean([r[k] for r in rows]))
+        for k in keys
+    }
+    return {"variant": variant, **summary, "folds": rows, "last": last}
+
+
+def plot(result: dict[str, Any], path: Any, cfg: CapacityConfig) -> Any:
+    """Capacity against demand over the last fold's week (requests per second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = result["last"]
+    cap = cfg.replica_rps
+    t = np.arange(len(last["demand_min"])) / 60.0
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.plot(t, last["demand_min"] / 60.0, lw=0.6, color="black", label="demand")
+    ax.step(t, last["ours_min"] * cap, lw=1.0, label="ours: forecast plan")
+    ax.step(t, last["reactive_min"] * cap, lw=0.8, alpha=0.8, label="reactive (70%)")
+    ax.step(t, last["perfect_min"] * cap, lw=0.6, alpha=0.6, label="perfect foresight")
+    ax.set_xlabel("hours into the planned week")
+    ax.set_ylabel(f"requests / s (capacity = replicas × {cap:g})")
+    ax.set_title(f"{result['variant']}: capacity vs demand")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

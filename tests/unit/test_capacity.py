@@ -86,3 +86,39 @@ def test_bad_config() -> None:
         cp.CapacityConfig(replica_rps=0)
     with pytest.raises(ValueError, match="target"):
         cp.CapacityConfig(inbound_target=1.5)
+
+
+def test_evaluate_end_to_end_on_a_short_series(tmp_path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = tmp_path / "cap.json"
+    res = CliRunner().invoke(
+        app,
+        ["capacity", "plan", "--variants", "stationary", "--weeks", "6", "--folds", "1",
+         "--json", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    import json
+
+    data = json.loads(out.read_text())
+    fold = data["variants"]["stationary"]["folds"][0]
+    assert fold["replica_hours_over_perfect"] >= 1.0
+    assert 0.0 <= data["underprov_minutes_frac"] <= 1.0
+    sched = yaml.safe_load((tmp_path / "cap_stationary_schedule.yaml").read_text())
+    rows = sched["feed_autoscaling"]
+    assert len(rows) == 168
+    assert all(r["max_replicas"] == r["min_replicas"] + 3 for r in rows)
+    assert (tmp_path / "cap_stationary.png").stat().st_size > 10_000
+
+
+def test_cli_names_a_bad_variant() -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    res = CliRunner().invoke(app, ["capacity", "plan", "--variants", "nope"])
+    assert res.exit_code == 2
+    assert "nope" in res.output
