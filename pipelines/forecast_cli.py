@@ -103,8 +103,9 @@ def capacity_plan_cmd(
         float, typer.Option(min=0.1, help="Requests/s one feed replica serves at its target.")
     ] = 20.0,
     plan_quantile: Annotated[
-        float, typer.Option(min=0.5, max=0.999, help="Forecast quantile the plan is sized at.")
-    ] = 0.99,
+        float,
+        typer.Option(min=0.5, max=0.99, help="Forecast quantile the replica floor is sized at."),
+    ] = 0.5,
     json_out: Annotated[
         Path, typer.Option("--json", help="Figures (JSON); the plot and schedule go beside.")
     ] = Path("bench/results/capacity.json"),

@@ -5,8 +5,11 @@ The plan for the coming week is made from the forecaster's hourly quantiles:
 - **feed replicas** per hour: the ``plan_quantile`` forecast of requests in that hour and the
   hours beside it (the rate moves within an hour), divided by what one replica serves at its
   latency target (``replica_rps``). Written as the deployment's autoscaling bounds per hour:
-  ``min_replicas`` = the plan, ``max_replicas`` = the plan plus ``burst_replicas``, inside which
+  ``min_replicas`` = the plan, ``max_replicas`` = ``burst_factor`` × the plan, inside which
   Ray's autoscaler (target ``inbound_target``, the same lag) absorbs what the forecast missed.
+  The floor is sized at the median forecast: the floor saves the reaction lag on the daily
+  ramps, the autoscaler above it covers the noise; sizing the floor at a high quantile costs
+  replica-hours the autoscaler would not need (see the README's figures).
 - **upload workers** per hour: the same rule over the uploads forecast.
 - **storage**: days until the store is full if uploads keep the forecast's p95 bytes per hour.
 
@@ -30,9 +33,9 @@ class CapacityConfig:
     # One feed replica's throughput at its latency target (bench/serve: two replicas serve
     # ~40–45 req/s on the 2-core machine).
     replica_rps: float = 20.0
-    plan_quantile: float = 0.99
+    plan_quantile: float = 0.5
     min_replicas: int = 1
-    burst_replicas: int = 3  # max_replicas above the plan, for Ray's autoscaler
+    burst_factor: float = 3.0  # max_replicas = this × the plan (one-off spikes triple the load)
     inbound_target: float = 0.9  # utilisation Ray's autoscaler aims at inside the plan's bounds
     reactive_target: float = 0.7  # utilisation the reactive autoscaler (the baseline) aims at
     lag_min: int = 5  # minutes between load changing and replicas being there (both policies)
@@ -46,6 +49,8 @@ class CapacityConfig:
             raise ValueError("reactive_target and inbound_target must be in (0, 1]")
         if self.lag_min < 0 or self.min_replicas < 1:
             raise ValueError("lag_min must be ≥ 0 and min_replicas ≥ 1")
+        if self.burst_factor < 1.0:
+            raise ValueError("burst_factor must be ≥ 1")
 
 
 def _neighbour_max(q: np.ndarray) -> np.ndarray:
@@ -109,14 +114,19 @@ def reactive_replicas(
 
 def planned_replicas(demand_min: np.ndarray, plan_h: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
     """What runs each minute under the plan's hourly bounds: Ray's autoscaler (same lag,
-    ``inbound_target``) kept between ``min_replicas`` = plan and ``max_replicas`` = plan +
-    ``burst_replicas``."""
+    ``inbound_target``) kept between ``min_replicas`` = plan and ``max_replicas``."""
     lo = np.repeat(np.asarray(plan_h, dtype=np.int64), 60)
     if len(lo) < len(demand_min):
         raise ValueError("the plan covers fewer hours than the demand")
     lo = lo[: len(demand_min)]
     inside = reactive_replicas(demand_min, cfg, cfg.inbound_target)
-    return np.clip(inside, lo, lo + cfg.burst_replicas)
+    return np.clip(inside, lo, max_replicas(lo, cfg))
+
+
+def max_replicas(plan: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
+    """The autoscaling ceiling over a plan: ``burst_factor`` × the plan, at least one more."""
+    plan = np.asarray(plan, dtype=np.int64)
+    return np.maximum(np.ceil(plan * cfg.burst_factor).astype(np.int64), plan + 1)
 
 
 def perfect_replicas(demand_min: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
@@ -151,9 +161,10 @@ class CapacityPlan:
 
     def autoscaling_bounds(self) -> list[dict[str, Any]]:
         """The deployment's ``autoscaling_config`` bounds, hour by hour."""
+        top = max_replicas(np.array(self.replicas), self.config).tolist()
         return [
-            {"hour": h, "min_replicas": r, "max_replicas": r + self.config.burst_replicas}
-            for h, r in zip(self.hours, self.replicas, strict=True)
+            {"hour": h, "min_replicas": r, "max_replicas": m}
+            for h, r, m in zip(self.hours, self.replicas, top, strict=True)
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,7 +238,7 @@ def evaluate(
         origin = len(y) - 168 * k - 1
         if progress:
             progress(f"{variant}: fold {folds - k + 1}/{folds}, fitting the forecasters")
-        params = ForecastParams(quantiles=(0.5, cfg.plan_quantile, 0.95))
+        params = ForecastParams(quantiles=tuple(sorted({0.5, cfg.plan_quantile, 0.95})))
         f_req = Forecaster.fit(y[: origin + 1], index[: origin + 1], params)
         q_req = f_req.predict(y, index, origin)[cfg.plan_quantile].to_numpy()
         f_up = Forecaster.fit(up[: origin + 1], index[: origin + 1], params)

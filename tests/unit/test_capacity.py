@@ -9,7 +9,7 @@ import pytest
 
 from prefetch import capacity as cp
 
-CFG = cp.CapacityConfig(replica_rps=10.0, lag_min=2, burst_replicas=2, min_replicas=1)
+CFG = cp.CapacityConfig(replica_rps=10.0, lag_min=2, burst_factor=3.0, min_replicas=1)
 
 
 def test_schedule_covers_the_busiest_moment_of_each_hour() -> None:
@@ -46,12 +46,12 @@ def test_reactive_lags_and_perfect_does_not() -> None:
 def test_plan_bounds_hold_the_autoscaler() -> None:
     demand = np.full(120, 600.0)
     ours = cp.planned_replicas(demand, np.array([1, 5]), CFG)
-    assert set(ours[:60]) == {2}  # 600/540 → 2, within [1, 3]
+    assert set(ours[:60]) == {2}  # 600/(600 × 0.9) → 2, within [1, 3]
     assert set(ours[60:]) == {5}  # the plan's floor
     spike = demand.copy()
     spike[10:] = 6000.0
     capped = cp.planned_replicas(spike, np.array([1, 1]), CFG)
-    assert capped.max() == 3  # never above plan + burst
+    assert capped.max() == 3  # never above 3 × the plan
     with pytest.raises(ValueError, match="fewer hours"):
         cp.planned_replicas(np.zeros(61), np.array([1]), CFG)
 
@@ -86,6 +86,8 @@ def test_bad_config() -> None:
         cp.CapacityConfig(replica_rps=0)
     with pytest.raises(ValueError, match="target"):
         cp.CapacityConfig(inbound_target=1.5)
+    with pytest.raises(ValueError, match="burst_factor"):
+        cp.CapacityConfig(burst_factor=0.5)
 
 
 def test_evaluate_end_to_end_on_a_short_series(tmp_path) -> None:
@@ -110,7 +112,7 @@ def test_evaluate_end_to_end_on_a_short_series(tmp_path) -> None:
     sched = yaml.safe_load((tmp_path / "cap_stationary_schedule.yaml").read_text())
     rows = sched["feed_autoscaling"]
     assert len(rows) == 168
-    assert all(r["max_replicas"] == r["min_replicas"] + 3 for r in rows)
+    assert all(r["max_replicas"] == max(3 * r["min_replicas"], r["min_replicas"] + 1) for r in rows)
     assert (tmp_path / "cap_stationary.png").stat().st_size > 10_000
 
 
