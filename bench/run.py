@@ -14,7 +14,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
-    from bench import forecast, pit, prefetch, ranking, serve
+    from bench import capacity, forecast, pit, prefetch, ranking, serve
 
     settings = Settings()
     RESULTS.mkdir(exist_ok=True)
@@ -24,6 +24,7 @@ def main() -> int:
         "pit": lambda: pit.run(settings),
         "ranking": lambda: ranking.run(settings),
         "prefetch": lambda: prefetch.run(settings),
+        "capacity": lambda: capacity.run(settings),
         "forecast": lambda: forecast.run(settings),
     }
     benches = {k: v for k, v in benches.items() if not only or k in only}
