@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     # Prefetch: the media origin, the CDN edge in front of it, and the cache warmers
     origin_port: int = Field(8089, description="Port of the local media origin (127.0.0.1).")
     edge_port: int = Field(8088, description="Port of the local nginx CDN edge (127.0.0.1).")
+    edge_url: str | None = Field(
+        None,
+        description="Base URL of the CDN edge the service warms (a PoP's warm endpoint); "
+        "unset: the local edge, http://127.0.0.1:<edge_port>.",
+    )
     edge_cache_mb: int = Field(
         1024, ge=16, description="Disk the edge's proxy cache may use before it evicts (LRU)."
     )

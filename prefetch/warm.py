@@ -82,7 +82,8 @@ class EdgeWarmer:
         """``observe(outcome, n)`` hears of every background path as it ends (``warmed``,
         ``already``, ``failed``) or is dropped (``dropped``): a replica's metrics, say."""
         self._observe = observe
-        self.base_url = (base_url or f"http://127.0.0.1:{settings.edge_port}").rstrip("/")
+        local = f"http://127.0.0.1:{settings.edge_port}"
+        self.base_url = (base_url or settings.edge_url or local).rstrip("/")
         self.timeout_s = settings.prefetch_timeout_s
         self.concurrency = settings.prefetch_concurrency
         self._client = httpx.Client(

@@ -166,3 +166,15 @@ def test_prefetch_keys_are_namespaced_by_project_and_distinct():
     keys = {next_page_key(s, 1, 1), next_page_key(s, 1, 2), post_meta_key(s, 1), page_key(s, 1)}
     assert len(keys) == 4
     assert all(k.startswith("feedcast:p1:") for k in keys | {popular_key(s)})
+
+
+def test_the_warmer_warms_the_configured_edge_else_the_local_one():
+    from core.settings import Settings
+    from prefetch.warm import EdgeWarmer
+
+    with EdgeWarmer(Settings(edge_port=8123)) as local:
+        assert local.base_url == "http://127.0.0.1:8123"
+    with EdgeWarmer(Settings(edge_url="http://pop-7.cdn.internal:8080/")) as pop:
+        assert pop.base_url == "http://pop-7.cdn.internal:8080"
+    with EdgeWarmer(Settings(edge_url="http://a:1"), base_url="http://b:2") as given:
+        assert given.base_url == "http://b:2"
