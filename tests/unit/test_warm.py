@@ -37,10 +37,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def nginx_binary() -> str:
-    binary = nginx.find()
-    if binary is None:
-        pytest.skip("nginx is not installed (apt-get install nginx-light)")
-    return binary
+    return nginx.ensure_installed()  # as the stack does: apt when missing, else a clear error
 
 
 def test_every_path_the_edge_writes_is_under_its_stack_folder(settings):
