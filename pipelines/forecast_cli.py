@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.render import figures_table
 from simulator.traffic import VARIANTS
 
 forecast_app = typer.Typer(
@@ -71,13 +72,10 @@ def backtest_cmd(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(out, indent=2))
     png = plot(all_folds, json_out.with_suffix(".png"))
-    table = Table(title=f"{folds} folds, 168 h ahead, MASE (season 168) — wall {out['wall_s']} s")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, v in out.items():
-        if isinstance(v, float):
-            table.add_row(key, f"{v:.4f}")
-    table.add_row("best_statsforecast", str(out.get("best_statsforecast", "-")))
+    figures: dict[str, object] = {k: v for k, v in out.items() if isinstance(v, float)}
+    figures["best_statsforecast"] = out.get("best_statsforecast", "-")
+    title = f"{folds} folds, 168 h ahead, MASE (season 168) — wall {out['wall_s']} s"
+    table = figures_table(title, figures)
     for bar, ok in out["bars"].items():
         table.add_row(bar, "[green]holds[/]" if ok else "[red]fails[/]")
     console.print(table)

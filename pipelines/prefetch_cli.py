@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.render import figures_table
+
 prefetch_app = typer.Typer(
     help="Prefetch from engagement predictions: trace replay, warming jobs.",
     no_args_is_help=True,
@@ -66,13 +68,8 @@ def replay_cmd(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(out, indent=2))
     pngs = plot(out, json_out.with_suffix(""))
-    table = Table(title=f"seed {seed}: 1% cache, budget {budget:.0%} of demand bytes")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key in replay.HEADLINE_KEYS:
-        v = out.get(key)
-        table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
-    console.print(table)
+    title = f"seed {seed}: 1% cache, budget {budget:.0%} of demand bytes"
+    console.print(figures_table(title, {k: out.get(k) for k in replay.HEADLINE_KEYS}))
     console.print(f"wrote {json_out} and {', '.join(str(p) for p in pngs)}")
 
 

@@ -48,3 +48,13 @@ def metrics_table(m: dict[str, float]) -> Table:
         f"{int(m['holdout_requests'])} requests"
     )
     return table
+
+
+def figures_table(title: str, figures: dict[str, object]) -> Table:
+    """A two-column table of named figures (floats to four places), as the CLIs print them."""
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, v in figures.items():
+        table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+    return table

@@ -420,14 +420,19 @@ def _belady_sized(
 
 
 @nb.njit(cache=True)
+def _swap(hp: np.ndarray, ho: np.ndarray, hs: np.ndarray, a: int, b: int) -> None:
+    hp[a], hp[b] = hp[b], hp[a]
+    ho[a], ho[b] = ho[b], ho[a]
+    hs[a], hs[b] = hs[b], hs[a]
+
+
+@nb.njit(cache=True)
 def _sift_up(hp: np.ndarray, ho: np.ndarray, hs: np.ndarray, j: int) -> None:
     while j > 0:
         parent = (j - 1) // 2
         if hp[parent] >= hp[j]:
             break
-        hp[parent], hp[j] = hp[j], hp[parent]
-        ho[parent], ho[j] = ho[j], ho[parent]
-        hs[parent], hs[j] = hs[j], hs[parent]
+        _swap(hp, ho, hs, parent, j)
         j = parent
 
 
@@ -442,9 +447,7 @@ def _sift_down(hp: np.ndarray, ho: np.ndarray, hs: np.ndarray, n: int, j: int) -
             big = left + 1
         if hp[j] >= hp[big]:
             break
-        hp[big], hp[j] = hp[j], hp[big]
-        ho[big], ho[j] = ho[j], ho[big]
-        hs[big], hs[j] = hs[j], hs[big]
+        _swap(hp, ho, hs, big, j)
         j = big
 
 

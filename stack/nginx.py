@@ -57,19 +57,7 @@ def find() -> str | None:
 
 
 def ensure_installed() -> str:
-    path = find()
-    if path:
-        return path
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        for cmd in (
-            ["apt-get", "update", "-q"],
-            ["apt-get", "install", "-y", "-q", "nginx-light"],
-        ):
-            subprocess.run(cmd, capture_output=True, timeout=600, check=False)
-        path = find()
-    if not path:
-        raise proc.StackError("nginx not found: install it (apt-get install nginx-light)")
-    return path
+    return proc.apt_install(find, "nginx-light", "nginx")
 
 
 def render(settings: Settings, built_without: frozenset[str] = frozenset()) -> str:
@@ -138,15 +126,13 @@ def up(settings: Settings) -> str:
         return f"reusing the edge already on port {settings.edge_port}"
     binary = ensure_installed()
     conf = configure(settings, binary)
-    pid = proc.start(
-        settings.stack_dir, name(settings), [binary, "-p", f"{home(settings)}/", "-c", str(conf)]
-    )
-    proc.wait_until(
-        lambda: answers(settings),
-        timeout_s=30,
+    pid = proc.launch(
+        settings.stack_dir,
+        name(settings),
+        [binary, "-p", f"{home(settings)}/", "-c", str(conf)],
+        answers=lambda: answers(settings),
         what="nginx edge",
         log=home(settings) / "error.log",
-        alive=lambda: proc.read_pid(settings.stack_dir, name(settings)) == pid,
     )
     return f"started (pid {pid}) at {url(settings)}, cache {settings.edge_cache_mb} MB"
 

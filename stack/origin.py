@@ -85,15 +85,14 @@ def up(settings: Settings) -> str:
         return "already running"
     if answers(settings):
         return f"reusing the origin already on port {settings.origin_port}"
-    pid = proc.start(
-        settings.stack_dir, name(settings), argv(settings), env=env(settings), cwd=REPO_ROOT
-    )
-    proc.wait_until(
-        lambda: answers(settings),
-        timeout_s=30,
+    pid = proc.launch(
+        settings.stack_dir,
+        name(settings),
+        argv(settings),
+        answers=lambda: answers(settings),
         what="media origin",
-        log=settings.stack_dir / "logs" / f"{name(settings)}.log",
-        alive=lambda: proc.read_pid(settings.stack_dir, name(settings)) == pid,
+        env=env(settings),
+        cwd=REPO_ROOT,
     )
     return f"started (pid {pid}) at {url(settings)}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -146,3 +147,46 @@ def wait_until(
     if log is not None and log.exists():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
     raise StackError(f"{what} did not become healthy (log: {log})\n{tail}")
+
+
+def apt_install(find: Callable[[], str | None], package: str, what: str) -> str:
+    """The binary ``find`` locates; installed from Debian's ``package`` first when missing and
+    this runs as root with apt-get (else a StackError saying what to install)."""
+    path = find()
+    if path:
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        for cmd in (
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", package],
+        ):
+            subprocess.run(cmd, capture_output=True, timeout=600, check=False)
+        path = find()
+    if not path:
+        raise StackError(f"{what} not found: install it (apt-get install {package})")
+    return path
+
+
+def launch(
+    stack_dir: Path,
+    name: str,
+    argv: list[str],
+    *,
+    answers: Callable[[], bool],
+    what: str,
+    timeout_s: float = 30,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    log: Path | None = None,
+) -> int:
+    """:func:`start`, then wait until ``answers()`` (failing early if the process dies); a
+    failure shows the end of ``log`` (default: the process's own log)."""
+    pid = start(stack_dir, name, argv, env=env, cwd=cwd)
+    wait_until(
+        answers,
+        timeout_s=timeout_s,
+        what=what,
+        log=log or stack_dir / "logs" / f"{name}.log",
+        alive=lambda: read_pid(stack_dir, name) == pid,
+    )
+    return pid

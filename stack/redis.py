@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 
 import redis
 
@@ -35,19 +33,7 @@ def answers(settings: Settings) -> bool:
 
 
 def ensure_installed() -> str:
-    path = shutil.which("redis-server")
-    if path:
-        return path
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        for cmd in (
-            ["apt-get", "update", "-q"],
-            ["apt-get", "install", "-y", "-q", "redis-server"],
-        ):
-            subprocess.run(cmd, capture_output=True, timeout=600, check=False)
-        path = shutil.which("redis-server")
-    if not path:
-        raise proc.StackError("redis-server not found: install it (apt-get install redis-server)")
-    return path
+    return proc.apt_install(lambda: shutil.which("redis-server"), "redis-server", "redis-server")
 
 
 def up(settings: Settings) -> str:
@@ -75,13 +61,8 @@ def up(settings: Settings) -> str:
         "--appendonly",
         "no",
     ]
-    pid = proc.start(settings.stack_dir, name(settings), argv)
-    proc.wait_until(
-        lambda: answers(settings),
-        timeout_s=30,
-        what="Redis",
-        log=settings.stack_dir / "logs" / f"{name(settings)}.log",
-        alive=lambda: proc.read_pid(settings.stack_dir, name(settings)) == pid,
+    pid = proc.launch(
+        settings.stack_dir, name(settings), argv, answers=lambda: answers(settings), what="Redis"
     )
     return f"started (pid {pid})"
 
