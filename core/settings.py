@@ -262,6 +262,47 @@ class Settings(BaseSettings):
         1_000_000, ge=1, description="Objects above this (video streams) are left to demand."
     )
 
+    # Retraining pipeline: export → features → train → evaluate → gate → promote
+    retrain_cron: str = Field(
+        "0 3 * * *",
+        description="When `feedcast pipeline schedule` retrains: a crontab expression (5 fields, "
+        "UTC), or 6 fields with seconds first.",
+    )
+    pipeline_lock_ttl_s: float = Field(
+        60.0,
+        gt=0,
+        description="Lifetime of the Redis lock of a run; the run renews it every third of it, so "
+        "a run that died frees it after at most this long.",
+    )
+    label_delay_s: float = Field(
+        1800.0,
+        ge=0,
+        description="Export waits this long after an impression before taking it, so the likes, "
+        "comments and saves it led to have arrived (its labels are settled).",
+    )
+    attribution_window_s: float = Field(
+        1800.0,
+        gt=0,
+        description="An interaction counts for the impression of the same user and post served "
+        "at most this long before it.",
+    )
+    gate_tolerance: float = Field(
+        0.005,
+        ge=0,
+        description="How much worse than the champion a challenger may be on any gated metric "
+        "(absolute) and still be promoted.",
+    )
+    min_rows_ratio: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Data validation: a run stops when its new rows per day fall below this share "
+        "of the previous run's.",
+    )
+    train_workers: int = Field(
+        1, ge=1, le=64, description="Ray Train workers of each ranker (data-parallel)."
+    )
+
     @field_validator("cassandra_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, v: object) -> object:
