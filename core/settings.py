@@ -374,5 +374,10 @@ class Settings(BaseSettings):
         return (self.data_dir or self.home) / "feast"
 
     @property
+    def pipeline_dir(self) -> Path:
+        """Retraining runs: one folder each, holding what its steps hand on (by path)."""
+        return (self.data_dir or self.home) / "pipeline"
+
+    @property
     def stack_dir(self) -> Path:
         return self.home / "stack"

@@ -88,3 +88,30 @@ def test_pbm_snips_recovers_a_page_value_under_position_bias():
     sorted_values = np.sort(value, axis=1)
     assert est[0] == pytest.approx(sorted_values[:, -1].mean(), rel=0.05)
     assert est[1] == pytest.approx(0.5 * sorted_values[:, -2].mean(), rel=0.07)
+
+
+def test_mean_ndcg_equals_the_per_request_definition_ties_included():
+    """The vectorised mean NDCG is the mean of ndcg_at_k per request, with ties broken by row
+    order as the stable sort does, and requests of one item left out."""
+    from core import constants as C
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        n = int(rng.integers(1, 400))
+        f = pd.DataFrame(
+            {
+                C.REQUEST_ID: rng.integers(0, 40, n),
+                "s": rng.integers(0, 4, n).astype(float),  # many ties
+                "g": rng.integers(0, 3, n).astype(float),
+            }
+        )
+        per_request = [
+            ndcg_at_k(g["g"].to_numpy(), g["s"].to_numpy(), 10)
+            for _, g in f.groupby(C.REQUEST_ID, sort=False)
+            if len(g) > 1
+        ]
+        got = mean_ndcg(f, "s", "g", 10)
+        if per_request:
+            assert got == pytest.approx(float(np.mean(per_request)), abs=1e-12)
+        else:
+            assert np.isnan(got)
