@@ -59,7 +59,7 @@ def run_retrain_cmd(
     from dataclasses import asdict
 
     from pipelines.cli import require_mlflow, settings
-    from pipelines.lock import LockHeld
+    from pipelines.lock import LockHeld, LockUnavailable
     from pipelines.retrain import STEPS, RetrainOptions, run_retrain
 
     s = settings()
@@ -77,7 +77,7 @@ def run_retrain_cmd(
         _fail(str(exc))
     try:
         summary = run_retrain(s, options)
-    except LockHeld as exc:
+    except (LockHeld, LockUnavailable) as exc:
         _fail(str(exc))
     except FileNotFoundError as exc:
         _fail(str(exc))
@@ -147,13 +147,13 @@ def schedule_cmd(
     expr = cron or s.retrain_cron
     try:
         fires = next_fire_times(expr, 3)
+        sched = build_scheduler(s, cron=expr, blocking=True)
     except ValueError as exc:
         _fail(str(exc))
     console.print(
         f"retrain on [bold]{expr}[/] (UTC); next: "
         + ", ".join(f"{t:%Y-%m-%d %H:%M:%S}" for t in fires)
     )
-    sched = build_scheduler(s, cron=expr, blocking=True)
     try:
         sched.start()
     except (KeyboardInterrupt, SystemExit):

@@ -560,7 +560,8 @@ def run_retrain(settings: Settings, options: RetrainOptions | None = None) -> Re
     from training import registry
 
     options = options or RetrainOptions()
-    with RunLock(settings, owner={"command": "pipeline run retrain"}) as lock:
+    owner = {"run_id": "retrain (resuming or starting)", "command": "pipeline run retrain"}
+    with RunLock(settings, owner=owner) as lock:
         run, resumed = _pick_run(settings, options)
         ctx = Context(settings, options, run)
         registry.configure(settings)
