@@ -65,28 +65,61 @@ _READS = {
     "LIMIT ?",
 }
 
+# The log of served pages as the retraining export reads it (schema v4: kept apart so that a
+# keyspace not yet migrated still serves; only the export and `world advance` prepare these).
+_LOG_WRITES = {
+    "insert_logged_impression": "INSERT INTO impressions_by_user (user_id, day, served_at, "
+    "request_id, position, post_id, author_id, model_version, propensity, shown_propensity, "
+    "explored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "insert_candidate": "INSERT INTO candidates_by_user (user_id, day, served_at, request_id, "
+    "chrono_rank, post_id, author_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+}
+_LOG_READS = {
+    "impressions_window": "SELECT user_id, served_at, request_id, position, post_id, author_id, "
+    "model_version, propensity, shown_propensity, explored FROM impressions_by_user "
+    "WHERE user_id = ? AND day = ? AND served_at > ? AND served_at <= ?",
+    "interactions_window": "SELECT user_id, event_ts, event_id, post_id, author_id, kind, dwell_s "
+    "FROM interactions_by_user WHERE user_id = ? AND day = ? AND event_ts > ? AND event_ts <= ?",
+    "candidates_window": "SELECT user_id, served_at, request_id, chrono_rank, post_id, author_id "
+    "FROM candidates_by_user WHERE user_id = ? AND day = ? AND served_at > ? AND served_at <= ?",
+}
+
+
+def _prepare(
+    session: Session, statements: dict[str, str], level: str, serial: str | None = None
+) -> dict[str, PreparedStatement]:
+    out = {}
+    for name, cql in statements.items():
+        stmt = session.prepare(cql)
+        stmt.consistency_level = consistency(level)
+        if serial is not None:
+            stmt.serial_consistency_level = consistency(serial)
+        out[name] = stmt
+    return out
+
 
 class Statements:
     """Prepared statements by name: ``stmts.insert_post``, ``stmts.timeline_day`` ..."""
 
     def __init__(self, session: Session, settings: Settings) -> None:
-        self._prepared: dict[str, PreparedStatement] = {}
-        for name, cql in _WRITES.items():
-            stmt = session.prepare(cql)
-            stmt.consistency_level = consistency(settings.cassandra_write_consistency)
-            self._prepared[name] = stmt
-        for name, cql in _CLAIMS.items():
-            stmt = session.prepare(cql)
-            stmt.consistency_level = consistency(settings.cassandra_write_consistency)
-            stmt.serial_consistency_level = consistency("LOCAL_SERIAL")
-            self._prepared[name] = stmt
-        for name, cql in _READS.items():
-            stmt = session.prepare(cql)
-            stmt.consistency_level = consistency(settings.cassandra_read_consistency)
-            self._prepared[name] = stmt
+        write, read = settings.cassandra_write_consistency, settings.cassandra_read_consistency
+        self._prepared = {
+            **_prepare(session, _WRITES, write),
+            **_prepare(session, _CLAIMS, write, serial="LOCAL_SERIAL"),
+            **_prepare(session, _READS, read),
+        }
 
     def __getattr__(self, name: str) -> PreparedStatement:
         try:
             return self._prepared[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+class LogStatements(Statements):
+    """:class:`Statements` and the served-page log of schema v4 (export, ``world advance``)."""
+
+    def __init__(self, session: Session, settings: Settings) -> None:
+        super().__init__(session, settings)
+        self._prepared |= _prepare(session, _LOG_WRITES, settings.cassandra_write_consistency)
+        self._prepared |= _prepare(session, _LOG_READS, settings.cassandra_read_consistency)

@@ -123,6 +123,14 @@ def world_generate(
     replace: Annotated[
         bool, typer.Option(help="Replace a world already in the keyspace (truncates its tables).")
     ] = False,
+    hold_back_days: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Keep the served log of the last N days out of the lake and Cassandra, for "
+            "`world advance` to serve later as live traffic.",
+        ),
+    ] = 0,
 ) -> None:
     """Generate a world, write it to Cassandra and export its interaction log to parquet."""
     from pipelines.steps import WorldExistsError, generate_world
@@ -131,13 +139,34 @@ def world_generate(
     config = WorldConfig(users=users, days=days, seed=seed, **({"end": end} if end else {}))
     try:
         _, summary = generate_world(
-            settings(), config, to_cassandra=cassandra, replace=replace, progress=True
+            settings(),
+            config,
+            hold_back_days=hold_back_days,
+            to_cassandra=cassandra,
+            replace=replace,
+            progress=True,
         )
-    except WorldExistsError as exc:
+    except (WorldExistsError, ValueError) as exc:
         fail(str(exc))
     console.print_json(
         json.dumps({"rows": summary.rows, "cassandra": summary.cassandra, "parquet": summary.out})
     )
+
+
+@world_app.command("advance")
+def world_advance(
+    days: Annotated[
+        float, typer.Option(min=0.001, help="Simulated days of held-back traffic to serve.")
+    ] = 1.0,
+) -> None:
+    """Serve the next days of a held-back world to Cassandra, as the live service would log them."""
+    from pipelines.steps import NoFutureError, advance_world
+
+    try:
+        written = advance_world(settings(), days, progress=True)
+    except (NoFutureError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console.print_json(json.dumps(written))
 
 
 @world_app.command("stats")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from core.db import connect
 from core.settings import Settings
@@ -28,6 +28,10 @@ class WorldExistsError(RuntimeError):
     """The keyspace already holds a world and replacing it was not asked for."""
 
 
+class NoFutureError(RuntimeError):
+    """`world advance` was asked for days the world does not hold back (any more)."""
+
+
 WORLD_TABLES = (
     "users_by_id",
     "posts_by_id",
@@ -45,6 +49,7 @@ def generate_world(
     settings: Settings,
     config: WorldConfig,
     *,
+    hold_back_days: float = 0,
     to_cassandra: bool = True,
     replace: bool = False,
     progress: bool = False,
@@ -53,7 +58,16 @@ def generate_world(
 
     A keyspace that already holds users is left untouched unless ``replace`` is true; then the
     world tables are truncated first, so two worlds never mix.
+
+    ``hold_back_days``: the served log (requests, candidates, impressions, interactions) of the
+    world's last days is kept out of the lake and out of Cassandra, under ``world_dir/future``;
+    `advance_world` later serves it day by day as live traffic. Users, posts, follows and
+    timelines are written whole. The returned world is the whole generated one; the summary
+    counts what the lake got.
     """
+    if not 0 <= hold_back_days < config.days:
+        raise ValueError(f"hold_back_days must be in [0, {config.days}), got {hold_back_days}")
+    cutoff = config.end - timedelta(days=hold_back_days)
     written: dict[str, int] = {}
     cluster = session = None
     if to_cassandra:
@@ -74,14 +88,54 @@ def generate_world(
             for table in WORLD_TABLES:
                 session.execute(f"TRUNCATE {table}", timeout=60)
         world = generate(config, progress=progress)
-        out = writer.write_parquet(world, settings.world_dir)
+        lake, future = writer.hold_back(world, cutoff)
+        writer.drop_future(settings.world_dir)  # a replaced world's leftovers
+        out = writer.write_parquet(lake, settings.world_dir, watermark=cutoff)
+        if hold_back_days:
+            writer.write_future(settings.world_dir, future, cutoff)
         if session is not None:
-            written = writer.write_cassandra(world, session, settings, progress=progress)
+            written = writer.write_cassandra(lake, session, settings, progress=progress)
     finally:
         if cluster is not None:
             cluster.shutdown()
-    rows = {n: len(getattr(world, n)) for n in writer.LOG_TABLES}
+    rows = {n: len(getattr(lake, n)) for n in writer.LOG_TABLES}
+    rows |= {f"future_{n}": len(f) for n, f in future.items() if hold_back_days}
     return world, WorldSummary(rows, written, str(out))
+
+
+def advance_world(settings: Settings, days: float, *, progress: bool = False) -> dict[str, int]:
+    """Serve the next ``days`` of the held-back log: write it to Cassandra as live traffic.
+
+    What was written is then cut from the future files (each rewritten atomically, then the
+    cursor). Every write is an upsert, so a run that crashed half-way is repeated safely.
+    Returns the rows written per table and the impressions still held back.
+    """
+    if days <= 0:
+        raise ValueError(f"days must be positive, got {days}")
+    _require_world(settings)
+    held = writer.read_future(settings.world_dir)
+    if held is None:
+        raise NoFutureError(
+            f"the world under {settings.world_dir} holds nothing back: generate it with "
+            "`feedcast world generate --hold-back-days N`"
+        )
+    frames, cursor = held
+    if all(f.empty for f in frames.values()):
+        raise NoFutureError(
+            f"no future left: the held-back log was served up to {cursor.isoformat()}"
+        )
+    until = cursor + timedelta(days=days)
+    due, rest = writer.split_log(frames, until)
+    from core.schema import apply_schema
+
+    apply_schema(settings)  # the served-page log needs schema v4
+    cluster, session = connect(settings)
+    try:
+        counts = writer.write_served_log(due, session, settings, progress=progress)
+    finally:
+        cluster.shutdown()
+    writer.write_future(settings.world_dir, rest, until)
+    return counts | {"future_impressions": len(rest["impressions"])}
 
 
 def features_apply(settings: Settings) -> dict[str, int]:

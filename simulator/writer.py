@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +18,18 @@ from tqdm import tqdm
 
 from core import constants as C
 from core.settings import Settings
-from core.statements import Statements
+from core.statements import LogStatements, Statements
 from core.time import day_buckets
 from simulator.world import World
 
 CHUNK = 5_000
 LOG_TABLES = ("users", "posts", "follows", "requests", "candidates", "impressions", "interactions")
 TRUTH_FILE = "truth.npz"
+# What live traffic writes, and what a held-back world keeps for `world advance`.
+SERVED_LOG = ("requests", "candidates", "impressions", "interactions")
+FUTURE_DIR = "future"
+CURSOR_FILE = "cursor.json"
+LOGGING_POLICY = "logging-policy"  # model_version of the simulator's logged pages
 
 
 def _write(
@@ -143,25 +151,171 @@ def write_cassandra(
     return counts
 
 
-def write_parquet(world: World, out: Path) -> Path:
-    """The logs Feast and training read, plus a manifest naming the world's config."""
+def replace_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` atomically: a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def replace_json(data: Mapping[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def write_parquet(world: World, out: Path, watermark: datetime | None = None) -> Path:
+    """The logs Feast and training read, plus a manifest naming the world's config.
+
+    ``log_watermark`` in the manifest: the log holds every event up to it (the world's end
+    unless part of the log was held back).
+    """
     out.mkdir(parents=True, exist_ok=True)
     for name in LOG_TABLES:
-        frame: pd.DataFrame = getattr(world, name)
-        tmp = out / f".{name}.parquet.tmp"
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(out / f"{name}.parquet")  # atomic: a crash never leaves half a file
+        replace_parquet(getattr(world, name), out / f"{name}.parquet")
     world.truth.save(out / ".truth.npz")
     (out / ".truth.npz").replace(out / TRUTH_FILE)  # for evaluation only: never a feature
-    (out / "manifest.json").write_text(
-        json.dumps(
-            {
-                "config": json.loads(world.config.model_dump_json()),
-                "rows": {
-                    n: len(getattr(world, n)) for n in ("users", "posts", "follows", "impressions")
-                },
+    replace_json(
+        {
+            "config": json.loads(world.config.model_dump_json()),
+            "rows": {
+                n: len(getattr(world, n)) for n in ("users", "posts", "follows", "impressions")
             },
-            indent=2,
-        )
+            "log_watermark": (watermark or world.config.end).isoformat(),
+        },
+        out / "manifest.json",
     )
     return out
+
+
+# --- Held-back log: the simulated days that `world advance` later serves as live traffic ---
+
+
+def row_times(frames: Mapping[str, pd.DataFrame], name: str) -> pd.Series:
+    """When each row of a served-log table happened; a candidate set at its request's time."""
+    if name == "candidates":
+        at = frames["requests"].set_index(C.REQUEST_ID)[C.EVENT_TS]
+        return frames["candidates"][C.REQUEST_ID].map(at)
+    return frames[name][C.EVENT_TS]
+
+
+def split_log(
+    frames: Mapping[str, pd.DataFrame], cutoff: datetime
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The served log up to ``cutoff`` (inclusive) and after it, table by table."""
+    before, after = {}, {}
+    for name in SERVED_LOG:
+        late = (row_times(frames, name) > pd.Timestamp(cutoff)).to_numpy()
+        before[name] = frames[name][~late].reset_index(drop=True)
+        after[name] = frames[name][late].reset_index(drop=True)
+    return before, after
+
+
+def hold_back(world: World, cutoff: datetime) -> tuple[World, dict[str, pd.DataFrame]]:
+    """The world as the lake sees it at ``cutoff``, and the log after it.
+
+    The held-back impressions carry their page's ``explored`` flag: their request may be
+    served by an earlier ``advance`` than they are (a page straddling the step).
+    """
+    frames = {n: getattr(world, n) for n in SERVED_LOG}
+    explored = world.requests.set_index(C.REQUEST_ID)["explored"]
+    frames["impressions"] = world.impressions.assign(
+        explored=world.impressions[C.REQUEST_ID].map(explored).astype(bool)
+    )
+    lake, future = split_log(frames, cutoff)
+    lake["impressions"] = lake["impressions"].drop(columns="explored")
+    return dataclasses.replace(world, **lake), future
+
+
+def write_future(world_dir: Path, future: Mapping[str, pd.DataFrame], cursor: datetime) -> None:
+    """Keep the held-back log under ``world_dir/future`` (never read by features or training).
+
+    The files first, then the cursor (how far `advance` has got): a crash in between leaves
+    rows that a re-run writes again as upserts.
+    """
+    folder = world_dir / FUTURE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SERVED_LOG:
+        replace_parquet(future[name], folder / f"{name}.parquet")
+    replace_json({"advanced_to": cursor.isoformat()}, folder / CURSOR_FILE)
+
+
+def drop_future(world_dir: Path) -> None:
+    shutil.rmtree(world_dir / FUTURE_DIR, ignore_errors=True)
+
+
+def read_future(world_dir: Path) -> tuple[dict[str, pd.DataFrame], datetime] | None:
+    """The held-back log and its cursor, or None when the world holds nothing back."""
+    folder = world_dir / FUTURE_DIR
+    if not (folder / CURSOR_FILE).exists():
+        return None
+    cursor = datetime.fromisoformat(json.loads((folder / CURSOR_FILE).read_text())["advanced_to"])
+    return {n: pd.read_parquet(folder / f"{n}.parquet") for n in SERVED_LOG}, cursor
+
+
+def write_served_log(
+    frames: Mapping[str, pd.DataFrame],
+    session: Session,
+    settings: Settings,
+    progress: bool = False,
+) -> dict[str, int]:
+    """Write simulated traffic the way the live service and its event ingest leave it.
+
+    Pages into ``impressions_by_user`` (text request id, the logging policy's propensities) and
+    ``candidates_by_user``; likes, comments and saves into both interaction tables; and one
+    ``dwell`` event per impression carrying its seconds, stamped when the item left the screen.
+    Every write is an upsert of a fixed key, so a repeated call changes nothing.
+    """
+    s = LogStatements(session, settings)
+    kw: dict[str, Any] = {"concurrency": settings.cassandra_write_concurrency, "progress": progress}
+    imp = frames["impressions"]
+    imp = imp.assign(
+        day=day_buckets(imp[C.EVENT_TS]),
+        rid=imp[C.REQUEST_ID].astype(str),
+        model_version=LOGGING_POLICY,
+    )
+    req = frames["requests"][[C.REQUEST_ID, C.USER_ID, C.EVENT_TS]]
+    cand = frames["candidates"].merge(req, on=C.REQUEST_ID)
+    cand = cand.assign(day=day_buckets(cand[C.EVENT_TS]), rid=cand[C.REQUEST_ID].astype(str))
+    inter = frames["interactions"]
+    inter = inter.assign(day=day_buckets(inter[C.EVENT_TS]))
+    dwell_ts = (imp[C.EVENT_TS] + pd.to_timedelta(imp["dwell_s"], unit="s")).dt.floor("ms")
+    dwell = imp.assign(
+        **{C.EVENT_TS: dwell_ts},
+        day=day_buckets(dwell_ts),
+        event_id=[f"sim-{r}-{p}-dwell" for r, p in zip(imp["rid"], imp[C.POST_ID], strict=True)],
+        kind="dwell",
+    )
+    imp_cols = [C.USER_ID, "day", C.EVENT_TS, "rid", C.POSITION, C.POST_ID, C.AUTHOR_ID]
+    imp_cols += ["model_version", "propensity", "shown_propensity", "explored"]
+    counts = {
+        "impressions": _write(
+            session, s.insert_logged_impression, _tuples(imp, imp_cols), desc="impressions", **kw
+        ),
+        "candidates": _write(
+            session,
+            s.insert_candidate,
+            _tuples(
+                cand, [C.USER_ID, "day", C.EVENT_TS, "rid", "chrono_rank", C.POST_ID, C.AUTHOR_ID]
+            ),
+            desc="candidates",
+            **kw,
+        ),
+    }
+    by_user = [C.USER_ID, "day", C.EVENT_TS, "event_id", C.POST_ID, C.AUTHOR_ID, "kind"]
+    by_post = [C.POST_ID, C.EVENT_TS, "event_id", C.USER_ID, "kind"]
+    counts["interactions"] = _write(
+        session, s.insert_interaction_by_user, _tuples(inter, by_user), desc="interactions", **kw
+    )
+    _write(session, s.insert_interaction_by_post, _tuples(inter, by_post), desc="by post", **kw)
+    counts["dwell"] = _write(
+        session, s.insert_event_by_user, _tuples(dwell, [*by_user, "dwell_s"]), desc="dwell", **kw
+    )
+    _write(
+        session,
+        s.insert_event_by_post,
+        _tuples(dwell, [*by_post, "dwell_s"]),
+        desc="dwell by post",
+        **kw,
+    )
+    return counts
