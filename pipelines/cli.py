@@ -36,11 +36,13 @@ app.add_typer(features_app, name="features")
 app.add_typer(serve_app, name="serve")
 
 from pipelines.forecast_cli import capacity_app, forecast_app  # noqa: E402
+from pipelines.pipeline_cli import pipeline_app  # noqa: E402
 from pipelines.prefetch_cli import prefetch_app  # noqa: E402
 
 app.add_typer(prefetch_app, name="prefetch")
 app.add_typer(forecast_app, name="forecast")
 app.add_typer(capacity_app, name="capacity")
+app.add_typer(pipeline_app, name="pipeline")
 
 console = Console()
 
