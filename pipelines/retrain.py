@@ -199,10 +199,23 @@ class Refused(RuntimeError):
 # -- the steps ------------------------------------------------------------------------------------
 
 
+def sim_clock(ctx: Context) -> datetime | None:
+    """In a world that holds days back, *now* is how far `world advance` has served it: the
+    export stops there (less the label delay), not at the wall clock, or the days not yet served
+    would count as an outage. None for a world that holds nothing back."""
+    from simulator.writer import read_future
+
+    held = read_future(ctx.settings.world_dir)
+    if held is None:
+        return None
+    _, cursor = held
+    return min(cursor, datetime.now(UTC)) - pd.Timedelta(seconds=ctx.settings.label_delay_s)
+
+
 def step_export(ctx: Context) -> dict[str, Any]:
     from pipelines.export import export_log
 
-    res = export_log(ctx.settings, ctx.path("export"), upto=ctx.options.upto)
+    res = export_log(ctx.settings, ctx.path("export"), upto=ctx.options.upto or sim_clock(ctx))
     out = {
         "window_start": pd.Timestamp(res.window_start).isoformat(),
         "window_end": pd.Timestamp(res.window_end).isoformat(),
@@ -293,11 +306,13 @@ def step_validate(ctx: Context) -> dict[str, Any]:
     lake_rows = pd.read_parquet(
         ctx.settings.world_dir / "impressions.parquet", columns=[C.REQUEST_ID]
     ).shape[0]
+    start, _ = ctx.window()
     report = check_training_set(
         frame,
         expected_rows=lake_rows,
         features=MODEL_FEATURES,
         previous=_previous(ctx, "validate"),
+        recent=(frame[C.EVENT_TS] >= start).to_numpy(),
     )
     ctx.log_metrics({f"validate_{k}": v for k, v in report.stats.items()})
     report.raise_if_failed("the training set")

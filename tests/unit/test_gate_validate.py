@@ -8,12 +8,9 @@ import pytest
 
 from core import constants as C
 from pipelines.gate import GATED, decide
-from pipelines.validate import (
-    SIGNAL_FEATURE,
-    ValidationError,
-    check_export,
-    check_training_set,
-)
+from pipelines.validate import ValidationError, check_export, check_training_set
+
+SIGNAL_FEATURE = "user_like_rate_7d"
 
 
 def _log(n_requests: int = 300, items: int = 10, seed: int = 0) -> pd.DataFrame:
@@ -139,6 +136,20 @@ def test_training_set_check_catches_shuffled_labels():
     shuffled[labels] = frame[labels].to_numpy()[perm]  # every rate and count unchanged
     report = check_training_set(shuffled, expected_rows=len(frame), features=FEATURES)
     assert any("labels detached" in m for m in report.problems), report.problems
+
+
+def test_training_set_check_catches_labels_shuffled_in_the_new_rows_only():
+    frame = _training_set()
+    recent = np.arange(len(frame)) >= len(frame) // 2
+    labels = [C.LIKE, C.COMMENT, C.SAVE, C.LABEL, "dwell_s"]
+    rows = np.flatnonzero(recent)
+    broken = frame.copy()
+    broken.iloc[rows, [broken.columns.get_loc(c) for c in labels]] = frame[labels].to_numpy()[
+        np.random.default_rng(4).permutation(rows)
+    ]
+    report = check_training_set(broken, expected_rows=len(frame), features=FEATURES, recent=recent)
+    assert report.stats["signal_auc"] > 0.55  # diluted: the whole set still looks fine
+    assert any("in the new rows" in m for m in report.problems), report.problems
 
 
 def test_training_set_check_catches_half_the_rows_missing_and_bad_labels():
