@@ -239,22 +239,19 @@ def _previous(ctx: Context, step: str) -> dict[str, Any] | None:
 
 
 def step_validate_export(ctx: Context) -> dict[str, Any]:
-    from pipelines.validate import check_export
+    from pipelines.validate import check_export, expected_rows
 
     new = pd.read_parquet(ctx.path("export") / "impressions.parquet")
     start, end = ctx.window()
     if new.empty:
         raise NothingNew(f"no new impressions between {start} and {end}")
     lake = pd.read_parquet(ctx.settings.world_dir / "impressions.parquet")
-    prev = _previous(ctx, "validate_export")
-    if prev is None:  # the first run compares with the lake's last seven days
-        recent = lake[lake[C.EVENT_TS] >= lake[C.EVENT_TS].max() - pd.Timedelta(days=7)]
-        span = (recent[C.EVENT_TS].max() - recent[C.EVENT_TS].min()) / pd.Timedelta(days=1)
-        prev_rate = len(recent) / max(span, 1 / 24)
-    else:
-        prev_rate = float(prev["rows_per_day"])
     report = check_export(
-        new, lake, (start, end), prev_rate, min_rows_ratio=ctx.settings.min_rows_ratio
+        new,
+        lake,
+        (start, end),
+        expected_rows(lake[C.EVENT_TS], start, end),
+        min_rows_ratio=ctx.settings.min_rows_ratio,
     )
     ctx.log_metrics({f"validate_export_{k}": v for k, v in report.stats.items()})
     report.raise_if_failed(f"the export of {start} – {end}")

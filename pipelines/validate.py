@@ -49,6 +49,31 @@ def rows_per_day(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) ->
     return len(frame) / days
 
 
+def expected_rows(
+    history: pd.Series, start: pd.Timestamp, end: pd.Timestamp, days: int = 7
+) -> float:
+    """How many rows the window [start, end) should hold, from the last ``days`` days of
+    ``history`` (event times): the mean count of each hour of the day, summed over the window's
+    hours (partial hours pro rata). Traffic has a daily cycle, so a window of night hours is
+    judged against night hours, not against a day's average."""
+    ts = pd.to_datetime(history, utc=True)
+    ts = ts[ts >= ts.max() - pd.Timedelta(days=days)]
+    if ts.empty:
+        return float("nan")
+    hourly = ts.dt.floor("h").value_counts()
+    full = pd.date_range(ts.min().ceil("h"), ts.max().floor("h"), freq="h", inclusive="left")
+    if len(full) < 24:
+        return float("nan")  # less than a day of history: no daily profile yet
+    counts = hourly.reindex(full, fill_value=0)
+    profile = counts.groupby(counts.index.hour).mean()
+    hours = pd.date_range(start.floor("h"), end, freq="h", inclusive="left")
+    total = 0.0
+    for h in hours:
+        overlap = (min(h + pd.Timedelta(hours=1), end) - max(h, start)) / pd.Timedelta(hours=1)
+        total += max(overlap, 0.0) * float(profile.get(h.hour, profile.mean()))
+    return total
+
+
 def _rate_band(rate: float, reference: float, n: int) -> tuple[float, float]:
     """Rates a healthy sample of ``n`` rows may show when the long-run rate is ``reference``:
     within half of it either way, widened by 4 binomial standard errors for small samples."""
@@ -60,11 +85,12 @@ def check_export(
     new: pd.DataFrame,
     lake: pd.DataFrame,
     window: tuple[pd.Timestamp, pd.Timestamp],
-    previous_rows_per_day: float | None,
+    expected: float | None,
     *,
     min_rows_ratio: float,
 ) -> Report:
-    """The exported impressions of ``window`` against the lake they are about to join."""
+    """The exported impressions of ``window`` against the lake they are about to join;
+    ``expected``: the rows the window should hold (:func:`expected_rows`)."""
     problems: list[str] = []
     missing = [c for c in lake.columns if c not in new.columns]
     if missing:
@@ -84,13 +110,14 @@ def check_export(
     start, end = window
     per_day = rows_per_day(new, start, end)
     stats["rows_per_day"] = per_day
-    if previous_rows_per_day:
-        ratio = per_day / previous_rows_per_day
-        stats["rows_per_day_ratio"] = ratio
+    if expected and np.isfinite(expected):
+        ratio = len(new) / expected
+        stats["rows_expected"] = expected
+        stats["rows_ratio"] = ratio
         if ratio < min_rows_ratio:
             problems.append(
-                f"{per_day:,.0f} rows per day is {ratio:.0%} of the previous run's "
-                f"{previous_rows_per_day:,.0f} (the floor is {min_rows_ratio:.0%})"
+                f"{len(new):,} rows is {ratio:.0%} of the {expected:,.0f} the same hours held over "
+                f"the last week (the floor is {min_rows_ratio:.0%})"
             )
     for kind in LABEL_KINDS:
         if kind not in new.columns or kind not in lake.columns or new.empty:

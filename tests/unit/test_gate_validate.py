@@ -8,7 +8,12 @@ import pytest
 
 from core import constants as C
 from pipelines.gate import GATED, decide
-from pipelines.validate import ValidationError, check_export, check_training_set
+from pipelines.validate import (
+    ValidationError,
+    check_export,
+    check_training_set,
+    expected_rows,
+)
 
 SIGNAL_FEATURE = "user_like_rate_7d"
 
@@ -96,7 +101,7 @@ def test_export_check_catches_missing_rows_nulls_duplicates_and_label_drift():
     lake, new = _lake_and_export()
     half = new.iloc[: len(new) // 3]
     msg = check_export(half, lake, _window(half), len(new), min_rows_ratio=0.5).problems
-    assert any("of the previous run's" in m for m in msg)
+    assert any("the same hours held over the last week" in m for m in msg)
     broken = new.copy()
     broken.loc[:5, C.USER_ID] = None
     broken = pd.concat([broken, broken.iloc[:3]])
@@ -164,3 +169,24 @@ def test_training_set_check_catches_half_the_rows_missing_and_bad_labels():
     empty_feature = frame.assign(post_likes=np.nan)
     problems = check_training_set(empty_feature, expected_rows=len(frame), features=FEATURES)
     assert any("mostly null" in m for m in problems.problems)
+
+
+def test_expected_rows_follow_the_daily_cycle():
+    """A week of traffic with 10 rows an hour at night (0–11 h) and 30 by day: a night window
+    expects night counts, a day window day counts, a partial hour pro rata."""
+    hours = pd.date_range("2026-11-10", periods=7 * 24, freq="h", tz="UTC")
+    stamps = [h + pd.Timedelta(minutes=m) for h in hours for m in range(10 if h.hour < 12 else 30)]
+    history = pd.Series(stamps)
+    night = expected_rows(
+        history,
+        pd.Timestamp("2026-11-17 00:00", tz="UTC"),
+        pd.Timestamp("2026-11-17 06:00", tz="UTC"),
+    )
+    day = expected_rows(
+        history,
+        pd.Timestamp("2026-11-17 12:00", tz="UTC"),
+        pd.Timestamp("2026-11-17 18:30", tz="UTC"),
+    )
+    assert night == pytest.approx(60, rel=0.05)
+    assert day == pytest.approx(6.5 * 30, rel=0.05)
+    assert np.isnan(expected_rows(history.head(100), hours[0], hours[3]))  # under a day of history
