@@ -115,7 +115,10 @@ def world(settings: Settings):
     from simulator.config import WorldConfig
 
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    world, _ = generate_world(settings, WorldConfig(users=300, days=5, seed=11, end=end))
+    # The last 1.5 days are held back: the retraining tests serve them as new traffic.
+    world, _ = generate_world(
+        settings, WorldConfig(users=300, days=6, seed=11, end=end), hold_back_days=1.5
+    )
     return world
 
 
