@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -242,9 +243,16 @@ def fit_spec(train_df: pd.DataFrame, params: HeavyParams) -> Spec:
     )
 
 
-def _loss(net: MMoE, inputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+def _loss(
+    net: MMoE,
+    inputs: list[torch.Tensor],
+    y: torch.Tensor,
+    forward: Callable[..., torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``forward``: what runs the net (a DistributedDataParallel wrapper of it); ``net`` itself
+    by default."""
     *x, pos = inputs
-    probs, dwell = observed(net, net(*x), pos)
+    probs, dwell = observed(net, (forward or net)(*x), pos)
     bce = nn.functional.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), y[:, :3])
     # Gamma deviance: a proper loss for the mean of a skewed, positive target (dwell is
     # exponential-like); squared error lets a few long dwells dominate and overshoots.
@@ -258,10 +266,48 @@ def _targets(frame: pd.DataFrame) -> torch.Tensor:
     )
 
 
-def train(train_df: pd.DataFrame, params: HeavyParams, progress: bool = False) -> HeavyModel:
+def _all_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame
+
+
+def _unwrapped(net: nn.Module) -> nn.Module:
+    return net
+
+
+def _own_value(value: float) -> float:
+    return value
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One process of a data-parallel fit (``training.distributed``); the default is the whole
+    fit in this one process.
+
+    Every replica fits the same spec on all the fitting rows (vocabularies and scales must
+    agree), trains on its own ``rows`` with a 1/``world`` share of the batch, and takes the
+    decisions (steps per epoch, early stopping) that ``agree`` makes common to all.
+    """
+
+    rank: int = 0
+    world: int = 1
+    rows: Callable[[pd.DataFrame], pd.DataFrame] = _all_rows  # this replica's share
+    wrap: Callable[[nn.Module], nn.Module] = _unwrapped  # e.g. into DistributedDataParallel
+    agree: Callable[[float], float] = _own_value  # the largest value over all replicas
+
+
+def train(
+    train_df: pd.DataFrame,
+    params: HeavyParams,
+    progress: bool = False,
+    *,
+    replica: Replica | None = None,
+) -> HeavyModel:
     """Fit on all but the latest ``validation_days``; stop when the validation loss stops
     improving; then scale each head so that its mean matches the validation days (a one-number
-    calibration per head, fitted on data later than anything it was trained on)."""
+    calibration per head, fitted on data later than anything it was trained on).
+
+    ``replica``: this process's part of a data-parallel fit; by default the whole fit."""
+    rep = replica or Replica()
     torch.manual_seed(params.seed)
     torch.use_deterministic_algorithms(True)
     cutoff = train_df[C.EVENT_TS].max() - pd.Timedelta(days=params.validation_days)
@@ -271,33 +317,44 @@ def train(train_df: pd.DataFrame, params: HeavyParams, progress: bool = False) -
     )
     spec = fit_spec(fit_df, params)
     net = _build(spec)
-    inputs, y = [*tensors(fit_df, spec), _positions(fit_df)], _targets(fit_df)
+    stepper = rep.wrap(net)
+    own = rep.rows(fit_df)
+    if own.empty:
+        raise ValueError(f"replica {rep.rank} of {rep.world} has no training rows")
+    inputs, y = [*tensors(own, spec), _positions(own)], _targets(own)
     val_inputs, val_y = [*tensors(val_df, spec), _positions(val_df)], _targets(val_df)
     opt = torch.optim.Adam(
-        net.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
+        stepper.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
     )
-    gen = torch.Generator().manual_seed(params.seed)
-    n = len(fit_df)
+    gen = torch.Generator().manual_seed(params.seed + rep.rank)
+    n = len(own)
     # Small data still gets ~50 steps an epoch: a few large batches leave the net untrained.
-    batch = min(params.batch_size, max(256, n // 50))
-    per_epoch = (n + batch - 1) // batch
+    # The batch is the whole fit's, split across the replicas, so the steps are the same.
+    batch = -(-min(params.batch_size, max(256, len(fit_df) // 50)) // rep.world)
+    # Every replica takes as many steps as the largest share needs (DDP meets at each step);
+    # a smaller share wraps around its permutation.
+    per_epoch = -(-int(rep.agree(n)) // batch)
     best, best_state, stale = float("inf"), copy.deepcopy(net.state_dict()), 0
     with tqdm(
-        total=params.epochs * per_epoch, desc="heavy ranker", unit="batch", disable=not progress
+        total=params.epochs * per_epoch,
+        desc="heavy ranker",
+        unit="batch",
+        disable=not progress or rep.rank != 0,
     ) as bar:
         for _epoch in range(params.epochs):
-            net.train()
+            stepper.train()
             perm = torch.randperm(n, generator=gen)
-            for i in range(0, n, batch):
-                idx = perm[i : i + batch]
-                loss = _loss(net, [t[idx] for t in inputs], y[idx])
+            for step in range(per_epoch):
+                start = step * batch % n
+                idx = perm[start : start + batch]
+                loss = _loss(net, [t[idx] for t in inputs], y[idx], stepper)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 bar.update(1)
             net.eval()
             with torch.no_grad():
-                val = float(_loss(net, val_inputs, val_y))
+                val = rep.agree(float(_loss(net, val_inputs, val_y)))
             bar.set_postfix(val_loss=f"{val:.4f}")
             if val < best - 1e-5:
                 best, best_state, stale = val, copy.deepcopy(net.state_dict()), 0

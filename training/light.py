@@ -65,12 +65,16 @@ def _groups(frame: pd.DataFrame) -> np.ndarray:
     return frame.groupby(C.REQUEST_ID, sort=False).size().to_numpy()
 
 
-def train(train_df: pd.DataFrame, params: LightParams) -> lgb.Booster:
-    data = lgb.Dataset(
-        features_matrix(train_df),
-        label=train_df[C.LABEL].to_numpy(),
-        group=_groups(train_df),
+def dataset(frame: pd.DataFrame) -> lgb.Dataset:
+    """The LambdaRank training set of ``frame``: one group per request, in row order."""
+    return lgb.Dataset(
+        features_matrix(frame),
+        label=frame[C.LABEL].to_numpy(),
+        group=_groups(frame),
         feature_name=list(LIGHT_FEATURES),
         free_raw_data=True,
     )
-    return lgb.train(params.lgb_params(), data, num_boost_round=params.num_boost_round)
+
+
+def train(train_df: pd.DataFrame, params: LightParams) -> lgb.Booster:
+    return lgb.train(params.lgb_params(), dataset(train_df), num_boost_round=params.num_boost_round)
