@@ -697,10 +697,8 @@ def _world(s: Settings) -> None:
     """A tiny world, trained with few epochs and registered as ``@champion``."""
     from pipelines.steps import features_apply, features_materialize, generate_world, train
     from simulator.config import WorldConfig
-    from stack import redis
     from training.heavy import HeavyParams
 
-    print("redis:", redis.up(s), flush=True)
     generate_world(s, WorldConfig(users=200, days=3, seed=9), replace=True)
     features_apply(s)
     features_materialize(s)
@@ -732,8 +730,10 @@ def main() -> None:
     from ray import serve
 
     from serving.deploy import deploy
+    from stack import redis
 
     s = hostile_settings(Settings())
+    print("redis:", redis.up(s), flush=True)  # its own, beside any other on the machine
     if "--world" in sys.argv or not (s.world_dir / "manifest.json").exists():
         _world(s)
     url = deploy(s, address="local")
