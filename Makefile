@@ -38,6 +38,10 @@ bench: install ## Benchmarks; JSON figures under bench/results/
 	@$(FEEDCAST) stack up
 	@$(PY) -m bench.run
 
+chaos: install ## Fault, load and abuse scenarios (minutes each); bench/results/chaos.json, docs/RELIABILITY.md
+	@$(FEEDCAST) stack up
+	@$(PY) -m bench.chaos
+
 up: install ## Start the local stack only
 	@$(FEEDCAST) stack up
 
@@ -50,4 +54,4 @@ status: ## Show what runs
 clean: down ## Stop the stack and delete its data (.feedcast/) and the venv
 	rm -rf .feedcast $(VENV)
 
-.PHONY: help install demo test unit lint format bench up down status clean
+.PHONY: help install demo test unit lint format bench chaos up down status clean

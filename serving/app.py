@@ -124,6 +124,7 @@ class Problem(BaseModel):
 
 
 _ERRORS = {
+    400: "The body is not valid JSON.",
     401: "Missing or invalid API key (X-API-Key header).",
     404: "The user does not exist.",
     409: "The id is already stored with different content.",
@@ -191,7 +192,7 @@ class FeedService:
         response.headers["X-Request-Id"] = page.request_id
         return page
 
-    @api.post("/v1/events", response_model=ingest.EventResult, responses=_errors())
+    @api.post("/v1/events", response_model=ingest.EventResult, responses=_errors(400))
     def events(self, body: ingest.EventBatch) -> Any:
         """Engagement events, idempotent by ``event_id``; a 200 means every one is stored."""
         try:
@@ -211,7 +212,7 @@ class FeedService:
         return result
 
     @api.post(
-        "/v1/posts", response_model=ingest.PostResult, status_code=202, responses=_errors(409)
+        "/v1/posts", response_model=ingest.PostResult, status_code=202, responses=_errors(400, 409)
     )
     def posts(self, body: ingest.PostIn) -> Any:
         """An upload, idempotent by ``post_id``; fan-out to followers runs in the background."""

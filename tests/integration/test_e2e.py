@@ -101,7 +101,8 @@ def test_blocked_authors_and_engaged_posts_never_come_back(service, settings, wo
         cluster.shutdown()
     assert again["items"]
     assert top_author not in {i["author_id"] for i in again["items"]}
-    engaged = set(world.interactions.loc[world.interactions[C.USER_ID] == user, C.POST_ID])
+    served = pd.read_parquet(settings.world_dir / "interactions.parquet")  # what Cassandra holds
+    engaged = set(served.loc[served[C.USER_ID] == user, C.POST_ID])
     assert not engaged & {i["post_id"] for i in again["items"]}
 
 

@@ -207,3 +207,36 @@ def test_a_run_killed_mid_way_finishes_on_rerun_with_one_new_version(pipe):
     assert {n: versions(pipe, n) for n in counts} == {n: c + 1 for n, c in counts.items()}
     state = json.loads((Path(summary.folder) / "state.json").read_text())
     assert state["steps"]["register"]["out"]["versions"] == summary.versions
+
+
+def test_the_schedule_fires_the_real_retrain_on_a_cron_expression(pipe, tmp_path):
+    """`feedcast pipeline schedule` with a fast expression (every 3 s, seconds first): a real
+    APScheduler fires the real retrain job. Every held-back day is served by now, so the run it
+    fires finds nothing new and says so."""
+    from pipelines.retrain import Run
+
+    before = {r.id for r in Run.all(pipe)}
+    cmd = [str(Path(sys.executable).parent / "feedcast"), "pipeline", "schedule"]
+    proc = subprocess.Popen(
+        [*cmd, "--cron", "*/3 * * * * *"],
+        env=env_of(pipe, FEEDCAST_HOME=str(tmp_path)),  # its own job store
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        fired: list = []
+        while time.monotonic() < deadline and not fired:
+            time.sleep(1)
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            fired = [
+                r for r in Run.all(pipe) if r.id not in before and r.state["status"] != "running"
+            ]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert fired, f"no run fired within 120 s:\n{out[-3000:]}"
+    assert fired[0].state["status"] == "nothing-new", fired[0].state
+    assert "retrain on */3 * * * * *" in out
+    assert (tmp_path / "pipeline" / "jobs.sqlite").exists()

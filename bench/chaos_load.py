@@ -1,0 +1,153 @@
+"""Open-loop load for the chaos suite: requests leave on a fixed schedule whatever the answers
+do (a closed loop would slow down with the service and hide its failures).
+
+:class:`Load` runs in a thread of its own (an asyncio loop) and records every feed request —
+when it was due, its status, latency, degraded flags, model version — and every engagement event
+it posted and whether the service acknowledged it (2xx). Scenarios read the records by time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+import numpy as np
+
+from core.settings import DEV_API_KEY
+
+TIMEOUT_S = 5.0
+
+
+@dataclass
+class Call:
+    at: float  # monotonic time it was due
+    status: int  # 0: no answer (timeout, connection refused)
+    latency_s: float
+    degraded: tuple[str, ...] = ()
+    version: str = ""
+    retried: bool = False  # answered by the one client retry
+
+
+@dataclass
+class Event:
+    event_id: str
+    at: float
+    status: int
+
+
+@dataclass
+class Load:
+    base_url: str
+    users: list[int]
+    posts: list[int]
+    rate: float  # feed requests per second
+    event_rate: float = 0.0  # events per second
+    retry: bool = False  # retry a failed request once (what a client library would do)
+    api_key: str = DEV_API_KEY
+    calls: list[Call] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def set_rate(self, rate: float) -> None:
+        self.rate = rate
+
+    def start(self) -> Load:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=TIMEOUT_S * 3)
+
+    def window(self, start: float, end: float) -> list[Call]:
+        return [c for c in self.calls if start <= c.at < end]
+
+    async def _main(self) -> None:
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+        async with httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"X-API-Key": self.api_key},
+            timeout=TIMEOUT_S,
+            limits=limits,
+        ) as client:
+            tasks: set[asyncio.Task[None]] = set()
+            rng = np.random.default_rng(0)
+            next_feed = next_event = time.monotonic()
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_feed and self.rate > 0:
+                    user = int(self.users[rng.integers(len(self.users))])
+                    t = asyncio.create_task(self._feed(client, user, next_feed))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                    next_feed += 1.0 / self.rate
+                    continue
+                if self.event_rate > 0 and now >= next_event:
+                    t = asyncio.create_task(self._event(client, rng, next_event))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                    next_event += 1.0 / self.event_rate
+                    continue
+                wake = min(next_feed, next_event if self.event_rate > 0 else next_feed)
+                await asyncio.sleep(max(0.0, min(wake - now, 0.05)))
+            if tasks:
+                await asyncio.wait(tasks, timeout=TIMEOUT_S * 2)
+
+    async def _get(self, client: httpx.AsyncClient, user: int) -> tuple[int, dict, float]:
+        t0 = time.monotonic()
+        try:
+            r = await client.get(f"/v1/feed/{user}", params={"limit": 10})
+            body = r.json() if r.status_code == 200 else {}
+            return r.status_code, body, time.monotonic() - t0
+        except (httpx.HTTPError, ValueError):
+            return 0, {}, time.monotonic() - t0
+
+    async def _feed(self, client: httpx.AsyncClient, user: int, due: float) -> None:
+        status, body, latency = await self._get(client, user)
+        retried = False
+        if self.retry and status not in (200, 404, 429):
+            status, body, latency = await self._get(client, user)
+            retried = True
+        self.calls.append(
+            Call(
+                due,
+                status,
+                latency,
+                tuple(body.get("degraded") or ()),
+                str(body.get("model_version", "")),
+                retried,
+            )
+        )
+
+    async def _event(self, client: httpx.AsyncClient, rng: np.random.Generator, due: float) -> None:
+        event_id = f"chaos-{uuid.uuid4().hex}"
+        payload = {
+            "events": [
+                {
+                    "event_id": event_id,
+                    "user_id": int(self.users[rng.integers(len(self.users))]),
+                    "post_id": int(self.posts[rng.integers(len(self.posts))]),
+                    "kind": "like",
+                    "ts": datetime.now(UTC).isoformat(),
+                }
+            ]
+        }
+        try:
+            r = await client.post("/v1/events", json=payload)
+            status = r.status_code
+        except httpx.HTTPError:
+            status = 0
+        self.events.append(Event(event_id, due, status))
+
+
+def percentile_ms(calls: list[Call], q: float) -> float:
+    lat = [c.latency_s for c in calls]
+    return float(np.percentile(lat, q) * 1000) if lat else float("nan")
