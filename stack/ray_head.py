@@ -17,6 +17,11 @@ from stack import proc
 NAME = "ray"
 
 
+def name(settings: Settings) -> str:
+    """Pid-file name: one head per GCS port (a bench or chaos head beside the demo's)."""
+    return NAME if settings.ray_port == 6380 else f"{NAME}-{settings.ray_port}"
+
+
 def address(settings: Settings) -> str:
     return settings.ray_address or f"127.0.0.1:{settings.ray_port}"
 
@@ -37,7 +42,7 @@ def auth_env(settings: Settings) -> dict[str, str]:
 
 
 def running(settings: Settings) -> bool:
-    return proc.read_pid(settings.stack_dir, NAME) is not None
+    return proc.read_pid(settings.stack_dir, name(settings)) is not None
 
 
 def _gcs_up(settings: Settings) -> bool:
@@ -78,16 +83,16 @@ def up(settings: Settings) -> str:
         "--temp-dir",
         str(tmp),
     ]
-    pid = proc.start(settings.stack_dir, NAME, argv, env=env)
+    pid = proc.start(settings.stack_dir, name(settings), argv, env=env)
     proc.wait_until(
         lambda: _gcs_up(settings),
         timeout_s=90,
         what="Ray head",
-        log=settings.stack_dir / "logs" / f"{NAME}.log",
-        alive=lambda: proc.read_pid(settings.stack_dir, NAME) == pid,
+        log=settings.stack_dir / "logs" / f"{name(settings)}.log",
+        alive=lambda: proc.read_pid(settings.stack_dir, name(settings)) == pid,
     )
     return f"started (pid {pid}) at {address(settings)}"
 
 
 def down(settings: Settings) -> bool:
-    return proc.stop(settings.stack_dir, NAME, grace_s=30)
+    return proc.stop(settings.stack_dir, name(settings), grace_s=30)
