@@ -102,19 +102,68 @@ def ensure_installed(settings: Settings) -> Path:
     return lib
 
 
-def _config(settings: Settings) -> Path:
-    data = home(settings) / "data"
+def render_config(
+    data: Path,
+    out: Path,
+    *,
+    listen: str,
+    native_port: int,
+    storage_port: int,
+    seeds: str | None = None,
+    cluster_name: str = "feedcast-local",
+    initial_token: int = 0,
+    extra: str = "",
+) -> Path:
+    """Write a node's cassandra.yaml to ``out`` (data folders under ``data``); ``seeds``
+    defaults to the node itself, ``extra`` is YAML appended as is."""
     for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
         (data / sub).mkdir(parents=True, exist_ok=True)
     text = Template((HERE / "conf" / "cassandra.yaml").read_text()).substitute(
         DATA=data,
-        LISTEN=settings.cassandra_hosts[0],
-        NATIVE_PORT=settings.cassandra_port,
-        STORAGE_PORT=7000 + (settings.cassandra_port - 9042),
+        LISTEN=listen,
+        NATIVE_PORT=native_port,
+        STORAGE_PORT=storage_port,
+        SEEDS=seeds or f"{listen}:{storage_port}",
+        CLUSTER=cluster_name,
+        TOKEN=initial_token,
     )
-    out = home(settings) / "cassandra.yaml"
-    out.write_text(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + extra)
     return out
+
+
+def _config(settings: Settings) -> Path:
+    return render_config(
+        home(settings) / "data",
+        home(settings) / "cassandra.yaml",
+        listen=settings.cassandra_hosts[0],
+        native_port=settings.cassandra_port,
+        storage_port=7000 + (settings.cassandra_port - 9042),
+    )
+
+
+def java_argv(lib: Path, conf: Path, data: Path, logdir: Path, heap_mb: int) -> list[str]:
+    """The command line of one node: its config, data and log folders, heap, JDK 17 flags."""
+    heap = f"{heap_mb}m"
+    return [
+        _require("java", "install JDK 17 (apt-get install openjdk-17-jre-headless)"),
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-Xss512k",
+        *JDK17_FLAGS,
+        f"-Dcassandra.config=file://{conf}",
+        f"-Dcassandra.storagedir={data}",
+        f"-Dcassandra.logdir={logdir}",
+        f"-Dlogback.configurationFile=file://{HERE / 'conf' / 'logback.xml'}",
+        "-Dcassandra-foreground=yes",
+        "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+        "-Dcassandra.ring_delay_ms=0",
+        "-Dcassandra.superuser_setup_delay_ms=0",
+        "-cp",
+        f"{lib}/*",
+        "org.apache.cassandra.service.CassandraDaemon",
+    ]
 
 
 def answers(settings: Settings, timeout_s: float = 2.0) -> bool:
@@ -148,26 +197,9 @@ def up(settings: Settings) -> str:
     conf = _config(settings)
     logdir = settings.stack_dir / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
-    heap = f"{settings.cassandra_heap_mb}m"
-    argv = [
-        _require("java", "install JDK 17 (apt-get install openjdk-17-jre-headless)"),
-        f"-Xms{heap}",
-        f"-Xmx{heap}",
-        "-XX:+UseG1GC",
-        "-Xss512k",
-        *JDK17_FLAGS,
-        f"-Dcassandra.config=file://{conf}",
-        f"-Dcassandra.storagedir={home(settings) / 'data'}",
-        f"-Dcassandra.logdir={logdir / 'cassandra'}",
-        f"-Dlogback.configurationFile=file://{HERE / 'conf' / 'logback.xml'}",
-        "-Dcassandra-foreground=yes",
-        "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-        "-Dcassandra.ring_delay_ms=0",
-        "-Dcassandra.superuser_setup_delay_ms=0",
-        "-cp",
-        f"{lib}/*",
-        "org.apache.cassandra.service.CassandraDaemon",
-    ]
+    argv = java_argv(
+        lib, conf, home(settings) / "data", logdir / "cassandra", settings.cassandra_heap_mb
+    )
     pid = proc.start(settings.stack_dir, NAME, argv)
     proc.wait_until(
         lambda: answers(settings),
