@@ -108,10 +108,17 @@ def label_impressions(
     hit = pd.DataFrame({"row": [], "kind": [], "dwell_s": []})
     if len(ev) and len(imp):
         keys = {C.USER_ID: np.int64, C.POST_ID: np.int64}
+        ev = ev[[*keys, C.EVENT_TS, "kind", "dwell_s"]].astype(keys)
+        # A dwell event is stamped when the item left the screen: it belongs to the impression
+        # on screen when the view began (its time less its seconds, within 1 ms of rounding),
+        # not to a later showing of the same post that the view overlaps.
+        began = ev[C.EVENT_TS] - pd.to_timedelta(ev["dwell_s"].fillna(0.0), unit="s")
+        match = ev[C.EVENT_TS].where(ev["kind"] != DWELL, began + pd.Timedelta(milliseconds=1))
+        ev = ev.assign(match_ts=match.astype(served[C.EVENT_TS].dtype))
         hit = pd.merge_asof(
-            ev[[*keys, C.EVENT_TS, "kind", "dwell_s"]].astype(keys).sort_values(C.EVENT_TS),
+            ev.sort_values("match_ts"),
             served.astype(keys).rename(columns={C.EVENT_TS: "served_at"}).sort_values("served_at"),
-            left_on=C.EVENT_TS,
+            left_on="match_ts",
             right_on="served_at",
             by=list(keys),
             direction="backward",

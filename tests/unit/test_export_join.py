@@ -67,6 +67,16 @@ def test_an_event_counts_once_for_the_latest_showing_of_the_post():
     assert out[C.LIKE].tolist() == [False, True]
 
 
+def test_a_long_view_belongs_to_the_showing_it_began_on_not_a_later_one():
+    """The post shown at 0 s is viewed for 23.8 s; the same post is shown again at 10 s and
+    viewed for 1.3 s. Each dwell event (stamped when the view ended) goes to its own showing,
+    though the first one's end falls after the second showing (CI caught this)."""
+    pages = _pages(("1", 0, 10, 0.0), ("2", 0, 10, 10.0))
+    events = _events((10, "dwell", 23.8, 23.8), (10, "dwell", 11.3, 1.3))
+    out = label_impressions(pages, events, WINDOW_S)
+    assert out["dwell_s"].tolist() == [23.8, 1.3]
+
+
 def test_other_users_posts_and_kinds_do_not_label():
     pages = _pages(("1", 0, 10, 0.0))
     events = _events((11, C.LIKE, 1.0, None), (10, "impression", 0.0, None))
