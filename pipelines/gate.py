@@ -4,9 +4,10 @@ Both models are scored on the same holdout (the rows the run exported, which the
 trained on). For every gated metric the gate looks at the paired difference challenger −
 champion, with a bootstrap over requests (a page's items rise and fall together, so requests are
 the unit). A challenger is refused when, on any gated metric, it is worse by more than the
-tolerance *and* the bootstrap says so with 95% confidence (the upper bound of the difference is
-below zero). The confidence part keeps sampling noise on a small holdout from refusing a model
-that is as good; the tolerance keeps a large holdout from refusing one that is worse by a hair.
+tolerance *and* the bootstrap says so with 95% confidence over all gated metrics together
+(Bonferroni: each upper bound at 1 − 5%/m is below zero). The confidence part keeps sampling
+noise on a small holdout from refusing a model that is as good; the tolerance keeps a large
+holdout from refusing one that is worse by a hair.
 """
 
 from __future__ import annotations
@@ -107,7 +108,10 @@ def decide(
                 deltas[name].append(d)
     checks: list[MetricCheck] = []
     for name, _, _, _, ch, cp in gated:
-        upper = float(np.quantile(deltas[name], 0.95)) if deltas[name] else float("nan")
+        # Bonferroni: m metrics each tested at 5%/m, so an equal challenger is refused by
+        # chance in at most 5% of runs, not in up to m × 5%.
+        q = 1 - 0.05 / max(len(gated), 1)
+        upper = float(np.quantile(deltas[name], q)) if deltas[name] else float("nan")
         worse = ch - cp < -tolerance and upper < 0
         checks.append(MetricCheck(name, ch, cp, ch - cp, upper, not worse))
     failed = [c for c in checks if not c.passed]
