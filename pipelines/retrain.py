@@ -203,12 +203,13 @@ def sim_clock(ctx: Context) -> datetime | None:
     """In a world that holds days back, *now* is how far `world advance` has served it: the
     export stops there (less the label delay), not at the wall clock, or the days not yet served
     would count as an outage. None for a world that holds nothing back."""
-    from simulator.writer import read_future
+    from simulator.writer import CURSOR_FILE, FUTURE_DIR
 
-    held = read_future(ctx.settings.world_dir)
-    if held is None:
+    cursor_file = ctx.settings.world_dir / FUTURE_DIR / CURSOR_FILE
+    if not cursor_file.exists():
         return None
-    _, cursor = held
+    # Only the cursor: the held-back log itself is not needed here.
+    cursor = datetime.fromisoformat(json.loads(cursor_file.read_text())["advanced_to"])
     return min(cursor, datetime.now(UTC)) - pd.Timedelta(seconds=ctx.settings.label_delay_s)
 
 
@@ -300,9 +301,10 @@ def step_validate(ctx: Context) -> dict[str, Any]:
     from training.dataset import MODEL_FEATURES
 
     frame = pd.read_parquet(ctx.path("training_set.parquet"))
-    lake_rows = pd.read_parquet(
-        ctx.settings.world_dir / "impressions.parquet", columns=[C.REQUEST_ID]
-    ).shape[0]
+    import pyarrow.parquet as pq
+
+    # The row count from the file's footer: no column needs reading.
+    lake_rows = pq.ParquetFile(ctx.settings.world_dir / "impressions.parquet").metadata.num_rows
     start, _ = ctx.window()
     report = check_training_set(
         frame,
