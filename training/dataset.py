@@ -49,10 +49,23 @@ def point_in_time(
     return joined
 
 
+def explored_flags(settings: Settings, impressions: pd.DataFrame) -> np.ndarray:
+    """Whether each impression's page was shown in random order (the served-page log's flag);
+    False where the log has no flag (a service that never randomises)."""
+    path = settings.world_dir / "requests.parquet"
+    if not path.exists():
+        return np.zeros(len(impressions), dtype=bool)
+    pages = pd.read_parquet(path, columns=[C.REQUEST_ID, "explored"]).drop_duplicates(C.REQUEST_ID)
+    flag = impressions[C.REQUEST_ID].map(pages.set_index(C.REQUEST_ID)["explored"])
+    return flag.fillna(False).to_numpy(bool)
+
+
 def training_frame(settings: Settings, impressions: pd.DataFrame | None = None) -> pd.DataFrame:
     """Logged impressions with their features (no leakage), ordered by request and position."""
     if impressions is None:
         impressions = pd.read_parquet(settings.world_dir / "impressions.parquet")
+    if "explored" not in impressions:
+        impressions = impressions.assign(explored=explored_flags(settings, impressions))
     joined = point_in_time(settings, impressions)
     joined = joined.sort_values([C.EVENT_TS, C.REQUEST_ID, C.POSITION], kind="stable")
     return joined.reset_index(drop=True)

@@ -317,6 +317,11 @@ def train(
     )
     spec = fit_spec(fit_df, params)
     net = _build(spec)
+    exam = examination_from_randomised(fit_df)
+    if exam is not None:  # measured on randomised pages: fixed, not learned
+        e = np.clip(exam[1:], 1e-4, 1 - 1e-4)
+        net.examination.data = torch.from_numpy(np.log(e / (1 - e)).astype(np.float32))
+        net.examination.requires_grad_(False)
     stepper = rep.wrap(net)
     own = rep.rows(fit_df)
     if own.empty:
@@ -367,6 +372,37 @@ def train(
     model = HeavyModel(net, spec)
     spec.calibration = fit_calibration(val_df, model.predict(val_df, serving_like=False))
     return model
+
+
+def examination_from_randomised(frame: pd.DataFrame, min_events: int = 200) -> np.ndarray | None:
+    """e_k for every slot, from the pages the logging policy showed in random order.
+
+    On a randomised page every item is equally likely at every slot, so the engagement rate per
+    slot is proportional to e_k (result randomisation, Joachims et al. 2017). Learning e_k
+    jointly with the heads (PAL) is confounded on the other pages, whose order follows features
+    the heads also see (newest first: position tracks post age); measured here, PAL put
+    e_1 at 0.96 where the randomised pages say 0.71. A power law e_k = (1 + k)^-η is fitted by
+    weighted least squares on the log ratios (weights: events per slot), so that slots with
+    few randomised rows still get a value. None when the log holds too few randomised events
+    (a service that never explores): the heads then learn e_k themselves.
+    """
+    if "explored" not in frame or not frame["explored"].any():
+        return None
+    rows = frame[frame["explored"].to_numpy(bool)]
+    pos = np.clip(rows[C.POSITION].to_numpy(np.int64), 0, N_POSITIONS - 1)
+    hits = rows[C.LIKE].to_numpy(np.float64)
+    n = np.bincount(pos, minlength=N_POSITIONS).astype(np.float64)
+    k = np.bincount(pos, weights=hits, minlength=N_POSITIONS)
+    if hits.sum() < min_events or k[0] < min_events / 10:
+        return None
+    ok = (k > 0) & (np.arange(N_POSITIONS) > 0)
+    if not ok.any():
+        return None
+    ratio = np.log((k[ok] / n[ok]) / (k[0] / n[0]))
+    x = np.log1p(np.arange(N_POSITIONS)[ok])
+    w = 1.0 / (1.0 / k[ok] + 1.0 / k[0])  # inverse variance of a log ratio of counts
+    eta = max(float(-(w * x * ratio).sum() / (w * x * x).sum()), 0.0)
+    return (1.0 + np.arange(N_POSITIONS)) ** -eta
 
 
 def fit_calibration(

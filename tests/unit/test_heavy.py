@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from core import constants as C
 from training import heavy
@@ -50,3 +51,54 @@ def test_slot_calibration_fixes_a_slot_the_model_gets_wrong():
     like = factors[heavy.HEADS.index("p_like")]
     assert like[0] == pytest.approx(10.0, rel=0.05)
     assert like[5] == pytest.approx(0.0, abs=0.05)
+
+
+def confounded(n: int = 40_000, eta: float = 0.5, seed: int = 2) -> pd.DataFrame:
+    """Pages of 10 whose order follows the informative feature (best first) on 70% of them, and
+    is random on the rest, like the simulator's logging policy."""
+    rng = np.random.default_rng(seed)
+    df = frame(n, seed)
+    pages = n // 10
+    df = df.iloc[: pages * 10].copy()
+    page = np.repeat(np.arange(pages), 10)
+    explored = np.repeat(rng.random(pages) < 0.3, 10)
+    x = df[heavy.DENSE[0]].to_numpy()
+    rank = pd.Series(-x).groupby(page).rank(method="first").to_numpy() - 1
+    df[C.POSITION] = np.where(explored, np.tile(np.arange(10), pages), rank).astype(int)
+    df["explored"] = explored
+    p = 1 / (1 + np.exp(-(x * 3.0 - 1.5)))
+    seen = rng.random(len(df)) < (1.0 + df[C.POSITION]) ** -eta
+    df[C.LIKE] = seen & (rng.random(len(df)) < p)
+    return df
+
+
+def test_examination_comes_from_the_randomised_pages():
+    df = confounded(eta=0.5)
+    e = heavy.examination_from_randomised(df)
+    assert e is not None and e[0] == 1.0
+    truth = (1.0 + np.arange(heavy.N_POSITIONS)) ** -0.5
+    np.testing.assert_allclose(e[:10], truth[:10], atol=0.04)
+    # the ranked pages alone would say otherwise: the best items sit at the top
+    ranked = df[~df["explored"]]
+    naive = ranked.groupby(C.POSITION)[C.LIKE].mean()
+    assert naive.iloc[5] / naive.iloc[0] < truth[5] - 0.15
+
+
+def test_no_randomised_pages_means_no_estimate():
+    df = confounded()
+    assert heavy.examination_from_randomised(df.assign(explored=False)) is None
+    assert heavy.examination_from_randomised(df.drop(columns="explored")) is None
+
+
+def test_training_fixes_the_measured_examination_curve():
+    df = confounded(20_000, eta=0.7)
+    model = heavy.train(df, heavy.HeavyParams(epochs=2, batch_size=512))
+    learned = model.net.examined(torch.arange(10)).detach().numpy()
+    np.testing.assert_allclose(
+        learned,
+        heavy.examination_from_randomised(
+            df[df[C.EVENT_TS] < df[C.EVENT_TS].max() - pd.Timedelta(days=1)]
+        )[:10],
+        rtol=1e-5,
+    )
+    assert not model.net.examination.requires_grad
