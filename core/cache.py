@@ -8,19 +8,63 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from core.breaker import Breaker
 from core.settings import Settings
 
 
-def client(settings: Settings, *, timeout_s: float | None = None) -> redis.Redis:
+class BreakerOpen(redis.ConnectionError):
+    """Not sent: Redis failed lately and the breaker skips it (callers degrade as for a
+    refused connection)."""
+
+
+class GuardedRedis(redis.Redis):
+    """A client whose every command and pipeline goes through a :class:`Breaker`: a connection
+    error or timeout opens it, and while it is open commands fail at once with
+    :class:`BreakerOpen` instead of waiting for a hung Redis."""
+
+    breaker: Breaker
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        return _guarded(
+            self.breaker, lambda: super(GuardedRedis, self).execute_command(*args, **options)
+        )
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        plain = pipe.execute
+        breaker = self.breaker
+        pipe.execute = lambda raise_on_error=True: _guarded(breaker, lambda: plain(raise_on_error))
+        return pipe
+
+
+def _guarded(breaker: Breaker, call: Any) -> Any:
+    if not breaker.acquire():
+        raise BreakerOpen("Redis skipped: it failed within the breaker's cool-down")
+    try:
+        out = call()
+    except (redis.ConnectionError, redis.TimeoutError):
+        breaker.failure()
+        raise
+    except BaseException:
+        breaker.success()  # Redis answered (with an error of the command's own)
+        raise
+    breaker.success()
+    return out
+
+
+def client(
+    settings: Settings, *, timeout_s: float | None = None, breaker: Breaker | None = None
+) -> redis.Redis:
     """A Redis client with explicit socket and connect timeouts (redis-py waits forever) and
-    no retries."""
+    no retries; behind ``breaker`` when given (:class:`GuardedRedis`)."""
     t = timeout_s or settings.redis_timeout_s
-    return redis.Redis(
+    r = (GuardedRedis if breaker is not None else redis.Redis)(
         host=settings.redis_host,
         port=settings.redis_port,
         db=settings.redis_db,
@@ -31,6 +75,9 @@ def client(settings: Settings, *, timeout_s: float | None = None) -> redis.Redis
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
     )
+    if breaker is not None:
+        r.breaker = breaker  # type: ignore[attr-defined]
+    return r
 
 
 def page_key(settings: Settings, user_id: int) -> str:

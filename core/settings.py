@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     deadline_features_ms: float = Field(
         100, gt=0, description="Deadline of the feature read; past it, default features."
     )
+    deadline_redis_ms: float = Field(
+        100,
+        gt=0,
+        description="Timeout of the request path's other Redis calls (rate limit, prefetch).",
+    )
     serve_max_ongoing_requests: int = Field(
         16, ge=1, description="Requests one replica works on at once."
     )

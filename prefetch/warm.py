@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import httpx
 import redis
 
+from core.breaker import Breaker
 from core.cache import CachedItem, client, dump_items, next_page_key, post_meta_key
 from core.settings import Settings
 
@@ -276,9 +277,10 @@ class RedisWarmer:
     the new plan's last are deleted, so a shorter plan never leaves an older page behind.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, breaker: Breaker | None = None) -> None:
+        """``breaker``: skip Redis while it is open (a serving replica's shared breaker)."""
         self.s = settings
-        self._redis = client(settings)
+        self._redis = client(settings, breaker=breaker)
 
     def warm(
         self,

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
+from core.breaker import Breaker
 from core.settings import Settings
 from serving import ingest
 from serving.feed import FeedPage, FeedPath
@@ -59,10 +60,10 @@ class Guard:
         self.limited = BodyLimit(app, max_bytes)
 
     @classmethod
-    def arm(cls, settings: Settings, metrics: Any) -> None:
+    def arm(cls, settings: Settings, metrics: Any, redis_breaker: Breaker | None = None) -> None:
         cls.keys, cls.limiter = (
             ApiKeys(settings.api_key_hashes),
-            RateLimiter.from_settings(settings),
+            RateLimiter.from_settings(settings, breaker=redis_breaker),
         )
         cls.metrics, cls.rate_per_s = metrics, settings.rate_limit_per_s
         cls.max_bytes = settings.max_body_bytes
@@ -161,7 +162,7 @@ class FeedService:
         self.path = FeedPath(s)
         # Side work: upload fan-out, and after each page or impression the page cache + prefetch.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side")
-        Guard.arm(s, self.path.metrics)
+        Guard.arm(s, self.path.metrics, self.path.redis_breaker)
         log.info("feed service ready with %s", self.path.models_label())
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from cassandra.query import BatchStatement, BatchType
 from pydantic import BaseModel, Field
 
 from core import cache
+from core.breaker import Breaker
 from core.db import connect, consistency
 from core.settings import Settings
 from core.statements import Statements
@@ -102,20 +103,6 @@ def _cached(
     ]
 
 
-class Breaker:
-    """Skip a dependency for ``cool_s`` after it failed, instead of paying its timeout on every
-    request. Per replica on purpose: each replica learns about its own connections."""
-
-    def __init__(self, cool_s: float = 1.0) -> None:
-        self.cool_s, self.open_until = cool_s, 0.0
-
-    def closed(self) -> bool:
-        return time.monotonic() >= self.open_until
-
-    def trip(self) -> None:
-        self.open_until = time.monotonic() + self.cool_s
-
-
 class FeedPath:
     def __init__(self, settings: Settings) -> None:
         from features.online import reader_for
@@ -123,6 +110,10 @@ class FeedPath:
         self.s = settings
         self.metrics = Metrics()
         self.redis = cache.client(settings, timeout_s=settings.deadline_features_ms / 1000)
+        # One breaker for every Redis call this replica makes (rate limit, features, page
+        # cache, prefetch): when Redis hangs, one probe a cool-down pays the timeout, not every
+        # call of every request.
+        self.redis_breaker = Breaker(1.0)
         self.reader = reader_for(settings, self.redis)
         self.models = ModelHolder(settings)
         self.models.refresh()
@@ -130,27 +121,29 @@ class FeedPath:
         self._db: tuple[Cluster, Session, Statements] | None = None
         self._db_lock = threading.Lock()
         self._db_breaker = Breaker(2.0)
-        self._redis_breaker = Breaker(1.0)
         self._popular: tuple[float, list[cache.CachedItem], list[candidates.Candidate]] = (
             0.0,
             [],
             [],
         )
         self._pulls = candidates.PullCache(settings.pull_cache_s)
-        self.prefetch = Prefetcher(settings, self.metrics, lambda: self._connect()[1:])
+        self.prefetch = Prefetcher(
+            settings, self.metrics, lambda: self._connect()[1:], breaker=self.redis_breaker
+        )
 
     # -- dependencies -------------------------------------------------------------------------
     def _connect(self) -> tuple[Cluster, Session, Statements]:
         with self._db_lock:
             if self._db is None:
-                if not self._db_breaker.closed():
+                if not self._db_breaker.acquire():
                     raise ConnectionError("Cassandra unreachable (retrying shortly)")
                 try:
                     cluster, session = connect(self.s, connect_timeout_s=1.0)
                     self._db = (cluster, session, Statements(session, self.s))
                 except Exception:
-                    self._db_breaker.trip()
+                    self._db_breaker.failure()
                     raise
+                self._db_breaker.success()
             return self._db
 
     def session(self) -> Session:
@@ -170,14 +163,9 @@ class FeedPath:
 
     def _redis_call(self, what: str, fn: Callable[[], T], default: T) -> tuple[T, bool]:
         """``fn()`` unless Redis failed within the breaker's cool-down; (value, answered)."""
-        if not self._redis_breaker.closed():
-            return default, False
-        try:
-            return fn(), True
-        except Exception as exc:
-            self._redis_breaker.trip()
-            log.warning("redis %s failed: %s", what, exc)
-            return default, False
+        return self.redis_breaker.call(
+            fn, default, lambda exc: log.warning("redis %s failed: %s", what, exc)
+        )
 
     def _explore(self) -> tuple[list[candidates.Candidate], list[cache.CachedItem]]:
         """The popular list, as explore candidates and as items; re-read (and converted) from
@@ -246,19 +234,18 @@ class FeedPath:
 
         t = time.perf_counter()
         feats, ok = None, False
-        if cands and self._redis_breaker.closed():
-            try:
-                feats = self.reader.read(
+        if cands:  # the online store down or hung: rank on unknowns, say so
+            feats, ok = self.redis_breaker.call(
+                lambda: self.reader.read(
                     user_id,
                     [c.post_id for c in cands],
                     [c.author_id for c in cands],
                     [c.topic for c in cands],
                     now.timestamp(),
-                )
-                ok = True
-            except Exception as exc:  # the online store is down: rank on unknowns, say so
-                self._redis_breaker.trip()
-                log.warning("features unavailable for %s: %s", request_id, exc)
+                ),
+                None,
+                lambda exc: log.warning("features unavailable for %s: %s", request_id, exc),
+            )
         if cands and not ok:
             degraded.append("features")
             m.degraded("features")

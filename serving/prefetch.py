@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from cassandra.cluster import Session
 
 from core import cache
+from core.breaker import Breaker
 from core.settings import Settings
 from core.statements import Statements
 from prefetch import planner
@@ -61,12 +62,18 @@ class Prefetcher:
         settings: Settings,
         metrics: Metrics,
         db: Callable[[], tuple[Session, Statements]],
+        *,
+        breaker: Breaker | None = None,
     ) -> None:
+        """``breaker``: the replica's Redis breaker; while it is open, Redis is skipped."""
         self.s, self.metrics = settings, metrics
         self.media = MediaCache(settings, db)
         self.edge = EdgeWarmer(settings, observe=metrics.prefetch_warm)
-        self.pages = RedisWarmer(settings)
-        self.redis = cache.client(settings)
+        breaker = breaker or Breaker(1.0)
+        self.pages = RedisWarmer(settings, breaker=breaker)
+        self.redis = cache.client(
+            settings, timeout_s=settings.deadline_redis_ms / 1000, breaker=breaker
+        )
         self.cfg = plan_config(settings)
         self._switch = (float("-inf"), settings.prefetch_enabled)
 

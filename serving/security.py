@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -22,6 +21,8 @@ import redis
 from redis.exceptions import NoScriptError, RedisError
 
 from core import cache
+from core.breaker import Breaker
+from core.cache import BreakerOpen
 from core.settings import DEV_API_KEY, DEV_API_KEY_HASH, Settings
 
 if TYPE_CHECKING:
@@ -141,17 +142,19 @@ class Decision:
         return {} if self.degraded else {"X-RateLimit-Remaining": str(self.remaining)}
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    """A client with explicit socket timeouts and no retries: a dead Redis costs one timeout."""
-    return cache.client(settings)
+def redis_client(settings: Settings, breaker: Breaker | None = None) -> redis.Redis:
+    """A client with explicit socket timeouts and no retries: a dead Redis costs one timeout;
+    behind ``breaker``, a hung one costs one timeout per cool-down."""
+    return cache.client(settings, timeout_s=settings.deadline_redis_ms / 1000, breaker=breaker)
 
 
 class RateLimiter:
     """Per-key GCRA rate limit in Redis, shared by every replica on every node.
 
-    Fails open: when Redis errs or times out, requests are allowed with ``degraded=True``, and
-    for ``cooldown_s`` afterwards this replica skips Redis altogether, so an outage costs a
-    request at most one socket timeout per cooldown instead of one each.
+    Fails open: when Redis errs or times out, requests are allowed with ``degraded=True``. With
+    a client behind a :class:`~core.breaker.Breaker` (what :meth:`from_settings` builds), this
+    replica then skips Redis for the breaker's cool-down and sends one probe after it, so an
+    outage costs at most one socket timeout per cool-down instead of one per request.
     """
 
     def __init__(
@@ -161,7 +164,6 @@ class RateLimiter:
         rate_per_s: float,
         burst: int,
         prefix: str = "feedcast:ratelimit",
-        cooldown_s: float = 1.0,
     ) -> None:
         if rate_per_s <= 0 or burst < 1:
             raise ValueError("rate_per_s must be > 0 and burst >= 1")
@@ -169,18 +171,25 @@ class RateLimiter:
         self.rate_per_s = rate_per_s
         self.burst = burst
         self.prefix = prefix
-        self.cooldown_s = cooldown_s
         self._interval_us = 1e6 / rate_per_s
-        self._skip_until = 0.0  # this replica's breaker; nothing other replicas need to see
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> RateLimiter:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        breaker: Breaker | None = None,
+        cooldown_s: float = 1.0,
+        **kwargs: Any,
+    ) -> RateLimiter:
         """The configured limit; buckets under ``feedcast:<feast project>:ratelimit:<key id>``
         (namespaced like ``core.cache``'s keys, so a test run never spends the demo's tokens).
+        ``breaker``: the replica's Redis breaker (shared with its other Redis calls); a new one
+        of ``cooldown_s`` by default.
         """
         kwargs.setdefault("prefix", f"feedcast:{settings.feast_project}:ratelimit")
         return cls(
-            redis_client(settings),
+            redis_client(settings, breaker or Breaker(cooldown_s)),
             rate_per_s=settings.rate_limit_per_s,
             burst=settings.rate_limit_burst,
             **kwargs,
@@ -188,8 +197,6 @@ class RateLimiter:
 
     def allow(self, key_id: str) -> Decision:
         """Take one request from ``key_id``'s bucket."""
-        if time.monotonic() < self._skip_until:
-            return self._open()
         key = f"{self.prefix}:{key_id}"
         args = (f"{self._interval_us:.3f}", self.burst)
         try:
@@ -199,9 +206,10 @@ class RateLimiter:
                 reply = self.client.eval(_GCRA, 1, key, *args)
             # The sync client returns the reply itself; its stubs also allow an awaitable.
             allowed, retry_us, remaining = (int(x) for x in cast("list[int]", reply))
+        except BreakerOpen:
+            return self._open()
         except RedisError as exc:
-            self._skip_until = time.monotonic() + self.cooldown_s
-            log.warning("rate limiter failing open for %.1fs: %r", self.cooldown_s, exc)
+            log.warning("rate limiter failing open: %r", exc)
             return self._open()
         return Decision(bool(allowed), retry_us / 1e6, remaining)
 

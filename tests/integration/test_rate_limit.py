@@ -147,3 +147,32 @@ def test_a_silent_redis_is_not_tried_again_during_the_cooldown():
     assert tried_first >= 1
     assert second.allowed and second.degraded
     assert tried_second == 0  # Redis not contacted again until the cooldown is over
+
+
+def test_a_hung_redis_costs_one_timeout_per_cool_down_to_every_guarded_client():
+    """The replica's Redis clients share one breaker: after one timeout, the limiter, the
+    prefetcher and the page warmer all skip Redis at once instead of each waiting."""
+    from core import cache
+    from core.breaker import Breaker
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        s = Settings(env="test", redis_port=silent.getsockname()[1], deadline_redis_ms=200)
+        breaker = Breaker(30)
+        limiter = RateLimiter.from_settings(s, breaker=breaker)
+        other = cache.client(s, timeout_s=0.2, breaker=breaker)
+        first = limiter.allow("k")
+        tried_first = _pending(silent)
+        with pytest.raises(cache.BreakerOpen):
+            other.get("x")
+        pipe = other.pipeline(transaction=False)
+        pipe.get("x")
+        with pytest.raises(cache.BreakerOpen):
+            pipe.execute()
+        second = limiter.allow("k")
+        tried_after = _pending(silent)
+    assert first.degraded and second.degraded and second.allowed
+    assert tried_first >= 1
+    assert tried_after == 0
+    assert breaker.skipped == 3
