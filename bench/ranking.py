@@ -34,7 +34,8 @@ def cases() -> dict[str, WorldConfig]:
 
 
 def run(settings: Settings, only: list[str] | None = None) -> dict[str, Any]:
-    from pipelines.evaluate import run_eval
+    from bench.learnability import structured_auc
+    from pipelines.evaluate import eval_settings, run_eval
 
     results: dict[str, Any] = {}
     for name, config in cases().items():
@@ -42,10 +43,15 @@ def run(settings: Settings, only: list[str] | None = None) -> dict[str, Any]:
             continue
         t0 = time.perf_counter()
         metrics, folder = run_eval(settings, config)
+        wall = time.perf_counter() - t0
+        # What a model of the simulator's own form, fitted on the same rows, reaches: the part
+        # of the AUC gap to Bayes that the data do not hold (bench.learnability).
+        reference = structured_auc(eval_settings(settings, config))
         results[name] = {
             "metrics": metrics,
+            "learnability": reference,
             "bars": {bar: bool(check(metrics)) for bar, check in BARS.items()},
-            "wall_s": time.perf_counter() - t0,
+            "wall_s": wall,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "report": str(folder),
         }

@@ -39,7 +39,10 @@ class GuardedRedis(redis.Redis):
         pipe = super().pipeline(transaction, shard_hint)
         plain = pipe.execute
         breaker = self.breaker
-        pipe.execute = lambda raise_on_error=True: _guarded(breaker, lambda: plain(raise_on_error))
+        # An instance attribute over the method: the pipeline is this client's own object.
+        pipe.execute = lambda raise_on_error=True: _guarded(  # type: ignore[method-assign]
+            breaker, lambda: plain(raise_on_error)
+        )
         return pipe
 
 

@@ -155,7 +155,10 @@ class Settings(BaseSettings):
         16, ge=1, description="Requests one replica works on at once."
     )
     serve_max_queued_requests: int = Field(
-        64, ge=0, description="Requests queued per deployment before 503 + Retry-After."
+        16,
+        ge=0,
+        description="Requests queued at the proxy before 503 + Retry-After (admission control: "
+        "a short queue sheds overload at once instead of after seconds of waiting).",
     )
     serve_request_timeout_s: float = Field(
         5.0, gt=0, description="End-to-end limit the HTTP proxy puts on one request."

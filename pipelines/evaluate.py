@@ -183,6 +183,20 @@ def plots(ev: Evaluation, out: Path) -> list[Path]:
     return files
 
 
+def eval_settings(settings: Settings, config: WorldConfig) -> Settings:
+    """Where `feedcast eval` keeps a world: worlds that differ in any parameter (not only seed
+    and size) get folders and Feast projects of their own."""
+    digest = hashlib.sha1(config.model_dump_json(exclude={"end"}).encode()).hexdigest()[:8]
+    name = f"seed{config.seed}-u{config.users}-d{config.days}-{digest}"
+    return settings.model_copy(
+        update={
+            "data_dir": settings.home / "eval" / name,
+            "feast_project": f"eval_{digest}",
+            "experiment": f"{settings.experiment}-eval",
+        }
+    )
+
+
 def run_eval(
     settings: Settings,
     config: WorldConfig,
@@ -195,17 +209,7 @@ def run_eval(
     from simulator import writer
     from simulator.world import generate
 
-    # Worlds that differ in any parameter (not only seed and size) get folders of their own.
-    digest = hashlib.sha1(config.model_dump_json(exclude={"end"}).encode()).hexdigest()[:8]
-    name = f"seed{config.seed}-u{config.users}-d{config.days}-{digest}"
-    folder = settings.home / "eval" / name
-    local = settings.model_copy(
-        update={
-            "data_dir": folder,
-            "feast_project": f"eval_{digest}",
-            "experiment": f"{settings.experiment}-eval",
-        }
-    )
+    local = eval_settings(settings, config)
     writer.write_parquet(generate(config, progress=True), local.world_dir)
     features_apply(local)
     result = train(
