@@ -54,6 +54,18 @@ def _session_hours(config: WorldConfig, rng: np.random.Generator, n: int) -> np.
     return np.sort(picks + rng.random(n))
 
 
+def one_at_a_time(starts: np.ndarray, length_h: float) -> np.ndarray:
+    """Sorted session ``starts`` less those inside the session before: a user scrolls one feed
+    at a time, and opening the app mid-session continues that session. Overlapping sessions
+    would show a post twice within a second of its like, and no log could tell which showing
+    the like belonged to."""
+    kept: list[float] = []
+    for t in starts.tolist():
+        if not kept or t >= kept[-1] + length_h:
+            kept.append(t)
+    return np.array(kept, dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class Structure:
     """Who follows whom and what gets posted: the part of a world that sessions run over."""
@@ -219,10 +231,12 @@ def generate(config: WorldConfig, progress: bool = False) -> World:
         for k in ("request", "user", "post", "hour", "position", "propensity", "shown_propensity")
     }
     request = 0
+    session_h = config.items_per_session * SCROLL_S / 3600.0
     for u in tqdm(range(n), desc="sessions", disable=not progress, unit="user"):
         if n_sessions[u] == 0 or not followees[u]:
             continue
-        for h in _session_hours(config, rng, int(n_sessions[u])).tolist():
+        starts = _session_hours(config, rng, int(n_sessions[u]))
+        for h in one_at_a_time(starts, session_h).tolist():
             cands: list[int] = []
             for a in followees[u]:
                 hs = author_hours[a]

@@ -132,3 +132,23 @@ def test_lake_rows_hash_ids_mark_in_network_and_fill_unlogged_propensities():
 def test_the_window_is_the_setting_not_a_constant(window_s):
     out = label_impressions(_pages(("1", 0, 10, 0.0)), _events((10, C.LIKE, 2.0, None)), window_s)
     assert out[C.LIKE].tolist() == [window_s >= 2.0]
+
+
+def test_the_join_gives_back_the_simulators_labels_even_for_users_who_open_the_app_often():
+    """Dense sessions (40 a day) put a user's opens seconds apart; sessions must not overlap,
+    or a post shown twice within a second of its like could not be told apart by any log."""
+    from datetime import UTC, datetime
+
+    from simulator.config import WorldConfig
+    from simulator.world import SCROLL_S, generate
+
+    cfg = WorldConfig(users=120, days=2, seed=11, sessions_per_user_day=40.0)
+    world = generate(cfg.model_copy(update={"end": datetime(2026, 1, 7, tzinfo=UTC)}))
+    imp = world.impressions
+    gaps = imp.groupby(C.USER_ID)[C.EVENT_TS].apply(lambda t: t.sort_values().diff().min())
+    assert gaps.min() >= pd.Timedelta(seconds=SCROLL_S) - pd.Timedelta(milliseconds=1)
+    events = world.interactions.assign(dwell_s=np.nan)
+    out = label_impressions(imp[[C.USER_ID, C.POST_ID, C.EVENT_TS]], events, WINDOW_S)
+    assert imp[C.LIKE].sum() > 100
+    for kind in C.ENGAGEMENT_KINDS:
+        assert out[kind].to_numpy().tolist() == imp[kind].to_numpy().tolist(), kind
