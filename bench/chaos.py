@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bench.chaos_load import Call, Load, percentile_ms
+from bench.rawhttp import RawClient
 from core import constants as C
 from core.settings import DEV_API_KEY, Settings
 
@@ -37,6 +38,8 @@ DOC = ROOT / "docs" / "RELIABILITY.md"
 CHAOS_PORT = 8031
 CHAOS_REDIS_PORT = 6391
 CHAOS_RAY_PORT = 6385
+CHAOS_EDGE_PORT = 8032  # its own nginx: the gate in front of the chaos deployment
+CHAOS_GATE_PORT = 8033
 
 
 def chaos_settings(base: Settings) -> Settings:
@@ -53,6 +56,8 @@ def chaos_settings(base: Settings) -> Settings:
             "redis_port": CHAOS_REDIS_PORT,
             "ray_port": CHAOS_RAY_PORT,
             "ray_metrics_port": 8095,
+            "edge_port": CHAOS_EDGE_PORT,
+            "gate_port": CHAOS_GATE_PORT,
             "rate_limit_per_s": 100_000.0,  # one load key: the limiter is not under test here
             "rate_limit_burst": 100_000,
             "serve_min_replicas": 2,  # a replica can die with another one serving
@@ -87,6 +92,8 @@ def bring_up(s: Settings) -> tuple[str, list[int], list[int]]:
         features_materialize(s)
     print("ray       ", ray_head.up(s))
     url = deploy(s, address=ray_head.address(s))
+    # The edge's nginx (started by local.up on the chaos ports) is the gate in front of it.
+    print("gate      ", s.gate_url, f"(at most {s.gate_max_inflight} in flight)")
     users = pd.read_parquet(s.world_dir / "users.parquet")[C.USER_ID].tolist()
     posts = pd.read_parquet(s.world_dir / "posts.parquet")[C.POST_ID].tolist()
     return url, users, posts
@@ -100,17 +107,16 @@ def capacity(url: str, users: list[int], seconds: float = 20, concurrency: int =
         done = 0
         stop = time.monotonic() + seconds
 
-        async def caller(client: httpx.AsyncClient, k: int) -> None:
+        async def caller(client: RawClient, k: int) -> None:
             nonlocal done
             i = k
             while time.monotonic() < stop:
                 r = await client.get(f"/v1/feed/{users[i % len(users)]}", params={"limit": 10})
-                done += r.status_code == 200
+                done += r.status == 200
                 i += concurrency
 
-        async with httpx.AsyncClient(
-            base_url=url, headers={"X-API-Key": DEV_API_KEY}, timeout=10
-        ) as client:
+        # The same lean client as the load (bench/rawhttp.py): its CPU is not the service's.
+        async with RawClient(url, headers={"X-API-Key": DEV_API_KEY}, timeout_s=10) as client:
             await asyncio.gather(*(caller(client, k) for k in range(concurrency)))
         return done
 
@@ -482,7 +488,7 @@ def write(results: list[dict]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from stack import ray_head, redis
+    from stack import nginx, ray_head, redis
 
     # Ray reads its token settings when first imported: export the stack's before anything
     # imports it, as the feedcast CLI does.
@@ -498,10 +504,12 @@ def main(argv: list[str]) -> int:
     b = 1.0
     try:
         url, users, posts = bring_up(s)
-        cap = capacity(url, users)
+        # Callers come in through the gate, the service's front door; the hostile-input
+        # scenario probes Ray Serve's own answers directly.
+        cap = capacity(s.gate_url, users)
         b = max(cap / 2, 1.0)
         print(f"capacity {cap:.1f} req/s → B = {b:.1f} req/s")
-        suite = Suite(s, url, users, posts, b)
+        suite = Suite(s, s.gate_url, users, posts, b)
         runs: dict[str, Callable[[], dict]] = {
             "baseline": suite.baseline,
             "redis_killed": suite.redis_killed,
@@ -530,6 +538,7 @@ def main(argv: list[str]) -> int:
     finally:
         ray_head.down(s)
         redis.down(s)
+        nginx.down(s)
     if "cassandra_3_nodes" in only:
         from bench import chaos_cluster
 

@@ -191,6 +191,17 @@ class Settings(BaseSettings):
     # Prefetch: the media origin, the CDN edge in front of it, and the cache warmers
     origin_port: int = Field(8089, description="Port of the local media origin (127.0.0.1).")
     edge_port: int = Field(8088, description="Port of the local nginx CDN edge (127.0.0.1).")
+    gate_port: int = Field(
+        8087,
+        description="Port of the API gate (127.0.0.1): the edge's nginx in front of Ray Serve, "
+        "which sheds what is over gate_max_inflight with 503 + Retry-After at once.",
+    )
+    gate_max_inflight: int = Field(
+        16,
+        ge=1,
+        description="Feed requests the gate lets through to Ray Serve at once, per gate; "
+        "size it near replicas x the concurrency at which one replica reaches its capacity.",
+    )
     edge_url: str | None = Field(
         None,
         description="Base URL of the CDN edge the service warms (a PoP's warm endpoint); "
@@ -372,6 +383,10 @@ class Settings(BaseSettings):
     @property
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
+
+    @property
+    def gate_url(self) -> str:
+        return f"http://127.0.0.1:{self.gate_port}"
 
     @property
     def world_dir(self) -> Path:

@@ -1,4 +1,7 @@
-"""The CDN edge: Debian's nginx with ``proxy_cache`` in front of the media origin, on 127.0.0.1.
+"""The CDN edge: Debian's nginx with ``proxy_cache`` in front of the media origin, on 127.0.0.1,
+and the API gate in front of Ray Serve (admission control: at most ``gate_max_inflight`` feed
+requests in flight, the rest shed with 503 + Retry-After by nginx, in C, before Ray's Python
+proxy spends any CPU on them).
 
 The config is rendered from ``stack/conf/nginx.conf`` into the stack folder, with every path
 nginx writes (pid, logs, temp files, the cache) under ``<stack_dir>/nginx/``, and checked with
@@ -70,6 +73,14 @@ def render(settings: Settings, built_without: frozenset[str] = frozenset()) -> s
     return _Conf((HERE / "conf" / "nginx.conf").read_text()).substitute(
         DIR=d,
         EDGE_PORT=settings.edge_port,
+        GATE_PORT=settings.gate_port,
+        SERVE_HOST=settings.serve_host,
+        SERVE_PORT=settings.serve_port,
+        GATE_MAX_INFLIGHT=settings.gate_max_inflight,
+        # Ray's proxy ends a request at serve_request_timeout_s and answers 408/504 itself; the
+        # gate waits a little longer so that answer, not nginx's own 504, reaches the caller.
+        GATE_READ_TIMEOUT_S=int(settings.serve_request_timeout_s) + 2,
+        MAX_BODY_BYTES=settings.max_body_bytes,
         ORIGIN_PORT=settings.origin_port,
         CACHE_MB=settings.edge_cache_mb,
         OTHER_TEMP_PATHS=other,
@@ -134,7 +145,10 @@ def up(settings: Settings) -> str:
         what="nginx edge",
         log=home(settings) / "error.log",
     )
-    return f"started (pid {pid}) at {url(settings)}, cache {settings.edge_cache_mb} MB"
+    return (
+        f"started (pid {pid}) at {url(settings)}, cache {settings.edge_cache_mb} MB; "
+        f"API gate at {settings.gate_url} (≤ {settings.gate_max_inflight} in flight)"
+    )
 
 
 def down(settings: Settings) -> bool:

@@ -52,7 +52,7 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from serving.security import hash_key
     from stack import local
 
-    origin_port, edge_port = free_ports(2)
+    origin_port, edge_port, gate_port = free_ports(3)
     s = Settings(
         env="test",
         redis_port=TEST_REDIS_PORT,
@@ -75,6 +75,7 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         serve_port=TEST_SERVE_PORT,
         origin_port=origin_port,
         edge_port=edge_port,
+        gate_port=gate_port,
     )
     # Idempotent: what already runs (a demo's stack, say) is used as it is; what this session
     # starts, it stops at the end, so a test run leaves nothing behind.
