@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import threading
 import time
 import uuid
@@ -23,6 +24,8 @@ from bench.rawhttp import RawClient
 from core.settings import DEV_API_KEY
 
 TIMEOUT_S = 5.0
+RETRY_BACKOFF_S = 0.3  # mean pause before the one retry (jittered 0.5-1.5x) ...
+RETRY_AFTER_CAP_S = 2.0  # ... or the answer's Retry-After, up to this
 NICE = -10
 
 
@@ -35,6 +38,7 @@ class Call:
     version: str = ""
     retried: bool = False  # answered by the one client retry
     lag_s: float = 0.0  # how late the load generator sent it (its own event loop's delay)
+    first_status: int = 0  # the first try's status (differs from status when retried)
 
 
 @dataclass
@@ -111,21 +115,32 @@ class Load:
             if tasks:
                 await asyncio.wait(tasks, timeout=TIMEOUT_S * 2)
 
-    async def _get(self, client: RawClient, user: int) -> tuple[int, dict, float]:
+    async def _get(self, client: RawClient, user: int) -> tuple[int, dict, float, float | None]:
+        """(status, body if 200, latency, the Retry-After it asked for in seconds)."""
         t0 = time.monotonic()
         try:
             r = await client.get(f"/v1/feed/{user}", params={"limit": 10})
             body = r.json() if r.status == 200 else {}
-            return r.status, body, time.monotonic() - t0
+            after = r.headers.get("retry-after", "")
+            wait = float(after) if after.replace(".", "", 1).isdigit() else None
+            return r.status, body, time.monotonic() - t0, wait
         except Exception:  # no answer of any kind (timeout, refused, reset, too many files)
-            return 0, {}, time.monotonic() - t0
+            return 0, {}, time.monotonic() - t0, None
 
     async def _feed(self, client: RawClient, user: int, due: float) -> None:
         lag = time.monotonic() - due
-        status, body, latency = await self._get(client, user)
-        retried = False
+        status, body, latency, after = await self._get(client, user)
+        first, retried = status, False
         if self.retry and status not in (200, 404, 429):
-            status, body, latency = await self._get(client, user)
+            # As a client library would: after the Retry-After the service asked for (a shed
+            # 503 says 1 s; capped), else a jittered pause, so the retry does not meet the same
+            # state (a dead replica still in the proxy's table, a full gate) as the first try.
+            if after is not None:  # no sooner than asked, spread over the next half of it
+                pause = min(after, RETRY_AFTER_CAP_S) * (1.0 + 0.5 * random.random())
+            else:
+                pause = RETRY_BACKOFF_S * (0.5 + random.random())
+            await asyncio.sleep(pause)
+            status, body, latency, _ = await self._get(client, user)
             retried = True
         self.calls.append(
             Call(
@@ -136,6 +151,7 @@ class Load:
                 str(body.get("model_version", "")),
                 retried,
                 lag,
+                first,
             )
         )
 
