@@ -32,7 +32,13 @@ WRITTEN = (
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home", edge_port=18088, origin_port=18089, edge_cache_mb=64)
+    return Settings(
+        home=tmp_path / "home",
+        edge_port=18088,
+        gate_port=18087,
+        origin_port=18089,
+        edge_cache_mb=64,
+    )
 
 
 @pytest.fixture
@@ -52,7 +58,10 @@ def test_every_path_the_edge_writes_is_under_its_stack_folder(settings):
 
 def test_the_edge_listens_on_loopback_and_caches_within_its_size(settings):
     conf = nginx.render(settings)
-    assert re.findall(r"^\s*listen\s+(\S+);", conf, flags=re.M) == ["127.0.0.1:18088"]
+    assert re.findall(r"^\s*listen\s+(\S+);", conf, flags=re.M) == [
+        "127.0.0.1:18087",
+        "127.0.0.1:18088",
+    ]  # gate, edge
     assert "server 127.0.0.1:18089;" in conf
     assert "max_size=64m" in conf
     assert "daemon off;" in conf
