@@ -510,9 +510,8 @@ def main(argv: list[str]) -> int:
     results: list[dict] = []
     b = 1.0
     try:
-        url, users, posts = bring_up(s)
-        # Callers come in through the gate, the service's front door; the hostile-input
-        # scenario probes Ray Serve's own answers directly.
+        _, users, posts = bring_up(s)  # Ray Serve directly: not for callers
+        # Callers come in through the gate, the service's front door, hostile ones too.
         cap = capacity(s.gate_url, users)
         b = max(cap / 2, 1.0)
         print(f"capacity {cap:.1f} req/s → B = {b:.1f} req/s")
@@ -540,7 +539,7 @@ def main(argv: list[str]) -> int:
         if "hostile_input" in only:
             from bench import chaos_hostile
 
-            results.append(chaos_hostile.run(s, url))
+            results.append(chaos_hostile.run(s, s.gate_url))
             write(results)
     finally:
         ray_head.down(s)

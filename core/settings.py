@@ -168,6 +168,14 @@ class Settings(BaseSettings):
     serve_target_ongoing_requests: float = Field(
         8, gt=0, description="Autoscaling target of in-flight requests per replica."
     )
+    serve_startup_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower a starting feed replica's CPU priority is (nice steps) "
+        "until it is ready, so that a replacement's model loading does not starve the replicas "
+        "serving; 0: none (serving/startup.py).",
+    )
 
     # Security: API keys, per-key rate limit (shared by all replicas through Redis), body size
     api_key_hashes: Annotated[list[str], NoDecode] = Field(

@@ -20,11 +20,12 @@ from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
+from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
 from ray.serve import Application
 
 from core.breaker import Breaker
 from core.settings import Settings
-from serving import ingest
+from serving import ingest, startup
 from serving.feed import FeedPage, FeedPath
 from serving.metrics import json_logging, request_context
 from serving.prefetch import Seen
@@ -163,6 +164,7 @@ class FeedService:
         # Side work: upload fan-out, and after each page or impression the page cache + prefetch.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side")
         Guard.arm(s, self.path.metrics, self.path.redis_breaker)
+        startup.restore_priority()  # started at a lower CPU priority: now it serves
         log.info("feed service ready with %s", self.path.models_label())
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -251,7 +253,18 @@ def build_app(args: AppArgs) -> Application:
     s = Settings(**args.settings)
     # serve.deployment turns the class into a Deployment; mypy sees only the class.
     deployment: Any = FeedService
+    actor: dict[str, Any] = {"num_cpus": 0.5}
+    if s.serve_startup_nice:  # a starting replica yields the CPU to those serving
+        # The hook by its environment variable: Ray converts a ``worker_process_setup_hook``
+        # field only in ``ray.init``'s job-wide runtime_env, not in an actor's.
+        actor["runtime_env"] = {
+            "env_vars": {
+                WORKER_PROCESS_SETUP_HOOK_ENV_VAR: "serving.startup.lower_priority",
+                startup.ENV: str(s.serve_startup_nice),
+            }
+        }
     return deployment.options(
+        ray_actor_options=actor,
         max_ongoing_requests=s.serve_max_ongoing_requests,
         max_queued_requests=s.serve_max_queued_requests,
         # Past the queue the proxy answers 503 with Retry-After at once: overload sheds load

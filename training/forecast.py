@@ -35,6 +35,7 @@ FEATURES = (
     "last",
     "same_hour_last_day",
     "profile",
+    "factored",
 )
 HISTORY = 2 * WEEK  # hours an origin needs behind it (the trend compares two weeks)
 
@@ -73,7 +74,10 @@ class ForecastParams:
 
 
 def design(
-    y: np.ndarray, index: pd.DatetimeIndex, origins: np.ndarray, horizon: int
+    y: np.ndarray,
+    index: pd.DatetimeIndex,
+    origins: np.ndarray,
+    horizon: int,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Rows (origin × hours 1..horizon ahead): features, the scale (mean of the week before the
     origin) and the target's position in ``y``. Reads ``y`` at or before each origin only."""
@@ -88,6 +92,12 @@ def design(
     prev_week = _robust_level(csum, origins + 1 - WEEK)
     day = (csum[origins + 1] - csum[origins + 1 - 24]) / 24
     profile = seasonal_ewm(y)
+    trailing = (csum[origins + 1] - csum[origins + 1 - WEEK]) / WEEK
+    fac = (
+        factored(ewm_states(y[: origins.max() + 1])[origins])
+        if len(origins)
+        else np.empty((0, WEEK))
+    )
     scale = np.maximum(week, 1e-9)
     h = np.tile(np.arange(1, horizon + 1), len(origins))
     o = np.repeat(origins, horizon)
@@ -106,16 +116,16 @@ def design(
             "last": y[o] / s,
             "same_hour_last_day": y[same_hour] / s,
             "profile": profile[target - WEEK] / s,
+            "factored": (fac[np.repeat(np.arange(len(origins)), horizon), target % WEEK])
+            * np.repeat(trailing, horizon)
+            / s,
         }
     )
     return x[list(FEATURES)], s, target
 
 
-def seasonal_ewm(y: np.ndarray, alpha: float = 0.12, clip: float = 1.5) -> np.ndarray:
-    """Per hour ``s``: an exponentially weighted mean, over every week up to and including
-    ``s``, of the same hour of the week (as a share of its trailing week), times the trailing
-    week at ``s``. Causal (reads ``y[: s + 1]``); a value over ``clip`` × the running mean (or
-    under 1 / ``clip``) enters clipped, so one-off spikes barely move it."""
+def _ewm_weeks(y: np.ndarray, alpha: float, clip: float) -> tuple[np.ndarray, np.ndarray]:
+    """(weeks × 168 EWM ratios after each week, the trailing week's mean at every hour)."""
     n = len(y)
     csum = np.concatenate([[0.0], np.cumsum(y)])
     ends = np.arange(1, n + 1)
@@ -125,14 +135,46 @@ def seasonal_ewm(y: np.ndarray, alpha: float = 0.12, clip: float = 1.5) -> np.nd
     flat = np.full(weeks * WEEK, np.nan)
     flat[:n] = y / trailing
     ratio = flat.reshape(weeks, WEEK)
-    out = np.empty_like(ratio)
+    after = np.empty_like(ratio)
     ew = ratio[0].copy()
-    out[0] = ew
+    after[0] = ew
     for w in range(1, weeks):
         r = np.clip(ratio[w], ew / clip, ew * clip)
         ew = np.where(np.isnan(r), ew, (1 - alpha) * ew + alpha * r)
-        out[w] = ew
-    return out.reshape(-1)[:n] * trailing
+        after[w] = ew
+    return after, trailing
+
+
+def seasonal_ewm(y: np.ndarray, alpha: float = 0.12, clip: float = 1.5) -> np.ndarray:
+    """Per hour ``s``: an exponentially weighted mean, over every week up to and including
+    ``s``, of the same hour of the week (as a share of its trailing week), times the trailing
+    week at ``s``. Causal (reads ``y[: s + 1]``); a value over ``clip`` × the running mean (or
+    under 1 / ``clip``) enters clipped, so one-off spikes barely move it."""
+    after, trailing = _ewm_weeks(y, alpha, clip)
+    return after.reshape(-1)[: len(y)] * trailing
+
+
+def ewm_states(y: np.ndarray, alpha: float = 0.12, clip: float = 1.5) -> np.ndarray:
+    """The whole state of :func:`seasonal_ewm`'s ratios as of every hour: row ``s`` holds, for
+    each of the 168 hours of the week, the EWM ratio over every week up to and including ``s``
+    (the hours of the week after ``s``'s are still last week's). Causal."""
+    after, _ = _ewm_weeks(y, alpha, clip)
+    before = np.vstack([after[:1], after[:-1]])  # week 0's own values stand in before it ends
+    n = len(y)
+    slot, w = np.arange(n) % WEEK, np.arange(n) // WEEK
+    return np.where(np.arange(WEEK)[None, :] <= slot[:, None], after[w], before[w])
+
+
+def factored(states: np.ndarray) -> np.ndarray:
+    """Each 168-hour state as day-of-week level × hour-of-day shape (row and column means of
+    its 7 × 24 table): every hour-of-day shape value averages 7 days and every day level 24
+    hours, so the noise of one hour of one week weighs 1/7 or 1/24 of what it does in the
+    raw profile. The world's traffic is such a product (simulator/traffic.py)."""
+    t = states.reshape(-1, 7, 24)
+    t = np.where(np.isfinite(t), t, np.nanmean(t, axis=(1, 2), keepdims=True))
+    day = t.mean(axis=2, keepdims=True)  # 7 levels
+    shape = (t / np.maximum(day, 1e-9)).mean(axis=1, keepdims=True)  # 24 shares
+    return (day * shape).reshape(-1, WEEK)
 
 
 def _robust_level(csum: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -181,7 +223,13 @@ class Forecaster:
         hist = np.pad(np.asarray(y[: origin + 1], np.float64), (0, self.params.horizon))
         x, scale, _ = design(hist, index, np.array([origin]), self.params.horizon)
         qs = sorted(self.boosters)
-        pred = np.column_stack([self.boosters[q].predict(x) for q in qs]) * scale[:, None]
+        # Each booster reads the features it was fitted on (older ones lack the newer).
+        pred = (
+            np.column_stack(
+                [self.boosters[q].predict(x[self.boosters[q].feature_name()]) for q in qs]
+            )
+            * scale[:, None]
+        )
         pred = np.sort(np.maximum(pred, 0.0), axis=1)
         ts = index[0] + pd.to_timedelta(np.arange(origin + 1, origin + 1 + len(x)), unit="h")
         return pd.DataFrame(pred, columns=qs, index=ts)

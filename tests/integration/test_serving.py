@@ -315,3 +315,34 @@ def test_overload_is_shed_with_503_and_retry_after_then_served_again(service, se
     assert 200 in codes, codes
     assert all(r.headers.get("retry-after") == "1" for r in shed)
     assert _feed(service, user).status_code == 200  # and the service is fine afterwards
+
+
+def test_replicas_start_yielding_the_cpu_and_serve_at_full_priority(service, settings):
+    """The replicas got the startup hook (serving/startup.py) and, ready, serve at the priority
+    their raylet gave them, in every thread."""
+    import os
+    from pathlib import Path
+
+    import ray
+
+    from serving import startup
+
+    session = ray._private.worker._global_node.get_session_dir_path()
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not (proc / "cmdline").read_bytes().startswith(b"ray::ServeReplica:feedcast:Feed"):
+                continue
+            env = (proc / "environ").read_bytes().split(b"\0")
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if session.encode() not in Path(f"/proc/{ppid}/cmdline").read_bytes():
+                continue
+        except OSError:
+            continue
+        found[int(proc.name)] = (env, os.getpriority(os.PRIO_PROCESS, ppid))
+    assert found, "no feed replica of this session's Ray found"
+    for pid, (env, raylet_nice) in found.items():
+        assert f"{startup.ENV}={settings.serve_startup_nice}".encode() in env
+        assert set(startup.nice_of_threads(pid)) == {raylet_nice}, pid

@@ -102,3 +102,18 @@ def test_the_serving_frame_forecasts_the_week_after_the_history(series, model):
     assert len(out) == WEEK and out["ds"].dt.tz is None
     assert out["ds"].iloc[0] == series.index[6 * WEEK].tz_convert(None)
     assert list(out.columns) == ["ds", "q0.1", "q0.5", "q0.9", "q0.99"]
+
+
+def test_factored_profile_keeps_a_product_and_averages_noise_away():
+    from training.forecast import factored
+
+    rng = np.random.default_rng(0)
+    day = np.array([1.0, 1.0, 1.0, 1.0, 1.1, 1.3, 1.2])
+    shape = 1 + 0.8 * np.sin(np.arange(24) / 24 * 2 * np.pi)
+    truth = (day[:, None] * shape[None, :]).reshape(1, WEEK)
+    np.testing.assert_allclose(factored(truth), truth, rtol=1e-12)
+    noisy = truth * (1 + 0.05 * rng.standard_normal((200, WEEK)))
+    raw_err = np.abs(noisy - truth).mean()
+    fac_err = np.abs(factored(noisy) - truth).mean()
+    # each value now rests on 7 + 24 noisy ones: its error about sqrt(1/7 + 1/24) = 0.43 of one
+    assert fac_err < raw_err / 2

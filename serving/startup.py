@@ -1,0 +1,85 @@
+"""A starting replica yields the CPU to the replicas that are serving.
+
+A feed replica's start is CPU-heavy: a fresh Python imports Ray, torch, LightGBM, MLflow, Feast
+and the Cassandra driver, downloads and loads both models and connects. When a replica dies
+and Ray Serve starts its replacement on the same cores as the survivors, that start competes
+with them for the CPU at the moment they carry the dead one's share of the traffic: on the
+2-core machine the survivors' latency rose past the gate's in-flight limit and callers got
+503s for seconds after each kill (docs/RELIABILITY.md).
+
+So a replica starts at a lower CPU priority (a higher nice value), set by Ray's
+``worker_process_setup_hook`` before any of the replica's code is imported, and takes its
+normal priority back when it is ready to serve (the end of ``FeedService.__init__``). Linux
+keeps the nice value per thread, and a thread starts with its creator's, so the restore goes
+over every thread of the process. Raising the priority back needs the privilege to lower a
+nice value (root, or ``RLIMIT_NICE``); where the process lacks it, the start is not slowed at
+all, rather than leaving a replica slow for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+from pathlib import Path
+
+log = logging.getLogger("feedcast.serving.startup")
+
+# The nice value a replica starts at, relative to the one it serves at; the hook cannot take
+# arguments, so the deployment passes it in the replica's environment.
+ENV = "FEEDCAST_STARTUP_NICE"
+_BASE_ENV = "FEEDCAST_SERVING_NICE"
+
+
+def can_restore(base: int) -> bool:
+    """Whether this process may set its nice value back to ``base`` after raising it."""
+    if os.geteuid() == 0:
+        return True
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    # RLIMIT_NICE's ceiling on priority is 20 - rlim_cur (RLIM_INFINITY: no ceiling).
+    return soft == resource.RLIM_INFINITY or 20 - soft <= base
+
+
+def _threads() -> list[int]:
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # no /proc: only the calling thread
+        return [0]
+
+
+def lower_priority() -> None:
+    """Ray's ``worker_process_setup_hook`` for feed replicas: start at base + N."""
+    step = int(os.environ.get(ENV, "0") or 0)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    if step <= 0 or not can_restore(base):
+        return
+    os.environ[_BASE_ENV] = str(base)
+    for tid in _threads():  # Ray's own threads too: all of the start yields
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, min(base + step, 19))
+
+
+def restore_priority() -> int:
+    """Every thread of this process back to the priority it started with; returns how many
+    threads were changed (0 when the start was not lowered)."""
+    base = os.environ.pop(_BASE_ENV, None)
+    if base is None:
+        return 0
+    changed = 0
+    for tid in _threads():
+        with contextlib.suppress(OSError):
+            if os.getpriority(os.PRIO_PROCESS, tid) != int(base):
+                os.setpriority(os.PRIO_PROCESS, tid, int(base))
+                changed += 1
+    log.info("replica ready: %d threads back to nice %s", changed, base)
+    return changed
+
+
+def nice_of_threads(pid: int) -> list[int]:
+    """The nice value of each thread of ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return out

@@ -1,0 +1,59 @@
+"""A starting replica runs at a lower CPU priority and takes its own back when ready."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from serving import startup
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, threading
+    from serving import startup
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    startup.lower_priority()
+    # a thread started during the start (torch's pool, the driver's) inherits the lower priority
+    t = threading.Thread(target=threading.Event().wait, args=(30,), daemon=True)
+    t.start()
+    during = startup.nice_of_threads(os.getpid())
+    changed = startup.restore_priority()
+    after = startup.nice_of_threads(os.getpid())
+    print(json.dumps({"base": base, "during": during, "after": after, "changed": changed,
+                      "may": startup.can_restore(base)}))
+    """
+)
+
+
+def run(env: dict[str, str]) -> dict:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_start_is_lowered_then_every_thread_restored():
+    got = run({startup.ENV: "7"})
+    assert len(got["during"]) >= 2 and len(got["after"]) == len(got["during"])
+    if got["may"]:  # root or RLIMIT_NICE: the start yields, and all of it comes back
+        assert set(got["during"]) == {min(got["base"] + 7, 19)}
+        assert set(got["after"]) == {got["base"]} and got["changed"] == len(got["during"])
+    else:  # no right to come back: the start is not slowed at all
+        assert set(got["during"]) == {got["base"]} and got["changed"] == 0
+
+
+def test_zero_or_unset_leaves_priority_alone():
+    for env in ({startup.ENV: "0"}, {}):
+        got = run(env)
+        assert set(got["during"]) == {got["base"]} == set(got["after"]) and got["changed"] == 0
+
+
+def test_restore_without_a_lowered_start_changes_nothing():
+    assert startup.restore_priority() == 0
