@@ -156,3 +156,8 @@ def test_the_suites_gate_serves_the_feed_as_ray_serve_does(settings: Settings, s
     assert httpx.get(f"{settings.gate_url}/v1/feed/{user}", timeout=30).status_code == 401
     gone = httpx.get(f"{settings.gate_url}/v1/feed/987654321", headers=headers, timeout=30)
     assert gone.status_code == 404 and "X-Gate" in gone.headers
+    # A 16 KB wrong key (hostile_input sends one) reaches the service and is its 401, not
+    # nginx's HTML 400 for headers over its default 8 KB buffers.
+    long_key = {"X-API-Key": DEV_API_KEY + "x" * 16_000}
+    r = httpx.get(f"{settings.gate_url}/v1/feed/{user}", headers=long_key, timeout=30)
+    assert r.status_code == 401 and "detail" in r.json(), r.text
