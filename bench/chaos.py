@@ -130,25 +130,10 @@ def capacity(url: str, users: list[int], seconds: float = 20, concurrency: int =
 
 
 def replica_pids(s: Settings) -> list[int]:
-    """Pids of the feed's replica processes: Ray titles a replica's process
-    ``ray::ServeReplica:<app>:<deployment>`` (the state API would need the dashboard, which the
-    stack's head runs without)."""
-    pids = []
-    mine = f"/tmp/ray-feedcast-{s.ray_port}".encode()
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            title = (
-                (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            )
-            if not title.startswith("ray::ServeReplica:feedcast:Feed"):
-                continue
-            # This head's replicas only: their raylet runs in the head's temp folder.
-            ppid = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1]
-            if mine in Path(f"/proc/{ppid}/cmdline").read_bytes():
-                pids.append(int(proc_dir.name))
-    return sorted(pids)
+    """Pids of this chaos head's feed replicas (their raylet runs in the head's temp folder)."""
+    from stack import ray_head
+
+    return ray_head.replica_pids(f"/tmp/ray-feedcast-{s.ray_port}")
 
 
 def rss_mb(pids: list[int]) -> float:

@@ -96,3 +96,24 @@ def up(settings: Settings) -> str:
 
 def down(settings: Settings) -> bool:
     return proc.stop(settings.stack_dir, name(settings), grace_s=30)
+
+
+def replica_pids(raylet_marker: str, deployment: str = "feedcast:Feed") -> list[int]:
+    """Pids of the Serve replicas of ``deployment`` (``app:Deployment`` prefix) whose raylet's
+    command line contains ``raylet_marker`` (its temp folder or session dir): Ray titles a
+    replica's process ``ray::ServeReplica:<app>:<deployment>``, and the state API would need the
+    dashboard, which the stack's head runs without."""
+    pids = []
+    title = f"ray::ServeReplica:{deployment}".encode()
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            if not (proc_dir / "cmdline").read_bytes().startswith(title):
+                continue
+            ppid = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            if raylet_marker.encode() in Path(f"/proc/{ppid}/cmdline").read_bytes():
+                pids.append(int(proc_dir.name))
+        except OSError:  # gone while we looked
+            continue
+    return sorted(pids)

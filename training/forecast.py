@@ -74,10 +74,7 @@ class ForecastParams:
 
 
 def design(
-    y: np.ndarray,
-    index: pd.DatetimeIndex,
-    origins: np.ndarray,
-    horizon: int,
+    y: np.ndarray, index: pd.DatetimeIndex, origins: np.ndarray, horizon: int
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Rows (origin × hours 1..horizon ahead): features, the scale (mean of the week before the
     origin) and the target's position in ``y``. Reads ``y`` at or before each origin only."""
@@ -91,13 +88,9 @@ def design(
     week = _robust_level(csum, origins + 1)
     prev_week = _robust_level(csum, origins + 1 - WEEK)
     day = (csum[origins + 1] - csum[origins + 1 - 24]) / 24
-    profile = seasonal_ewm(y)
-    trailing = (csum[origins + 1] - csum[origins + 1 - WEEK]) / WEEK
-    fac = (
-        factored(ewm_states(y[: origins.max() + 1])[origins])
-        if len(origins)
-        else np.empty((0, WEEK))
-    )
+    after, trailing = _ewm_weeks(y)  # one pass serves both profiles
+    profile = after.reshape(-1)[: len(y)] * trailing  # = seasonal_ewm(y)
+    fac = factored(_states_at(after, origins))
     scale = np.maximum(week, 1e-9)
     h = np.tile(np.arange(1, horizon + 1), len(origins))
     o = np.repeat(origins, horizon)
@@ -116,15 +109,17 @@ def design(
             "last": y[o] / s,
             "same_hour_last_day": y[same_hour] / s,
             "profile": profile[target - WEEK] / s,
-            "factored": (fac[np.repeat(np.arange(len(origins)), horizon), target % WEEK])
-            * np.repeat(trailing, horizon)
+            "factored": fac[np.repeat(np.arange(len(origins)), horizon), target % WEEK]
+            * trailing[o]
             / s,
         }
     )
     return x[list(FEATURES)], s, target
 
 
-def _ewm_weeks(y: np.ndarray, alpha: float, clip: float) -> tuple[np.ndarray, np.ndarray]:
+def _ewm_weeks(
+    y: np.ndarray, alpha: float = 0.12, clip: float = 1.5
+) -> tuple[np.ndarray, np.ndarray]:
     """(weeks × 168 EWM ratios after each week, the trailing week's mean at every hour)."""
     n = len(y)
     csum = np.concatenate([[0.0], np.cumsum(y)])
@@ -154,15 +149,12 @@ def seasonal_ewm(y: np.ndarray, alpha: float = 0.12, clip: float = 1.5) -> np.nd
     return after.reshape(-1)[: len(y)] * trailing
 
 
-def ewm_states(y: np.ndarray, alpha: float = 0.12, clip: float = 1.5) -> np.ndarray:
-    """The whole state of :func:`seasonal_ewm`'s ratios as of every hour: row ``s`` holds, for
-    each of the 168 hours of the week, the EWM ratio over every week up to and including ``s``
-    (the hours of the week after ``s``'s are still last week's). Causal."""
-    after, _ = _ewm_weeks(y, alpha, clip)
-    before = np.vstack([after[:1], after[:-1]])  # week 0's own values stand in before it ends
-    n = len(y)
-    slot, w = np.arange(n) % WEEK, np.arange(n) // WEEK
-    return np.where(np.arange(WEEK)[None, :] <= slot[:, None], after[w], before[w])
+def _states_at(after: np.ndarray, hours: np.ndarray) -> np.ndarray:
+    """The whole EWM state (168 ratios) as of each of ``hours``: a slot of the week up to the
+    hour's own has this week's update, a later slot still last week's (causal)."""
+    slot, w = hours % WEEK, hours // WEEK
+    before = after[np.maximum(w - 1, 0)]  # week 0's own values stand in before it ends
+    return np.where(np.arange(WEEK)[None, :] <= slot[:, None], after[w], before)
 
 
 def factored(states: np.ndarray) -> np.ndarray:

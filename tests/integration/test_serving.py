@@ -326,22 +326,14 @@ def test_replicas_start_yielding_the_cpu_and_serve_at_full_priority(service, set
     import ray
 
     from serving import startup
+    from stack import ray_head
 
     session = ray._private.worker._global_node.get_session_dir_path()
     found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if not (proc / "cmdline").read_bytes().startswith(b"ray::ServeReplica:feedcast:Feed"):
-                continue
-            env = (proc / "environ").read_bytes().split(b"\0")
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if session.encode() not in Path(f"/proc/{ppid}/cmdline").read_bytes():
-                continue
-        except OSError:
-            continue
-        found[int(proc.name)] = (env, os.getpriority(os.PRIO_PROCESS, ppid))
+    for pid in ray_head.replica_pids(session):
+        raylet = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        found[pid] = (env, os.getpriority(os.PRIO_PROCESS, raylet))
     assert found, "no feed replica of this session's Ray found"
     for pid, (env, raylet_nice) in found.items():
         assert f"{startup.ENV}={settings.serve_startup_nice}".encode() in env
