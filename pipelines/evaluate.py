@@ -87,10 +87,17 @@ def evaluate(
             # that even a perfect model scores ~0.02 against it (that figure is kept too).
             metrics["ece_e_dwell"] = M.relative_calibration_error(at_pos[h], got[h])
             metrics["ece_e_dwell_observed"] = M.relative_calibration_error(y, got[h])
+            # What serving uses: the head at the top slot, against the examined dwell.
+            metrics["ece_e_dwell_slot0"] = M.relative_calibration_error(
+                truth.score(logged)[h], heavy.predict(logged, serving_like=True)[h]
+            )
             continue
         metrics[f"auc_{h[2:]}"] = M.auc(y, got[h])
         metrics[f"auc_{h[2:]}_bayes"] = M.auc(y, at_pos[h])
         metrics[f"ece_{h}"] = M.ece(y, got[h])
+        # The same error as a share of the head's mean, as E[dwell]'s is reported: puts the
+        # probability heads' calibration and dwell's on one scale.
+        metrics[f"rel_ece_{h}"] = M.relative_calibration_error(at_pos[h], got[h])
     metrics["ece"] = max(metrics[f"ece_{h}"] for h in HEADS)
 
     # 3. Off-policy: SNIPS of the heavy ranker's pages from the logged impressions, against

@@ -16,6 +16,9 @@ def test_both_rankers_are_registered_as_champion_with_their_metrics(trained, set
         "auc_like",
         "auc_like_bayes",
         "ece_p_like",
+        "rel_ece_p_like",
+        "ece_e_dwell",
+        "ece_e_dwell_slot0",
         "snips_estimate",
         "true_value",
     ):
