@@ -76,6 +76,9 @@ class Traffic:
     uploads: np.ndarray
     upload_bytes: np.ndarray
     storage_bytes: np.ndarray  # bytes stored at the end of each hour
+    # The request rate without the one-off spikes (variant ``event``; the rate itself
+    # otherwise): what a forecaster could know at best, since no calendar predicts a spike.
+    forecastable_rate: np.ndarray
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -150,8 +153,17 @@ def generate(config: TrafficConfig) -> Traffic:
     uploads = _counts(upload_rate, config.dispersion, up_rng)
     upload_bytes = _upload_bytes(uploads, config.video_share, bytes_rng)
     storage = config.storage_start_bytes + np.cumsum(upload_bytes)
+    calm = np.ones(n) if config.variant == "event" else level
     return Traffic(
-        config, index, request_rate, requests, upload_rate, uploads, upload_bytes, storage
+        config,
+        index,
+        request_rate,
+        requests,
+        upload_rate,
+        uploads,
+        upload_bytes,
+        storage,
+        forecastable_rate=config.requests_per_hour * calm * profile,
     )
 
 

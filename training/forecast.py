@@ -12,6 +12,13 @@ weekly seasonal naive's).
 
 Quantiles: the issue's 0.5, 0.9, 0.95, 0.99, plus 0.025, 0.1 and 0.975 for the central
 80% and 95% intervals. Crossing quantiles are sorted per row.
+
+The trees are not the whole forecast. The factored profile times a spike-clipped trailing level
+(:func:`structural`) is a forecast of its own, and while the traffic keeps its shape it beats the
+trees (it averages every past week; the trees quantise it and add noise). After a shift in shape
+the trees win for weeks. So each fit holds back its latest ``horizon`` hours once, fits again
+without them, and learns from forecasting them which blend of the two to use and how much to
+widen the intervals (:class:`Calibration`, split conformal).
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ FEATURES = (
     "factored",
 )
 HISTORY = 2 * WEEK  # hours an origin needs behind it (the trend compares two weeks)
+SPIKE_CLIP = 1.3  # an hour above this × the profile's expectation is a spike to the level
+BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)  # the trees' share of the point forecast
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,9 @@ class ForecastParams:
     half_life_weeks: float = 8.0  # recency weight of a training row (by its origin's age)
     seed: int = 0
     quantiles: tuple[float, ...] = QUANTILES
+    # Fit a second time without the latest ``horizon`` hours and forecast them, to weigh the
+    # trees against the structural profile and to widen the intervals (:class:`Calibration`).
+    calibrate: bool = True
     extra: dict[str, float] = field(default_factory=dict)
 
     def lgb_params(self, alpha: float) -> dict[str, object]:
@@ -134,8 +146,12 @@ def _ewm_weeks(
     ew = ratio[0].copy()
     after[0] = ew
     for w in range(1, weeks):
-        r = np.clip(ratio[w], ew / clip, ew * clip)
-        ew = np.where(np.isnan(r), ew, (1 - alpha) * ew + alpha * r)
+        # Week 0's ratios stand on a trailing mean of under a week: week 1 replaces them, and
+        # until 1 / w falls to alpha the weight is the running mean's (a bias-corrected EWM),
+        # so a short history is not dominated by its first weeks.
+        weight = max(alpha, 1.0 / w)
+        r = ratio[w] if w == 1 else np.clip(ratio[w], ew / clip, ew * clip)
+        ew = np.where(np.isnan(r), ew, (1 - weight) * ew + weight * r)
         after[w] = ew
     return after, trailing
 
@@ -169,6 +185,25 @@ def factored(states: np.ndarray) -> np.ndarray:
     return (day * shape).reshape(-1, WEEK)
 
 
+def structural(y: np.ndarray, origin: int, horizon: int, clip: float = SPIKE_CLIP) -> np.ndarray:
+    """The profile's own forecast of the ``horizon`` hours after ``origin``: the factored
+    hour-of-week profile as of the origin × the trailing week's level, that level taken with
+    every hour above ``clip`` × the profile's expectation clipped, so a one-off spike in the
+    last week does not lift the whole next one. Reads ``y[: origin + 1]`` only."""
+    y = np.asarray(y[: origin + 1], dtype=np.float64)
+    if len(y) < WEEK:
+        raise ValueError(f"the structural forecast needs {WEEK} hours of history")
+    after, trailing = _ewm_weeks(y)
+    fac = factored(_states_at(after, np.array([origin])))[0]
+    last = y[origin + 1 - WEEK :]
+    expected = fac[np.arange(origin + 1 - WEEK, origin + 1) % WEEK]
+    expected = expected * last.sum() / max(expected.sum(), 1e-9)
+    for _ in range(2):  # rescale to the clipped total; twice, as the clip moves with it
+        expected = expected * np.minimum(last, clip * expected).sum() / max(expected.sum(), 1e-9)
+    level = trailing[origin] * expected.sum() / max(last.sum(), 1e-9)
+    return fac[np.arange(origin + 1, origin + 1 + horizon) % WEEK] * level
+
+
 def _robust_level(csum: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Hourly level of the week before each ``end`` (exclusive): the median of its seven daily
     totals / 24, so a one-off spike does not rescale a whole week of forecasts."""
@@ -183,16 +218,71 @@ def training_origins(n_seen: int, horizon: int, step: int) -> np.ndarray:
     return np.arange(last, HISTORY - 2, -step)[::-1]
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """What a second fit, on all but the latest ``horizon`` hours, learned by forecasting them.
+
+    ``trees``: the boosters' share of the point forecast, the rest the structural profile's
+    (:func:`structural`), the share from :data:`BLEND_GRID` with the least absolute error on
+    those hours. The profile is the better forecast while the traffic keeps its shape (it
+    averages every past week); the trees follow a shift in level or shape that the profile
+    takes weeks to learn. ``widen80`` / ``widen95``: split-conformal factors (≥ 1) that stretch
+    each quantile's distance from the median until the central 80% / 95% intervals would have
+    covered that share of the held-back hours; the boosters' in-sample quantiles are a little
+    narrow out of sample. The default is no blend and no widening (models saved before it).
+    """
+
+    trees: float = 1.0
+    widen80: float = 1.0
+    widen95: float = 1.0
+
+    def apply(self, pred: pd.DataFrame, structural: np.ndarray) -> pd.DataFrame:
+        """Shift every quantile by the blend's move of the median, then widen around it."""
+        med = pred[0.5].to_numpy() + (1 - self.trees) * (structural - pred[0.5].to_numpy())
+        out = {}
+        for q in pred.columns:
+            c = self.widen80 if 0.1 <= q <= 0.9 else self.widen95
+            shifted = pred[q].to_numpy() + (med - pred[0.5].to_numpy())
+            out[q] = med + c * (shifted - med)
+        return pd.DataFrame(out, index=pred.index)
+
+
+def _conformal(actual: np.ndarray, pred: pd.DataFrame, lo: float, hi: float) -> float:
+    """The factor on the distance from the median that makes [lo, hi] cover its share of
+    ``actual`` (the finite-sample quantile of split conformal, scaled per side)."""
+    med = pred[0.5].to_numpy()
+    below = np.maximum(med - pred[lo].to_numpy(), 1e-9)
+    above = np.maximum(pred[hi].to_numpy() - med, 1e-9)
+    score = np.where(actual < med, (med - actual) / below, (actual - med) / above)
+    level = min(1.0, (hi - lo) * (1 + 1 / len(score)))
+    return max(1.0, float(np.quantile(score, level)))
+
+
 @dataclass
 class Forecaster:
-    """One LightGBM booster per quantile, predicting count / scale."""
+    """One LightGBM booster per quantile, predicting count / scale; blended with the
+    structural profile and widened as its :class:`Calibration` says."""
 
     params: ForecastParams
     boosters: dict[float, lgb.Booster]
+    calibration: Calibration = field(default_factory=Calibration)
 
     @classmethod
     def fit(cls, y: np.ndarray, index: pd.DatetimeIndex, params: ForecastParams) -> Forecaster:
-        """Fit on all of ``y`` (the history up to the forecast origin, nothing after)."""
+        """Fit on all of ``y`` (the history up to the forecast origin, nothing after); with
+        ``params.calibrate``, fit once more without the latest ``horizon`` hours and calibrate
+        on them (skipped when that leaves too little history)."""
+        model = cls(params, cls._boosters(y, index, params))
+        held = params.horizon
+        if params.calibrate and len(training_origins(len(y) - held, held, params.origin_step)) >= 5:
+            inner = cls(params, cls._boosters(y[:-held], index, params))
+            model.calibration = inner.calibrate(y, index, len(y) - held - 1)
+        return model
+
+    @staticmethod
+    def _boosters(
+        y: np.ndarray, index: pd.DatetimeIndex, params: ForecastParams
+    ) -> dict[float, lgb.Booster]:
         origins = training_origins(len(y), params.horizon, params.origin_step)
         if len(origins) < 5:
             raise ValueError(f"need at least {HISTORY + 5 * params.origin_step} hours of history")
@@ -207,11 +297,28 @@ class Forecaster:
                 x, label=label, weight=weight, feature_name=list(FEATURES), free_raw_data=False
             )
             boosters[q] = lgb.train(params.lgb_params(q), data, params.num_boost_round)
-        return cls(params, boosters)
+        return boosters
 
-    def predict(self, y: np.ndarray, index: pd.DatetimeIndex, origin: int) -> pd.DataFrame:
-        """Quantiles of the ``horizon`` hours after ``origin`` (an index into ``y``; only
-        ``y[: origin + 1]`` is read). Columns are the quantiles, sorted so they never cross."""
+    def calibrate(self, y: np.ndarray, index: pd.DatetimeIndex, origin: int) -> Calibration:
+        """The blend and the widening that would have served best on ``y[origin + 1 :]`` (held
+        back from this model's fit) from ``origin``."""
+        horizon = self.params.horizon
+        actual = np.asarray(y[origin + 1 : origin + 1 + horizon], np.float64)
+        trees = self._trees(y, index, origin)
+        profile = structural(y, origin, horizon)
+        errors = [
+            np.mean(np.abs(actual - (w * trees[0.5].to_numpy() + (1 - w) * profile)))
+            for w in BLEND_GRID
+        ]
+        share = BLEND_GRID[int(np.argmin(errors))]
+        blended = Calibration(trees=share).apply(trees, profile)
+        widen = {}
+        for name, (lo, hi) in (("widen80", (0.1, 0.9)), ("widen95", (0.025, 0.975))):
+            if lo in blended and hi in blended:
+                widen[name] = _conformal(actual, blended, lo, hi)
+        return Calibration(trees=share, **widen)
+
+    def _trees(self, y: np.ndarray, index: pd.DatetimeIndex, origin: int) -> pd.DataFrame:
         hist = np.pad(np.asarray(y[: origin + 1], np.float64), (0, self.params.horizon))
         x, scale, _ = design(hist, index, np.array([origin]), self.params.horizon)
         qs = sorted(self.boosters)
@@ -222,14 +329,23 @@ class Forecaster:
             )
             * scale[:, None]
         )
-        pred = np.sort(np.maximum(pred, 0.0), axis=1)
-        ts = index[0] + pd.to_timedelta(np.arange(origin + 1, origin + 1 + len(x)), unit="h")
-        return pd.DataFrame(pred, columns=qs, index=ts)
+        return pd.DataFrame(pred, columns=qs)
+
+    def predict(self, y: np.ndarray, index: pd.DatetimeIndex, origin: int) -> pd.DataFrame:
+        """Quantiles of the ``horizon`` hours after ``origin`` (an index into ``y``; only
+        ``y[: origin + 1]`` is read). Columns are the quantiles, sorted so they never cross."""
+        pred = self.calibration.apply(
+            self._trees(y, index, origin), structural(y, origin, self.params.horizon)
+        )
+        values = np.sort(np.maximum(pred.to_numpy(), 0.0), axis=1)
+        ts = index[0] + pd.to_timedelta(np.arange(origin + 1, origin + 1 + len(pred)), unit="h")
+        return pd.DataFrame(values, columns=list(pred.columns), index=ts)
 
     def save(self, path: Path) -> None:
-        """LightGBM's own text format per quantile and the params as JSON (no pickle)."""
+        """LightGBM's own text format per quantile, the params and calibration as JSON."""
         path.mkdir(parents=True, exist_ok=True)
         (path / "params.json").write_text(json.dumps(asdict(self.params)))
+        (path / "calibration.json").write_text(json.dumps(asdict(self.calibration)))
         for q, b in self.boosters.items():
             b.save_model(str(path / f"q{q}.txt"))
 
@@ -238,7 +354,9 @@ class Forecaster:
         raw = json.loads((path / "params.json").read_text())
         params = ForecastParams(**{**raw, "quantiles": tuple(raw["quantiles"])})
         boosters = {q: lgb.Booster(model_file=str(path / f"q{q}.txt")) for q in params.quantiles}
-        return cls(params, boosters)
+        cal = path / "calibration.json"
+        calibration = Calibration(**json.loads(cal.read_text())) if cal.exists() else Calibration()
+        return cls(params, boosters, calibration)
 
 
 def to_frame(model: Forecaster, history: pd.DataFrame) -> pd.DataFrame:

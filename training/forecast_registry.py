@@ -28,9 +28,11 @@ def log_forecaster(
     register: bool = True,
 ) -> Registered:
     """The forecaster as an MLflow model from code, in the active run; ``history`` (``ds``,
-    ``y``) gives the signature. Params are logged too."""
+    ``y``) gives the signature. Params and the calibration are logged too."""
     history = history.assign(ds=pd.to_datetime(history["ds"], utc=True).dt.tz_convert(None))
     mlflow.log_params({k: v for k, v in asdict(model.params).items() if k != "extra"})
+    # What the held-back week taught the fit: the trees' share and the interval widening.
+    mlflow.log_metrics({f"calibration_{k}": v for k, v in asdict(model.calibration).items()})
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / "forecaster")
         info = mlflow.pyfunc.log_model(

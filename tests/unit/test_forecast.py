@@ -1,5 +1,7 @@
 """The traffic forecaster: no leakage, sane quantiles, a round trip without pickles, metrics."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,10 +11,13 @@ from training import forecast_metrics as M
 from training.forecast import (
     HISTORY,
     WEEK,
+    Calibration,
     Forecaster,
     ForecastParams,
+    _conformal,
     design,
     seasonal_ewm,
+    structural,
     to_frame,
 )
 
@@ -117,3 +122,62 @@ def test_factored_profile_keeps_a_product_and_averages_noise_away():
     fac_err = np.abs(factored(noisy) - truth).mean()
     # each value now rests on 7 + 24 noisy ones: its error about sqrt(1/7 + 1/24) = 0.43 of one
     assert fac_err < raw_err / 2
+
+
+def test_the_structural_forecast_ignores_a_spike_in_the_last_week_and_the_future():
+    long = generate(TrafficConfig(weeks=20, seed=0))
+    y = long.requests.astype(float)
+    origin = 18 * WEEK - 1
+    plain = structural(y, origin, WEEK)
+    rate = long.request_rate[origin + 1 : origin + 1 + WEEK]
+    assert np.mean(np.abs(plain / rate - 1)) < 0.03  # the world's rate is such a product
+    spiked = y.copy()
+    spiked[origin - 30 : origin - 22] *= 3.0  # an 8-hour event, two days before the origin
+    spiked[origin + 1 :] *= 50  # and the future, which must not count at all
+    moved = structural(spiked, origin, WEEK)
+    # The spike adds ~8% to the trailing week's total, which an unclipped level would carry
+    # into every hour of the next week; clipped, the typical hour moves a third of that.
+    week = slice(origin + 1 - WEEK, origin + 1)
+    rise = spiked[week].sum() / y[week].sum() - 1
+    assert rise > 0.07
+    assert np.median(np.abs(moved / plain - 1)) < rise / 3
+
+
+def test_calibration_blends_the_median_and_widens_around_it():
+    pred = pd.DataFrame({0.025: [80.0], 0.1: [90.0], 0.5: [100.0], 0.9: [110.0], 0.975: [120.0]})
+    profile = np.array([104.0])
+    assert Calibration().apply(pred, profile).equals(pred)  # the default changes nothing
+    out = Calibration(trees=0.5, widen80=2.0, widen95=1.5).apply(pred, profile)
+    assert out[0.5].item() == pytest.approx(102.0)  # halfway to the profile
+    assert out[0.9].item() - out[0.5].item() == pytest.approx(20.0)  # 10 × 2
+    assert out[0.5].item() - out[0.025].item() == pytest.approx(30.0)  # 20 × 1.5
+    assert Calibration(trees=0.0).apply(pred, profile)[0.5].item() == pytest.approx(104.0)
+
+
+def test_conformal_factor_restores_the_coverage_of_too_narrow_intervals():
+    rng = np.random.default_rng(0)
+    actual = rng.normal(100, 10, 5000)
+    # Claimed 80% interval at ± 0.5 sd: covers ~38%; needs ~2.56 × to cover 80%.
+    flat = np.full(5000, 100.0)
+    pred = pd.DataFrame({0.1: flat - 5, 0.5: flat, 0.9: flat + 5})
+    c = _conformal(actual, pred, 0.1, 0.9)
+    assert c == pytest.approx(1.2816 / 0.5, rel=0.05)
+    assert M.coverage(actual, 100 - 5 * c, 100 + 5 * c) == pytest.approx(0.80, abs=0.01)
+    wide = pd.DataFrame({0.1: np.full(5000, 50.0), 0.5: pred[0.5], 0.9: np.full(5000, 150.0)})
+    assert _conformal(actual, wide, 0.1, 0.9) == 1.0  # already wide enough: never narrowed
+
+
+def test_the_fit_calibrates_on_held_back_hours_and_the_calibration_round_trips(
+    tmp_path, series, model
+):
+    cal = model.calibration
+    assert cal.trees in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert cal.widen80 >= 1.0 and cal.widen95 == 1.0  # FAST has no 0.025 / 0.975 quantiles
+    model.save(tmp_path / "m")
+    assert Forecaster.load(tmp_path / "m").calibration == cal
+    (tmp_path / "m" / "calibration.json").unlink()  # a model saved before calibration
+    assert Forecaster.load(tmp_path / "m").calibration == Calibration()
+    plain = Forecaster.fit(
+        series.requests[: 6 * WEEK], series.index, replace(FAST, calibrate=False)
+    )
+    assert plain.calibration == Calibration()
