@@ -75,7 +75,8 @@ def evaluate(
     # 2. Per head, on what was logged (at its logged position): AUC next to the Bayes-optimal
     #    scorer (the true probabilities at that position), and calibration.
     logged = holdout.copy()
-    at_pos = truth.at_position(truth.score(logged), logged[C.POSITION].to_numpy())
+    true_logged = truth.score(logged)  # examined, as at the top slot
+    at_pos = truth.at_position(true_logged, logged[C.POSITION].to_numpy())
     got = heavy.predict(logged, serving_like=False)
     rel = {}
     for h in HEADS:
@@ -89,7 +90,7 @@ def evaluate(
             metrics["ece_e_dwell_observed"] = M.relative_calibration_error(y, got[h])
             # What serving uses: the head at the top slot, against the examined dwell.
             metrics["ece_e_dwell_slot0"] = M.relative_calibration_error(
-                truth.score(logged)[h], heavy.predict(logged, serving_like=True)[h]
+                true_logged[h], heavy.predict(logged, serving_like=True)[h]
             )
             continue
         metrics[f"auc_{h[2:]}"] = M.auc(y, got[h])

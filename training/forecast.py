@@ -238,12 +238,12 @@ class Calibration:
 
     def apply(self, pred: pd.DataFrame, structural: np.ndarray) -> pd.DataFrame:
         """Shift every quantile by the blend's move of the median, then widen around it."""
-        med = pred[0.5].to_numpy() + (1 - self.trees) * (structural - pred[0.5].to_numpy())
-        out = {}
-        for q in pred.columns:
-            c = self.widen80 if 0.1 <= q <= 0.9 else self.widen95
-            shifted = pred[q].to_numpy() + (med - pred[0.5].to_numpy())
-            out[q] = med + c * (shifted - med)
+        trees = pred[0.5].to_numpy()
+        med = trees + (1 - self.trees) * (structural - trees)
+        out = {
+            q: med + (self.widen80 if 0.1 <= q <= 0.9 else self.widen95) * (pred[q] - trees)
+            for q in pred.columns
+        }
         return pd.DataFrame(out, index=pred.index)
 
 
@@ -306,12 +306,9 @@ class Forecaster:
         actual = np.asarray(y[origin + 1 : origin + 1 + horizon], np.float64)
         trees = self._trees(y, index, origin)
         profile = structural(y, origin, horizon)
-        errors = [
-            np.mean(np.abs(actual - (w * trees[0.5].to_numpy() + (1 - w) * profile)))
-            for w in BLEND_GRID
-        ]
-        share = BLEND_GRID[int(np.argmin(errors))]
-        blended = Calibration(trees=share).apply(trees, profile)
+        blends = [Calibration(trees=w).apply(trees, profile) for w in BLEND_GRID]
+        best = int(np.argmin([np.mean(np.abs(actual - b[0.5].to_numpy())) for b in blends]))
+        share, blended = BLEND_GRID[best], blends[best]
         widen = {}
         for name, (lo, hi) in (("widen80", (0.1, 0.9)), ("widen95", (0.025, 0.975))):
             if lo in blended and hi in blended:

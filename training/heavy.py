@@ -170,15 +170,21 @@ def _positions(frame: pd.DataFrame) -> torch.Tensor:
 
 
 def observed(
-    net: MMoE, out: torch.Tensor, position: torch.Tensor
+    net: MMoE,
+    out: torch.Tensor,
+    position: torch.Tensor,
+    dwell_map: list[float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, dwell) as observed at ``position``: examination × head (PAL)."""
-    e = net.examined(position).unsqueeze(1)
-    probs = e * torch.sigmoid(out[:, :3])
-    dwell = e[:, 0] * nn.functional.softplus(out[:, 3]) + (1 - e[:, 0]) * nn.functional.softplus(
-        net.skim
-    )
-    return probs, dwell
+    """(probabilities, dwell) as observed at ``position``: examination × head (PAL); an
+    unexamined item's dwell is the skim. ``dwell_map`` ([scale, power, skim], see
+    :func:`fit_dwell_map`) replaces the dwell head by scale · head^power and the skim."""
+    e = net.examined(position)
+    head: torch.Tensor = nn.functional.softplus(out[:, 3])
+    skim: torch.Tensor | float = nn.functional.softplus(net.skim)
+    if dwell_map is not None:
+        scale, power, skim = dwell_map
+        head = scale * head.clamp_min(1e-6) ** power
+    return e.unsqueeze(1) * torch.sigmoid(out[:, :3]), e * head + (1 - e) * skim
 
 
 @dataclass
@@ -198,19 +204,15 @@ class HeavyModel:
     ) -> dict[str, np.ndarray]:
         """Heads for encoded inputs (:func:`encode`); no ``position`` = every item at slot 0."""
         self.net.eval()
-        out = self.net(*inputs)
-        if position is None:
-            pos = torch.zeros(len(out), dtype=torch.long)
-            probs = torch.sigmoid(out[:, :3])
-            dwell = nn.functional.softplus(out[:, 3])
-        else:
-            pos = position
-            probs, dwell = observed(self.net, out, pos)
-        if self.spec.dwell_map is not None:
-            scale_d, power, skim = self.spec.dwell_map
-            head = scale_d * nn.functional.softplus(out[:, 3]).clamp_min(1e-6) ** power
-            e = self.net.examined(pos) if position is not None else torch.ones(len(out))
-            dwell = e * head + (1 - e) * skim
+        return self.heads(self.net(*inputs), position)
+
+    @torch.no_grad()
+    def heads(
+        self, out: torch.Tensor, position: torch.Tensor | None = None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`predict_tensors` from the net's outputs ``out``, calibrated."""
+        pos = torch.zeros(len(out), dtype=torch.long) if position is None else position
+        probs, dwell = observed(self.net, out, pos, self.spec.dwell_map)  # e_0 = 1: the heads
         scale = torch.tensor(self.spec.calibration, dtype=torch.float32)[:, pos].T  # rows × heads
         probs, dwell = (probs * scale[:, :3]).clamp(0, 1), dwell * scale[:, 3]
         res = {h: probs[:, i].numpy().astype(np.float64) for i, h in enumerate(HEADS[:3])}
@@ -381,11 +383,13 @@ def train(
     net.load_state_dict(best_state)
     net.eval()
     model = HeavyModel(net, spec)
-    spec.calibration = fit_calibration(val_df, model.predict(val_df, serving_like=False))
-    with torch.no_grad():
-        head = nn.functional.softplus(net(*val_inputs[:-1])[:, 3]).numpy()
-        exam = net.examined(val_inputs[-1]).numpy()
+    *val_x, val_pos = val_inputs
+    with torch.no_grad():  # one pass over the validation days serves both calibrations
+        out = net(*val_x)
+        head = nn.functional.softplus(out[:, 3]).numpy()
+        exam = net.examined(val_pos).numpy()
         skim = float(nn.functional.softplus(net.skim))
+    spec.calibration = fit_calibration(val_df, model.heads(out, val_pos))
     spec.dwell_map = fit_dwell_map(val_df[TARGETS["e_dwell"]].to_numpy(), head, exam, skim)
     if spec.dwell_map is not None:  # the map replaces the per-slot scale for dwell
         spec.calibration[HEADS.index("e_dwell")] = [1.0] * N_POSITIONS
