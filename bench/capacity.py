@@ -12,12 +12,6 @@ from prefetch import capacity as cp
 from simulator.traffic import VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-KEYS = (
-    "underprov_minutes_frac",
-    "replica_hours_over_perfect",
-    "reactive_underprov_minutes_frac",
-    "reactive_replica_hours_over_perfect",
-)
 
 
 def run(_settings: object = None) -> dict[str, Any]:
@@ -30,5 +24,4 @@ def run(_settings: object = None) -> dict[str, Any]:
         (RESULTS / f"capacity_{v}_schedule.yaml").write_text(yaml.safe_dump(plan.to_dict()))
         r["days_until_full_p95"] = plan.days_until_full
         out[v] = r
-    worst = {k: max(float(r[k]) for r in out.values()) for k in KEYS}
-    return {**worst, "variants": out}
+    return {**cp.worst(out), "variants": out}

@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     serve_target_ongoing_requests: float = Field(
         8, gt=0, description="Autoscaling target of in-flight requests per replica."
     )
+    serve_capacity_plan: Path | None = Field(
+        None,
+        description="A schedule written by `feedcast capacity plan` (*_schedule.yaml): the feed "
+        "then scales on its hourly expected rate and replica bounds (serving/autoscaling.py) "
+        "instead of serve_min_replicas/serve_max_replicas.",
+    )
     serve_startup_nice: int = Field(
         10,
         ge=0,

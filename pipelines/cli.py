@@ -307,6 +307,14 @@ def serve_start() -> None:
     from stack.proc import StackError
 
     s = settings()
+    if s.serve_capacity_plan is not None:  # a bad plan fails here, before Ray starts
+        from serving.autoscaling import PlanError, load_plan
+
+        try:
+            hours = len(load_plan(s.serve_capacity_plan)["hours"])
+        except PlanError as exc:
+            fail(str(exc))
+        console.print(f"capacity   plan of {hours} h from {s.serve_capacity_plan}")
     try:
         console.print(f"ray        {ray_head.up(s)}")
     except StackError as exc:

@@ -2,27 +2,32 @@
 
 The plan for the coming week is made from the forecaster's hourly quantiles:
 
-- **feed replicas** per hour: the ``plan_quantile`` forecast of requests in that hour and the
-  hours beside it (the rate moves within an hour), divided by what one replica serves at its
-  latency target (``replica_rps``). Written as the deployment's autoscaling bounds per hour:
-  ``min_replicas`` = the plan, ``max_replicas`` = ``burst_factor`` × the plan, inside which
-  Ray's autoscaler (target ``inbound_target``, the same lag) absorbs what the forecast missed.
-  The floor is sized at the median forecast: the floor saves the reaction lag on the daily
-  ramps, the autoscaler above it covers the noise; sizing the floor at a high quantile costs
-  replica-hours the autoscaler would not need (see the README's figures).
-- **upload workers** per hour: the same rule over the uploads forecast.
+- **feed replicas**: the forecast says how the load will *move*; the load seen says where it
+  *is*. Replicas take ``lag_min`` minutes to arrive, so each decision sizes for the load seen
+  now times the growth the forecast expects over that lag (never below 1: a forecast decline
+  does not shrink the fleet ahead of time), at ``inbound_target`` utilisation
+  (:func:`guided`). A forecast that is off in level (the weeks after a regime shift) then
+  costs nothing; one that knows the daily ramps saves the lag on them. Written as the
+  deployment's autoscaling plan per hour: the expected rate (the ``plan_quantile`` forecast),
+  ``min_replicas`` = ``floor_share`` × what that rate needs (a safety net should the load
+  metrics stall) and ``max_replicas`` = ``burst_factor`` × it. ``serving/autoscaling.py`` runs
+  the same rule as a Ray Serve autoscaling policy.
+- **upload workers** per hour: the forecast uploads of the hour (and halfway to a busier
+  neighbour) ÷ what one worker processes.
 - **storage**: days until the store is full if uploads keep the forecast's p95 bytes per hour.
 
 A minute-by-minute replay judges the replica plan against a **reactive autoscaler** (70%
-utilisation target, acting on what it saw ``lag_min`` minutes ago) and **perfect foresight**
-(exactly the replicas each minute needs): under-provisioned minutes, unserved requests,
-replica-hours. Pure numpy; the CLI (``feedcast capacity plan``) fits the forecaster.
+utilisation target, acting on what it saw ``lag_min`` minutes ago), the same autoscaler at our
+target without the forecast (what the forecast adds), and **perfect foresight** (exactly the
+replicas each minute needs): under-provisioned minutes, unserved requests, replica-hours. The
+minutes follow a continuous rate whose hourly totals are the series' (:func:`minute_rate`).
+Pure numpy; the CLI (``feedcast capacity plan``) fits the forecaster.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,10 +38,11 @@ class CapacityConfig:
     # One feed replica's throughput at its latency target (bench/serve: two replicas serve
     # ~40–45 req/s on the 2-core machine).
     replica_rps: float = 20.0
-    plan_quantile: float = 0.5
+    plan_quantile: float = 0.5  # the forecast quantile taken as the expected rate
+    floor_share: float = 0.8  # min_replicas = this × the replicas the expected rate needs
     min_replicas: int = 1
     burst_factor: float = 3.0  # max_replicas = this × the plan (one-off spikes triple the load)
-    inbound_target: float = 0.9  # utilisation Ray's autoscaler aims at inside the plan's bounds
+    inbound_target: float = 0.9  # utilisation the forecast-guided autoscaler aims at
     reactive_target: float = 0.7  # utilisation the reactive autoscaler (the baseline) aims at
     lag_min: int = 5  # minutes between load changing and replicas being there (both policies)
     upload_worker_per_h: float = 1800.0  # uploads one worker processes per hour (2 s each)
@@ -51,6 +57,8 @@ class CapacityConfig:
             raise ValueError("lag_min must be ≥ 0 and min_replicas ≥ 1")
         if self.burst_factor < 1.0:
             raise ValueError("burst_factor must be ≥ 1")
+        if not 0.0 <= self.floor_share <= 1.0:
+            raise ValueError("floor_share must be in [0, 1]")
 
 
 def _neighbour_max(q: np.ndarray) -> np.ndarray:
@@ -87,14 +95,38 @@ def days_until_full(stored_bytes: float, bytes_per_hour_p95: np.ndarray, capacit
     return float((len(growth) + (capacity - cum[-1]) / rate) / 24.0)
 
 
+def rate_knots(hourly: np.ndarray) -> np.ndarray:
+    """Levels at the hours' midpoints such that the line through them has each hour's mean:
+    the rate is continuous and its hourly totals are the series' (the line's integral over hour
+    i is (k[i-1] + 6 k[i] + k[i+1]) / 8, solved for k; ends held flat). Kept ≥ 5% of the hour
+    where a sharp spike would swing a knot negative."""
+    c = np.asarray(hourly, dtype=np.float64)
+    n = len(c)
+    a = np.diag(np.full(n, 6.0)) + np.diag(np.ones(n - 1), 1) + np.diag(np.ones(n - 1), -1)
+    a[0, 0] += 1.0
+    a[-1, -1] += 1.0
+    return np.maximum(np.linalg.solve(a / 8.0, c), 0.05 * c)
+
+
+def rate_at(hourly: np.ndarray, hours: np.ndarray | float) -> np.ndarray:
+    """The continuous rate (per hour) at ``hours`` after the first hour's start."""
+    c = np.asarray(hourly, dtype=np.float64)
+    return np.interp(hours, np.arange(len(c)) + 0.5, rate_knots(c))
+
+
+def minute_rate(hourly: np.ndarray) -> np.ndarray:
+    """Per-minute rate of an hourly series along :func:`rate_knots` (per hour units)."""
+    n = len(np.asarray(hourly))
+    return rate_at(hourly, (np.arange(n * 60) + 0.5) / 60.0)
+
+
 def minute_demand(hour_counts: np.ndarray, seed: int) -> np.ndarray:
     """Requests per minute: each hour's count spread over its minutes (multinomial) along the
-    line between the hour's and its neighbours' levels, so minutes sum to the hour."""
+    continuous rate through the hours (:func:`minute_rate`), so minutes sum to the hour and the
+    rate does not jump where hours meet (normalising a plain interpolation per hour did: up to
+    35% in a minute at the edge of a spike hour)."""
     counts = np.asarray(hour_counts, dtype=np.int64)
-    level = counts.astype(np.float64)
-    t = (np.arange(len(level) * 60) + 0.5) / 60.0
-    shape = np.interp(t, np.arange(len(level)) + 0.5, level).reshape(len(level), 60)
-    shape = np.maximum(shape, 1e-9)
+    shape = np.maximum(minute_rate(counts.astype(np.float64)).reshape(len(counts), 60), 1e-9)
     shape /= shape.sum(axis=1, keepdims=True)
     rng = np.random.default_rng(seed)
     return np.concatenate([rng.multinomial(n, p) for n, p in zip(counts, shape, strict=True)])
@@ -112,15 +144,42 @@ def reactive_replicas(
     return np.maximum(seen, cfg.min_replicas).astype(np.int64)
 
 
-def planned_replicas(demand_min: np.ndarray, plan_h: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
-    """What runs each minute under the plan's hourly bounds: Ray's autoscaler (same lag,
-    ``inbound_target``) kept between ``min_replicas`` = plan and ``max_replicas``."""
-    lo = np.repeat(np.asarray(plan_h, dtype=np.int64), 60)
-    if len(lo) < len(demand_min):
+def guided(load: Any, growth: Any, per_replica: float) -> Any:
+    """Replicas for ``load`` seen now when the forecast expects it to grow by ``growth`` before
+    they are up (a forecast fall is ignored: the fleet does not shrink ahead of it), at
+    ``per_replica`` load each. Scalars or arrays; the replay and the Ray Serve policy share it."""
+    return np.ceil(np.asarray(load, np.float64) * np.maximum(growth, 1.0) / per_replica)
+
+
+def lead_growth(rate_h: np.ndarray, lag_min: int) -> np.ndarray:
+    """Per minute t of the plan: the forecast rate at t over the rate ``lag_min`` earlier (when
+    the decision that is in force at t was taken)."""
+    rate = minute_rate(rate_h)
+    then = np.r_[np.full(lag_min, rate[0]), rate[: len(rate) - lag_min]]
+    return rate / np.maximum(then, 1e-9)
+
+
+def hourly_bounds(rate_h: np.ndarray, cfg: CapacityConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``min_replicas`` and ``max_replicas`` per hour for an expected rate (requests/h)."""
+    plan = replica_schedule(rate_h, cfg)
+    lo = np.maximum(np.ceil(cfg.floor_share * plan - 1e-9), cfg.min_replicas).astype(np.int64)
+    return lo, max_replicas(plan, cfg)
+
+
+def planned_replicas(demand_min: np.ndarray, rate_h: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
+    """What runs each minute under the plan: :func:`guided` on the load seen ``lag_min`` ago
+    and the forecast's growth since, inside the hour's bounds."""
+    rate_h = np.asarray(rate_h, dtype=np.float64)
+    if len(rate_h) * 60 < len(demand_min):
         raise ValueError("the plan covers fewer hours than the demand")
-    lo = lo[: len(demand_min)]
-    inside = reactive_replicas(demand_min, cfg, cfg.inbound_target)
-    return np.clip(inside, lo, max_replicas(lo, cfg))
+    n = len(demand_min)
+    lo, hi = (np.repeat(b, 60)[:n] for b in hourly_bounds(rate_h, cfg))
+    d = np.asarray(demand_min, dtype=np.float64)
+    seen = np.r_[np.full(cfg.lag_min, d[0]), d[: n - cfg.lag_min]]
+    want = guided(
+        seen, lead_growth(rate_h, cfg.lag_min)[:n], cfg.replica_rps * 60.0 * cfg.inbound_target
+    )
+    return np.clip(want, lo, hi).astype(np.int64)
 
 
 def max_replicas(plan: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
@@ -154,17 +213,23 @@ def judge(
 @dataclass(frozen=True)
 class CapacityPlan:
     hours: list[str]  # ISO hour starts (UTC)
-    replicas: list[int]
+    expected_rps: list[float]  # the plan_quantile forecast of requests per second
     upload_workers: list[int]
     days_until_full: float
     config: CapacityConfig
 
     def autoscaling_bounds(self) -> list[dict[str, Any]]:
-        """The deployment's ``autoscaling_config`` bounds, hour by hour."""
-        top = max_replicas(np.array(self.replicas), self.config).tolist()
+        """Hour by hour: the expected rate and the deployment's ``min_replicas`` and
+        ``max_replicas`` (what :class:`serving.autoscaling.ForecastPolicy` runs)."""
+        lo, hi = hourly_bounds(np.asarray(self.expected_rps) * 3600.0, self.config)
         return [
-            {"hour": h, "min_replicas": r, "max_replicas": m}
-            for h, r, m in zip(self.hours, self.replicas, top, strict=True)
+            {
+                "hour": h,
+                "expected_rps": round(float(r), 3),
+                "min_replicas": int(a),
+                "max_replicas": int(b),
+            }
+            for h, r, a, b in zip(self.hours, self.expected_rps, lo, hi, strict=True)
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,15 +244,14 @@ class CapacityPlan:
         }
 
 
-def compare(
-    demand_min: np.ndarray, plan_replicas_h: np.ndarray, cfg: CapacityConfig
-) -> dict[str, Any]:
-    """The plan (hourly bounds, Ray's autoscaler inside them) against the reactive autoscaler
-    and perfect foresight on the same minutes; the issue's keys plus the raw counts."""
-    ours = planned_replicas(demand_min, plan_replicas_h, cfg)
+def compare(demand_min: np.ndarray, rate_h: np.ndarray, cfg: CapacityConfig) -> dict[str, Any]:
+    """The plan (forecast-guided, inside its hourly bounds) against the reactive autoscaler, the
+    same autoscaler at our target without the forecast, and perfect foresight, on the same
+    minutes: the issue's keys plus the raw counts."""
     perfect = judge(demand_min, perfect_replicas(demand_min, cfg), cfg)
-    mine = judge(demand_min, ours, cfg)
+    mine = judge(demand_min, planned_replicas(demand_min, rate_h, cfg), cfg)
     reactive = judge(demand_min, reactive_replicas(demand_min, cfg), cfg)
+    same = judge(demand_min, reactive_replicas(demand_min, cfg, cfg.inbound_target), cfg)
     ph = perfect["replica_hours"]
     return {
         "underprov_minutes_frac": mine["underprov_minutes_frac"],
@@ -196,14 +260,36 @@ def compare(
         "reactive_underprov_minutes_frac": reactive["underprov_minutes_frac"],
         "reactive_replica_hours_over_perfect": reactive["replica_hours"] / ph,
         "reactive_unserved_frac": reactive["unserved_frac"],
+        "same_target_underprov_minutes_frac": same["underprov_minutes_frac"],
+        "same_target_replica_hours_over_perfect": same["replica_hours"] / ph,
         "perfect_replica_hours": ph,
         "ours": mine,
         "reactive": reactive,
+        "same_target": same,
         "perfect": perfect,
     }
 
 
 REQUESTS_PER_HOUR = 1_200_000.0  # the fleet the replay sizes: ~333 req/s, ~17 replicas mean
+LAGS = (5, 15, 30)  # reaction lags (minutes) the replay is also run at
+SUMMARY_KEYS = (
+    "underprov_minutes_frac",
+    "replica_hours_over_perfect",
+    "reactive_underprov_minutes_frac",
+    "reactive_replica_hours_over_perfect",
+    "same_target_underprov_minutes_frac",
+    "same_target_replica_hours_over_perfect",
+)
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Worst fold for under-provisioning, mean over folds for replica-hours."""
+    return {
+        k: float(max(r[k] for r in rows))
+        if "underprov" in k
+        else float(np.mean([r[k] for r in rows]))
+        for k in SUMMARY_KEYS
+    }
 
 
 def evaluate(
@@ -213,13 +299,15 @@ def evaluate(
     weeks: int = 16,
     folds: int = 3,
     cfg: CapacityConfig | None = None,
+    lags: tuple[int, ...] = LAGS,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Plan each of the last ``folds`` weeks from a forecaster fitted on the weeks before it,
-    and judge the plan minute by minute against the reactive autoscaler and perfect foresight.
+    and judge the plan minute by minute against the reactive autoscaler and perfect foresight,
+    at ``cfg.lag_min`` and at each of ``lags`` (the same plans: the lag is the replay's).
 
-    Returns the issue's keys (worst fold for under-provisioning, mean for replica-hours), each
-    fold's figures, the last fold's plan and the minute series to plot.
+    Returns the issue's keys (worst fold for under-provisioning, mean for replica-hours), the
+    same per lag (``by_lag``), each fold's figures, the last fold's plan and its minutes.
     """
     from simulator.traffic import TrafficConfig, generate
     from training.forecast import Forecaster, ForecastParams
@@ -233,6 +321,7 @@ def evaluate(
     by = traffic.upload_bytes.astype(np.float64)
     index = traffic.index
     rows: list[dict[str, Any]] = []
+    per_lag: dict[int, list[dict[str, Any]]] = {lag: [] for lag in lags}
     last: dict[str, Any] = {}
     for k in range(folds, 0, -1):
         origin = len(y) - 168 * k - 1
@@ -245,39 +334,49 @@ def evaluate(
         q_up = f_up.predict(up, index, origin)[cfg.plan_quantile].to_numpy()
         f_by = Forecaster.fit(by[: origin + 1], index[: origin + 1], params)
         q_by = f_by.predict(by, index, origin)[0.95].to_numpy()
-        plan_h = replica_schedule(q_req, cfg)
         demand = minute_demand(traffic.requests[origin + 1 : origin + 169], seed=seed * 100 + k)
-        out = compare(demand, plan_h, cfg)
+        out = compare(demand, q_req, cfg)
         out["fold"] = folds - k + 1
         rows.append(out)
+        for lag in lags:
+            per_lag[lag].append(compare(demand, q_req, replace(cfg, lag_min=lag)))
         hours = [t.isoformat() for t in index[origin + 1 : origin + 169]]
         stored = float(traffic.storage_bytes[origin])
         last = {
             "plan": CapacityPlan(
                 hours=hours,
-                replicas=plan_h.tolist(),
+                expected_rps=(q_req / 3600.0).tolist(),
                 upload_workers=upload_workers(q_up, cfg).tolist(),
                 days_until_full=days_until_full(stored, q_by, cfg.storage_capacity_bytes),
                 config=cfg,
             ),
             "demand_min": demand,
-            "ours_min": planned_replicas(demand, plan_h, cfg),
+            "ours_min": planned_replicas(demand, q_req, cfg),
             "reactive_min": reactive_replicas(demand, cfg),
             "perfect_min": perfect_replicas(demand, cfg),
         }
-    keys = (
-        "underprov_minutes_frac",
-        "replica_hours_over_perfect",
-        "reactive_underprov_minutes_frac",
-        "reactive_replica_hours_over_perfect",
-    )
-    summary = {
-        k: float(max(r[k] for r in rows))
-        if "underprov" in k
-        else float(np.mean([r[k] for r in rows]))
-        for k in keys
+    return {
+        "variant": variant,
+        **_summary(rows),
+        "by_lag": {str(lag): _summary(r) for lag, r in per_lag.items()},
+        "folds": rows,
+        "last": last,
     }
-    return {"variant": variant, **summary, "folds": rows, "last": last}
+
+
+def worst(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Across variants (``evaluate``'s results by name): the worst of each summary key (highest
+    under-provisioning, highest replica-hours), overall and per lag."""
+    lags = next(iter(results.values()))["by_lag"]
+    return {
+        **{k: max(float(r[k]) for r in results.values()) for k in SUMMARY_KEYS},
+        "by_lag": {
+            lag: {
+                k: max(float(r["by_lag"][lag][k]) for r in results.values()) for k in SUMMARY_KEYS
+            }
+            for lag in lags
+        },
+    }
 
 
 def plot(result: dict[str, Any], path: Any, cfg: CapacityConfig) -> Any:

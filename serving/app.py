@@ -270,15 +270,29 @@ def build_app(args: AppArgs) -> Application:
         # Past the queue the proxy answers 503 with Retry-After at once: overload sheds load
         # instead of queueing it until every request times out.
         backpressure_config={"status_code": 503, "retry_after_s": 1},
-        autoscaling_config={
-            "min_replicas": s.serve_min_replicas,
-            "max_replicas": s.serve_max_replicas,
-            "target_ongoing_requests": s.serve_target_ongoing_requests,
-            "upscale_delay_s": 5,
-            "downscale_delay_s": 60,
-        },
+        autoscaling_config=autoscaling_config(s),
         user_config={"model_alias": s.model_alias},
     ).bind(args.settings)
+
+
+def autoscaling_config(s: Settings) -> dict[str, Any]:
+    """Ray's queue-length policy between the configured bounds, or, with a capacity plan, the
+    plan's policy between the lowest and highest of its hourly bounds (it keeps each hour's)."""
+    config: dict[str, Any] = {
+        "min_replicas": s.serve_min_replicas,
+        "max_replicas": s.serve_max_replicas,
+        "target_ongoing_requests": s.serve_target_ongoing_requests,
+        "upscale_delay_s": 5,
+        "downscale_delay_s": 60,
+    }
+    if s.serve_capacity_plan is not None:
+        from serving.autoscaling import POLICY, load_plan
+
+        plan = load_plan(s.serve_capacity_plan)
+        config["min_replicas"] = min(plan["min_replicas"])
+        config["max_replicas"] = max(plan["max_replicas"])
+        config["policy"] = {"policy_function": POLICY, "policy_kwargs": plan}
+    return config
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -43,29 +44,66 @@ def test_reactive_lags_and_perfect_does_not() -> None:
     assert cp.judge(demand, reactive, CFG)["underprov_minutes"] == 2
 
 
-def test_plan_bounds_hold_the_autoscaler() -> None:
-    demand = np.full(120, 600.0)
-    ours = cp.planned_replicas(demand, np.array([1, 5]), CFG)
-    assert set(ours[:60]) == {2}  # 600/(600 × 0.9) → 2, within [1, 3]
-    assert set(ours[60:]) == {5}  # the plan's floor
-    spike = demand.copy()
-    spike[10:] = 6000.0
-    capped = cp.planned_replicas(spike, np.array([1, 1]), CFG)
-    assert capped.max() == 3  # never above 3 × the plan
+def test_minute_rate_is_continuous_and_keeps_each_hours_total() -> None:
+    hours = np.array([600.0, 600.0, 2400.0, 2400.0, 900.0])
+    rate = cp.minute_rate(hours)
+    np.testing.assert_allclose(rate.reshape(5, 60).mean(axis=1), hours, rtol=1e-9)
+    steps = np.abs(np.diff(rate))
+    at_edges = steps[59::60]  # the step from minute 59 of an hour to minute 0 of the next
+    assert at_edges.max() <= steps.max() + 1e-9  # no jump where hours meet
+    assert at_edges.max() < 0.05 * hours.max()  # every step is small
+    m = cp.minute_demand((hours * 1000).astype(int), seed=3).astype(float)
+    jumps = np.abs(np.diff(m)) / m[:-1]
+    assert jumps[59::60].max() < 0.05  # splitting each hour on its own jumped ~25% here
+
+
+def test_guided_sizes_for_the_growth_ahead_and_ignores_a_fall() -> None:
+    assert cp.guided(1000.0, 1.0, 100.0) == 10
+    assert cp.guided(1000.0, 1.25, 100.0) == 13  # ceil(12.5)
+    assert cp.guided(1000.0, 0.5, 100.0) == 10  # the fleet is not shrunk ahead of a fall
+    np.testing.assert_array_equal(cp.guided(np.array([0.0, 101.0]), 1.0, 100.0), [0, 2])
+
+
+def test_lead_growth_follows_the_forecast_shape() -> None:
+    flat = cp.lead_growth(np.full(3, 3600.0), lag_min=5)
+    np.testing.assert_allclose(flat, 1.0)
+    ramp = cp.lead_growth(np.array([3600.0, 7200.0, 14_400.0]), lag_min=5)
+    assert ramp[60:120].min() > 1.0  # rising all through the middle hour
+
+
+def test_plan_keeps_the_hours_bounds_and_leads_the_ramp() -> None:
+    cfg = CFG  # 10 req/s a replica, 2-minute lag, floor 0.8 × plan, ceiling 3 × plan
+    flat = np.full(120, 600.0)  # one replica's full load each minute
+    ours = cp.planned_replicas(flat, np.full(2, 36_000.0), cfg)
+    assert set(ours) == {2}  # 600 / (600 × 0.9) → 2
+    # Plans of 3 and 5 replicas (each hour sized for halfway to a busier neighbour): floors
+    # ceil(0.8 × plan), ceilings 3 × plan.
+    lo, hi = cp.hourly_bounds(np.array([36_000.0, 180_000.0]), cfg)
+    assert lo.tolist() == [3, 4] and hi.tolist() == [9, 15]
+    floor = cp.planned_replicas(flat, np.array([36_000.0, 180_000.0]), cfg)
+    assert set(floor[:60]) == {3} and set(floor[60:]) == {
+        4
+    }  # the hour's min_replicas holds when the load is low
+    spike = flat.copy()
+    spike[10:] = 60_000.0
+    assert cp.planned_replicas(spike, np.full(2, 36_000.0), cfg).max() == 3  # 3 × the plan
+    # A forecast ramp (doubling each hour) and a 15-minute lag: the plan adds replicas before
+    # the load reaches them; reactive at the same target runs short on the way up.
+    slow = replace(cfg, lag_min=15)
+    rate_h = np.array([36_000.0, 72_000.0, 144_000.0, 288_000.0])
+    demand = cp.minute_rate(rate_h) / 60.0
+    ours = cp.planned_replicas(demand, rate_h, slow)
+    same = cp.reactive_replicas(demand, slow, slow.inbound_target)
+    assert cp.judge(demand, ours, slow)["underprov_minutes"] == 0
+    assert cp.judge(demand, same, slow)["underprov_minutes"] > 30
     with pytest.raises(ValueError, match="fewer hours"):
-        cp.planned_replicas(np.zeros(61), np.array([1]), CFG)
+        cp.planned_replicas(np.zeros(61), np.array([1.0]), cfg)
 
 
 def test_compare_keys_and_ratios() -> None:
     demand = cp.minute_demand(np.full(24, 72_000), seed=0)
-    plan = cp.replica_schedule(np.full(24, 72_000 * 1.1), CFG)
-    out = cp.compare(demand, plan, CFG)
-    for key in (
-        "underprov_minutes_frac",
-        "replica_hours_over_perfect",
-        "reactive_underprov_minutes_frac",
-        "reactive_replica_hours_over_perfect",
-    ):
+    out = cp.compare(demand, np.full(24, 72_000 * 1.1), CFG)
+    for key in cp.SUMMARY_KEYS:
         assert key in out
     assert out["replica_hours_over_perfect"] >= 1.0
     assert out["reactive_replica_hours_over_perfect"] > out["replica_hours_over_perfect"]
@@ -88,6 +126,8 @@ def test_bad_config() -> None:
         cp.CapacityConfig(inbound_target=1.5)
     with pytest.raises(ValueError, match="burst_factor"):
         cp.CapacityConfig(burst_factor=0.5)
+    with pytest.raises(ValueError, match="floor_share"):
+        cp.CapacityConfig(floor_share=1.5)
 
 
 def test_evaluate_end_to_end_on_a_short_series(tmp_path) -> None:
@@ -112,7 +152,9 @@ def test_evaluate_end_to_end_on_a_short_series(tmp_path) -> None:
     sched = yaml.safe_load((tmp_path / "cap_stationary_schedule.yaml").read_text())
     rows = sched["feed_autoscaling"]
     assert len(rows) == 168
-    assert all(r["max_replicas"] == max(3 * r["min_replicas"], r["min_replicas"] + 1) for r in rows)
+    assert all(1 <= r["min_replicas"] < r["max_replicas"] for r in rows)
+    assert all(r["expected_rps"] > 0 for r in rows)
+    assert set(data["by_lag"]) == {"5", "15", "30"}
     assert (tmp_path / "cap_stationary.png").stat().st_size > 10_000
 
 
@@ -124,3 +166,46 @@ def test_cli_names_a_bad_variant() -> None:
     res = CliRunner().invoke(app, ["capacity", "plan", "--variants", "nope"])
     assert res.exit_code == 2
     assert "nope" in res.output
+
+
+def test_schedule_plans_the_week_after_the_history(tmp_path) -> None:
+    import pandas as pd
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from serving.autoscaling import load_plan
+    from simulator.traffic import TrafficConfig, generate
+
+    t = generate(TrafficConfig(variant="stationary", weeks=5, seed=2, requests_per_hour=72_000))
+    frame = pd.DataFrame(
+        {
+            "ds": t.index,
+            "requests": t.requests,
+            "uploads": t.uploads,
+            "upload_bytes": t.upload_bytes,
+        }
+    )
+    history = tmp_path / "history.parquet"
+    frame.to_parquet(history)
+    out = tmp_path / "plan.yaml"
+    runner = CliRunner()
+    res = runner.invoke(app, ["capacity", "schedule", "--history", str(history), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    plan = load_plan(out)
+    first = pd.Timestamp(plan["hours"][0])
+    assert first == pd.Timestamp(t.index[-1]) + pd.Timedelta(hours=1)
+    assert len(plan["hours"]) == 168
+    # ~20 req/s expected on average: one replica of 20 req/s, a few at the daily peak
+    assert 5 < sum(plan["expected_rps"]) / 168 < 40
+    assert len(yaml.safe_load(out.read_text())["upload_workers"]) == 168
+
+    frame.head(200).to_parquet(short := tmp_path / "short.parquet")
+    res = runner.invoke(app, ["capacity", "schedule", "--history", str(short), "--out", str(out)])
+    assert res.exit_code == 2 and "200 hours of history" in res.output
+    frame.drop(columns="uploads").to_csv(bad := tmp_path / "bad.csv", index=False)
+    res = runner.invoke(app, ["capacity", "schedule", "--history", str(bad), "--out", str(out)])
+    assert res.exit_code == 2 and "uploads" in res.output
+    frame.drop(index=[10]).to_parquet(gap := tmp_path / "gap.parquet")
+    res = runner.invoke(app, ["capacity", "schedule", "--history", str(gap), "--out", str(out)])
+    assert res.exit_code == 2 and "consecutive" in res.output

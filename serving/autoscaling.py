@@ -1,0 +1,157 @@
+"""The capacity plan as a Ray Serve autoscaling policy.
+
+``feedcast capacity plan`` writes, hour by hour, the expected request rate and the replica
+bounds (``*_schedule.yaml``, key ``feed_autoscaling``). With ``FEEDCAST_SERVE_CAPACITY_PLAN``
+pointing at such a file, the feed deployment scales with :class:`ForecastPolicy` instead of Ray's
+queue-length policy. Each tick it takes the ongoing requests Ray measured, multiplies them by the
+growth the plan expects over the next ``lead_s`` seconds (the time a new replica takes to serve;
+never below 1), divides by ``target_ongoing_requests`` and keeps the result inside the current
+hour's ``min_replicas`` … ``max_replicas`` — the rule the replay in ``prefetch/capacity.py``
+judges (:func:`prefetch.capacity.guided`). Ray applies its own delays and the deployment's
+overall bounds on top.
+
+The plan travels in the deployment's config (``policy_kwargs``), and the policy runs in the Serve
+controller, one per cluster: nothing is shared between processes. Outside the plan's hours the
+policy is Ray's rule at the same target (no growth, the deployment's bounds) and says so: a
+``plan`` of ``expired`` / ``not-started`` in its state, a warning in the controller log and the
+gauge ``feedcast_capacity_plan_active`` at 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from prefetch.capacity import guided, rate_knots
+
+POLICY = "serving.autoscaling:ForecastPolicy"
+log = logging.getLogger("ray.serve")
+
+
+class PlanError(ValueError):
+    """A capacity plan that cannot be run (names the file and the problem)."""
+
+
+def load_plan(path: Path) -> dict[str, Any]:
+    """``policy_kwargs`` for :class:`ForecastPolicy` from a schedule file, checked."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise PlanError(f"capacity plan {path}: cannot read it ({exc})") from exc
+    rows = raw.get("feed_autoscaling") if isinstance(raw, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise PlanError(f"capacity plan {path}: no 'feed_autoscaling' rows")
+    lag_min = (raw.get("config") or {}).get("lag_min", 5)
+    try:
+        kwargs: dict[str, Any] = {
+            "hours": [str(r["hour"]) for r in rows],
+            "expected_rps": [float(r["expected_rps"]) for r in rows],
+            "min_replicas": [int(r["min_replicas"]) for r in rows],
+            "max_replicas": [int(r["max_replicas"]) for r in rows],
+            "lead_s": 60.0 * float(lag_min),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanError(
+            f"capacity plan {path}: every row needs hour, expected_rps, min_replicas and "
+            f"max_replicas ({exc!r})"
+        ) from exc
+    try:
+        ForecastPolicy(**kwargs)  # the same checks the controller will make
+    except ValueError as exc:
+        raise PlanError(f"capacity plan {path}: {exc}") from exc
+    return kwargs
+
+
+class ForecastPolicy:
+    """Ray Serve class-callable autoscaling policy; see the module's docstring."""
+
+    def __init__(
+        self,
+        hours: list[str],
+        expected_rps: list[float],
+        min_replicas: list[int],
+        max_replicas: list[int],
+        lead_s: float = 300.0,
+    ) -> None:
+        n = len(hours)
+        if not n or not (len(expected_rps) == len(min_replicas) == len(max_replicas) == n):
+            raise ValueError("hours, expected_rps, min_replicas and max_replicas differ in length")
+        starts = pd.DatetimeIndex(pd.to_datetime(hours, utc=True))
+        step = np.diff(starts.asi8) / 1e9
+        if n > 1 and not np.all(step == 3600.0):
+            raise ValueError("hours must be consecutive whole hours")
+        self.rate = np.asarray(expected_rps, np.float64)
+        self.lo = np.asarray(min_replicas, np.int64)
+        self.hi = np.asarray(max_replicas, np.int64)
+        if not np.all(np.isfinite(self.rate)) or np.any(self.rate < 0):
+            raise ValueError("expected_rps must be finite and ≥ 0")
+        if np.any(self.lo < 1) or np.any(self.hi < self.lo):
+            raise ValueError("need 1 ≤ min_replicas ≤ max_replicas in every hour")
+        if not (math.isfinite(lead_s) and lead_s >= 0):
+            raise ValueError("lead_s must be ≥ 0")
+        self.start = float(starts[0].timestamp())
+        self.lead_h = lead_s / 3600.0
+        self.knots = rate_knots(self.rate)
+        self.centres = np.arange(n) + 0.5
+        self._said: str | None = None
+        self._gauges: Any = None
+
+    def growth(self, t_h: float) -> float:
+        """The plan's rate ``lead_s`` after ``t_h`` hours into it over the rate at ``t_h``."""
+        now, then = np.interp([t_h, t_h + self.lead_h], self.centres, self.knots)
+        return float(then / now) if now > 0 else 1.0
+
+    def decide(self, now: float, load: float, per_replica: float) -> tuple[int, dict[str, Any]]:
+        """Replicas for ``load`` ongoing requests at ``now`` (epoch s), ``per_replica`` each."""
+        t_h = (now - self.start) / 3600.0
+        hour = math.floor(t_h)
+        if 0 <= hour < len(self.rate):
+            g = self.growth(t_h)
+            want = int(guided(load, g, per_replica))
+            want = int(np.clip(want, self.lo[hour], self.hi[hour]))
+            state = {"plan": "active", "hour": hour, "growth": round(g, 4)}
+        else:
+            want = int(guided(load, 1.0, per_replica))
+            state = {"plan": "expired" if hour >= len(self.rate) else "not-started"}
+        self._report(state)
+        return want, state
+
+    def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
+        now = ctx.current_time if ctx.current_time is not None else time.time()
+        load = float(ctx.total_num_requests or 0.0)
+        want, state = self.decide(now, load, float(ctx.config.get_target_ongoing_requests()))
+        return want, {**ctx.policy_state, "feedcast": state}
+
+    def _report(self, state: dict[str, Any]) -> None:
+        mode = state["plan"]
+        if mode != self._said:
+            if mode != "active":
+                log.warning("capacity plan %s: scaling on the load alone", mode)
+            self._said = mode
+        if self._gauges is None:
+            self._gauges = _gauges()
+        if self._gauges:
+            active, growth = self._gauges
+            active.set(1.0 if mode == "active" else 0.0)
+            growth.set(float(state.get("growth", 1.0)))
+
+
+def _gauges() -> tuple[Any, ...]:
+    """The policy's gauges, exported with Ray's metrics; none where Ray is not running."""
+    import ray
+
+    if not ray.is_initialized():
+        return ()
+    from ray.util.metrics import Gauge
+
+    return (
+        Gauge("feedcast_capacity_plan_active", "1 while the capacity plan scales the feed"),
+        Gauge("feedcast_capacity_plan_growth", "Growth the plan expects before a new replica"),
+    )
