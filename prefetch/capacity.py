@@ -6,12 +6,14 @@ The plan for the coming week is made from the forecaster's hourly quantiles:
   *is*. Replicas take ``lag_min`` minutes to arrive, so each decision sizes for the load seen
   now times the growth the forecast expects over that lag (never below 1: a forecast decline
   does not shrink the fleet ahead of time), at ``inbound_target`` utilisation
-  (:func:`guided`). A forecast that is off in level (the weeks after a regime shift) then
-  costs nothing; one that knows the daily ramps saves the lag on them. Written as the
-  deployment's autoscaling plan per hour: the expected rate (the ``plan_quantile`` forecast),
-  ``min_replicas`` = ``floor_share`` × what that rate needs (a safety net should the load
-  metrics stall) and ``max_replicas`` = ``burst_factor`` × it. ``serving/autoscaling.py`` runs
-  the same rule as a Ray Serve autoscaling policy.
+  (:func:`guided`); where the load itself climbs faster than that (a spike no calendar
+  predicts), its own climb over the last lag is extrapolated instead (:func:`climb`). A
+  forecast that is off in level (the weeks after a regime shift) then costs nothing; one that
+  knows the daily ramps saves the lag on them. Written as the deployment's autoscaling plan
+  per hour: the expected rate (the ``plan_quantile`` forecast), ``min_replicas`` =
+  ``floor_share`` × what that rate needs (a safety net should the load metrics stall) and
+  ``max_replicas`` = ``burst_factor`` × it, or the week's busiest hour's.
+  ``serving/autoscaling.py`` runs the same rule as a Ray Serve autoscaling policy.
 - **upload workers** per hour: the forecast uploads of the hour (and halfway to a busier
   neighbour) ÷ what one worker processes.
 - **storage**: days until the store is full if uploads keep the forecast's p95 bytes per hour.
@@ -45,6 +47,10 @@ class CapacityConfig:
     inbound_target: float = 0.9  # utilisation the forecast-guided autoscaler aims at
     reactive_target: float = 0.7  # utilisation the reactive autoscaler (the baseline) aims at
     lag_min: int = 5  # minutes between load changing and replicas being there (both policies)
+    # A climb of the load itself over the lag past this factor (an event the forecast did not
+    # know) is extrapolated too; each end of the climb is the mean over this many minutes.
+    climb_threshold: float = 1.05
+    climb_window_min: int = 5
     upload_worker_per_h: float = 1800.0  # uploads one worker processes per hour (2 s each)
     storage_capacity_bytes: float = 1e15
 
@@ -59,6 +65,8 @@ class CapacityConfig:
             raise ValueError("burst_factor must be ≥ 1")
         if not 0.0 <= self.floor_share <= 1.0:
             raise ValueError("floor_share must be in [0, 1]")
+        if self.climb_threshold < 1.0 or self.climb_window_min < 1:
+            raise ValueError("climb_threshold must be ≥ 1 and climb_window_min ≥ 1")
 
 
 def _neighbour_max(q: np.ndarray) -> np.ndarray:
@@ -151,6 +159,14 @@ def guided(load: Any, growth: Any, per_replica: float) -> Any:
     return np.ceil(np.asarray(load, np.float64) * np.maximum(growth, 1.0) / per_replica)
 
 
+def climb(recent: Any, earlier: Any, threshold: float) -> Any:
+    """The load's own growth over the lag (its recent mean over its mean one lag earlier) where
+    that passes ``threshold``, else 1: an event the forecast did not know is extrapolated, the
+    noise of a flat load is not."""
+    ratio = np.asarray(recent, np.float64) / np.maximum(np.asarray(earlier, np.float64), 1e-9)
+    return np.where(ratio > threshold, ratio, 1.0)
+
+
 def lead_growth(rate_h: np.ndarray, lag_min: int) -> np.ndarray:
     """Per minute t of the plan: the forecast rate at t over the rate ``lag_min`` earlier (when
     the decision that is in force at t was taken)."""
@@ -167,25 +183,33 @@ def hourly_bounds(rate_h: np.ndarray, cfg: CapacityConfig) -> tuple[np.ndarray, 
 
 
 def planned_replicas(demand_min: np.ndarray, rate_h: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
-    """What runs each minute under the plan: :func:`guided` on the load seen ``lag_min`` ago
-    and the forecast's growth since, inside the hour's bounds."""
+    """What runs each minute under the plan: :func:`guided` on the load seen ``lag_min`` ago and
+    the growth expected since (the forecast's, or the load's own :func:`climb` where steeper),
+    inside the hour's bounds."""
     rate_h = np.asarray(rate_h, dtype=np.float64)
     if len(rate_h) * 60 < len(demand_min):
         raise ValueError("the plan covers fewer hours than the demand")
     n = len(demand_min)
     lo, hi = (np.repeat(b, 60)[:n] for b in hourly_bounds(rate_h, cfg))
     d = np.asarray(demand_min, dtype=np.float64)
-    seen = np.r_[np.full(cfg.lag_min, d[0]), d[: n - cfg.lag_min]]
-    want = guided(
-        seen, lead_growth(rate_h, cfg.lag_min)[:n], cfg.replica_rps * 60.0 * cfg.inbound_target
-    )
+    lag, w = cfg.lag_min, cfg.climb_window_min
+    seen = np.r_[np.full(lag, d[0]), d[: n - lag]]
+    csum = np.r_[0.0, np.cumsum(seen)]
+    start = np.maximum(np.arange(n) + 1 - w, 0)
+    recent = (csum[1:] - csum[start]) / (np.arange(n) + 1 - start)
+    earlier = np.r_[np.full(lag, recent[0]), recent[: n - lag]]
+    growth = np.maximum(lead_growth(rate_h, lag)[:n], climb(recent, earlier, cfg.climb_threshold))
+    want = guided(seen, growth, cfg.replica_rps * 60.0 * cfg.inbound_target)
     return np.clip(want, lo, hi).astype(np.int64)
 
 
 def max_replicas(plan: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
-    """The autoscaling ceiling over a plan: ``burst_factor`` × the plan, at least one more."""
+    """The autoscaling ceiling over a plan: ``burst_factor`` × the hour's plan, at least one
+    more, and at least the plan's busiest hour (the fleet is sized for that peak anyway; a
+    spike in a quiet hour can need it: 3 × the night's plan cut off a 4.6× spike on event)."""
     plan = np.asarray(plan, dtype=np.int64)
-    return np.maximum(np.ceil(plan * cfg.burst_factor).astype(np.int64), plan + 1)
+    top = np.maximum(np.ceil(plan * cfg.burst_factor).astype(np.int64), plan + 1)
+    return np.maximum(top, plan.max(initial=0))
 
 
 def perfect_replicas(demand_min: np.ndarray, cfg: CapacityConfig) -> np.ndarray:

@@ -5,10 +5,11 @@ bounds (``*_schedule.yaml``, key ``feed_autoscaling``). With ``FEEDCAST_SERVE_CA
 pointing at such a file, the feed deployment scales with :class:`ForecastPolicy` instead of Ray's
 queue-length policy. Each tick it takes the ongoing requests Ray measured, multiplies them by the
 growth the plan expects over the next ``lead_s`` seconds (the time a new replica takes to serve;
-never below 1), divides by ``target_ongoing_requests`` and keeps the result inside the current
-hour's ``min_replicas`` … ``max_replicas`` — the rule the replay in ``prefetch/capacity.py``
-judges (:func:`prefetch.capacity.guided`). Ray applies its own delays and the deployment's
-overall bounds on top.
+never below 1) or by the load's own climb over the last ``lead_s`` where that is steeper (a spike
+the plan did not know), divides by ``target_ongoing_requests`` and keeps the result inside the
+current hour's ``min_replicas`` … ``max_replicas`` — the rule the replay in
+``prefetch/capacity.py`` judges (:func:`prefetch.capacity.guided` and ``climb``).
+Ray applies its own delays and the deployment's overall bounds on top.
 
 The plan travels in the deployment's config (``policy_kwargs``), and the policy runs in the Serve
 controller, one per cluster: nothing is shared between processes. Outside the plan's hours the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from prefetch.capacity import guided, rate_knots
+from prefetch.capacity import CapacityConfig, climb, guided, rate_knots
 
 POLICY = "serving.autoscaling:ForecastPolicy"
 log = logging.getLogger("ray.serve")
@@ -48,14 +50,18 @@ def load_plan(path: Path) -> dict[str, Any]:
     rows = raw.get("feed_autoscaling") if isinstance(raw, dict) else None
     if not isinstance(rows, list) or not rows:
         raise PlanError(f"capacity plan {path}: no 'feed_autoscaling' rows")
-    lag_min = (raw.get("config") or {}).get("lag_min", 5)
+    config = raw.get("config") or {}
+    default = CapacityConfig()
     try:
         kwargs: dict[str, Any] = {
             "hours": [str(r["hour"]) for r in rows],
             "expected_rps": [float(r["expected_rps"]) for r in rows],
             "min_replicas": [int(r["min_replicas"]) for r in rows],
             "max_replicas": [int(r["max_replicas"]) for r in rows],
-            "lead_s": 60.0 * float(lag_min),
+            "lead_s": 60.0 * float(config.get("lag_min", default.lag_min)),
+            "climb_threshold": float(config.get("climb_threshold", default.climb_threshold)),
+            "climb_window_s": 60.0
+            * float(config.get("climb_window_min", default.climb_window_min)),
         }
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanError(
@@ -79,6 +85,8 @@ class ForecastPolicy:
         min_replicas: list[int],
         max_replicas: list[int],
         lead_s: float = 300.0,
+        climb_threshold: float = 1.05,
+        climb_window_s: float = 300.0,
     ) -> None:
         n = len(hours)
         if not n or not (len(expected_rps) == len(min_replicas) == len(max_replicas) == n):
@@ -96,8 +104,14 @@ class ForecastPolicy:
             raise ValueError("need 1 ≤ min_replicas ≤ max_replicas in every hour")
         if not (math.isfinite(lead_s) and lead_s >= 0):
             raise ValueError("lead_s must be ≥ 0")
+        if not (climb_threshold >= 1.0 and climb_window_s > 0):
+            raise ValueError("climb_threshold must be ≥ 1 and climb_window_s > 0")
         self.start = float(starts[0].timestamp())
+        self.lead_s = lead_s
         self.lead_h = lead_s / 3600.0
+        self.climb_threshold = climb_threshold
+        self.window_s = climb_window_s
+        self._loads: deque[tuple[float, float]] = deque()
         self.knots = rate_knots(self.rate)
         self.centres = np.arange(n) + 0.5
         self._said: str | None = None
@@ -108,18 +122,36 @@ class ForecastPolicy:
         now, then = np.interp([t_h, t_h + self.lead_h], self.centres, self.knots)
         return float(then / now) if now > 0 else 1.0
 
+    def climb(self, now: float, load: float) -> float:
+        """The load's own climb: its mean over the last ``climb_window_s`` over its mean as
+        ``lead_s`` earlier (1 until that long a history is kept, or below the threshold)."""
+        if not self._loads or now - self._loads[-1][0] >= 1.0:  # a sample a second at most
+            self._loads.append((now, load))
+        while self._loads and self._loads[0][0] < now - self.lead_s - self.window_s:
+            self._loads.popleft()
+        t, v = np.array(self._loads).T
+        then = (t <= now - self.lead_s) & (t > now - self.lead_s - self.window_s)
+        if not then.any():
+            return 1.0
+        recent = v[t > now - self.window_s].mean()
+        return float(climb(recent, v[then].mean(), self.climb_threshold))
+
     def decide(self, now: float, load: float, per_replica: float) -> tuple[int, dict[str, Any]]:
         """Replicas for ``load`` ongoing requests at ``now`` (epoch s), ``per_replica`` each."""
         t_h = (now - self.start) / 3600.0
         hour = math.floor(t_h)
+        rise = self.climb(now, load)
         if 0 <= hour < len(self.rate):
             g = self.growth(t_h)
-            want = int(guided(load, g, per_replica))
+            want = int(guided(load, max(g, rise), per_replica))
             want = int(np.clip(want, self.lo[hour], self.hi[hour]))
-            state = {"plan": "active", "hour": hour, "growth": round(g, 4)}
+            state = {"plan": "active", "hour": hour, "growth": round(g, 4), "climb": round(rise, 4)}
         else:
-            want = int(guided(load, 1.0, per_replica))
-            state = {"plan": "expired" if hour >= len(self.rate) else "not-started"}
+            want = int(guided(load, rise, per_replica))
+            state = {
+                "plan": "expired" if hour >= len(self.rate) else "not-started",
+                "climb": round(rise, 4),
+            }
         self._report(state)
         return want, state
 

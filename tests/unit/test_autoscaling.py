@@ -26,7 +26,7 @@ def test_flat_plan_is_the_target_rule_inside_the_hours_bounds() -> None:
     p = plan([100.0] * 3, [2, 2, 2], [8, 8, 8])
     assert p.decide(T0 + 90 * 60, load=40.0, per_replica=8.0) == (
         5,
-        {"plan": "active", "hour": 1, "growth": 1.0},
+        {"plan": "active", "hour": 1, "growth": 1.0, "climb": 1.0},
     )
     assert p.decide(T0 + 90 * 60, load=1.0, per_replica=8.0)[0] == 2  # the hour's floor
     assert p.decide(T0 + 90 * 60, load=400.0, per_replica=8.0)[0] == 8  # and its ceiling
@@ -42,8 +42,27 @@ def test_a_ramp_ahead_adds_replicas_and_a_fall_does_not_remove_them() -> None:
 
 def test_outside_the_plan_it_scales_on_the_load_and_says_so() -> None:
     p = plan([100.0] * 2, [4, 4], [6, 6])
-    assert p.decide(T0 + 3 * 3600, load=8.0, per_replica=8.0) == (1, {"plan": "expired"})
-    assert p.decide(T0 - 60, load=80.0, per_replica=8.0) == (10, {"plan": "not-started"})
+    assert p.decide(T0 + 3 * 3600, load=8.0, per_replica=8.0) == (
+        1,
+        {"plan": "expired", "climb": 1.0},
+    )
+    fresh = plan([100.0] * 2, [4, 4], [6, 6])
+    assert fresh.decide(T0 - 60, load=80.0, per_replica=8.0)[:1] == (10,)
+    assert fresh.decide(T0 - 60, load=80.0, per_replica=8.0)[1]["plan"] == "not-started"
+
+
+def test_a_climb_the_plan_did_not_know_is_extrapolated() -> None:
+    p = plan([100.0] * 2, [1, 1], [50, 50], lead_s=300)
+    for s in range(0, 600, 10):  # flat at 40 for ten minutes: no climb
+        want, state = p.decide(T0 + s, load=40.0, per_replica=8.0)
+    assert (want, state["climb"]) == (5, 1.0)
+    for s in range(600, 900, 10):  # then 20 % higher for five minutes
+        want, state = p.decide(T0 + s, load=48.0, per_replica=8.0)
+    assert state["climb"] == pytest.approx(1.2) and want == 8  # ceil(48 × 1.2 / 8)
+    q = plan([100.0] * 2, [1, 1], [50, 50], lead_s=300)
+    for s in range(0, 900, 10):  # noise of ±2 % is not a climb
+        want, state = q.decide(T0 + s, load=40.0 * (1.02 if s % 20 else 0.98), per_replica=8.0)
+    assert state["climb"] == 1.0
 
 
 def test_policy_called_by_ray_with_its_context() -> None:

@@ -87,6 +87,8 @@ def test_plan_keeps_the_hours_bounds_and_leads_the_ramp() -> None:
     spike = flat.copy()
     spike[10:] = 60_000.0
     assert cp.planned_replicas(spike, np.full(2, 36_000.0), cfg).max() == 3  # 3 × the plan
+    night_and_day = np.array([36_000.0] * 3 + [360_000.0] * 3)  # plans of 1 and 10
+    assert cp.hourly_bounds(night_and_day, cfg)[1].tolist()[:2] == [10, 10]  # the week's peak
     # A forecast ramp (doubling each hour) and a 15-minute lag: the plan adds replicas before
     # the load reaches them; reactive at the same target runs short on the way up.
     slow = replace(cfg, lag_min=15)
@@ -96,6 +98,15 @@ def test_plan_keeps_the_hours_bounds_and_leads_the_ramp() -> None:
     same = cp.reactive_replicas(demand, slow, slow.inbound_target)
     assert cp.judge(demand, ours, slow)["underprov_minutes"] == 0
     assert cp.judge(demand, same, slow)["underprov_minutes"] > 30
+    # A spike the forecast does not know (flat plan): the load's own climb is extrapolated.
+    spike_h = np.array([72_000.0, 72_000.0, 216_000.0, 360_000.0, 360_000.0])
+    demand = cp.minute_rate(spike_h) / 60.0
+    flat_plan = np.full(5, 72_000.0)
+    roomy = replace(slow, burst_factor=10.0)  # a ceiling above the spike
+    ours = cp.judge(demand, cp.planned_replicas(demand, flat_plan, roomy), roomy)
+    same = cp.judge(demand, cp.reactive_replicas(demand, slow, slow.inbound_target), slow)
+    assert ours["underprov_minutes"] < same["underprov_minutes"] / 2
+    assert cp.climb(np.array([104.0, 110.0, 90.0]), 100.0, 1.05).tolist() == [1.0, 1.1, 1.0]
     with pytest.raises(ValueError, match="fewer hours"):
         cp.planned_replicas(np.zeros(61), np.array([1.0]), cfg)
 
@@ -128,6 +139,8 @@ def test_bad_config() -> None:
         cp.CapacityConfig(burst_factor=0.5)
     with pytest.raises(ValueError, match="floor_share"):
         cp.CapacityConfig(floor_share=1.5)
+    with pytest.raises(ValueError, match="climb_threshold"):
+        cp.CapacityConfig(climb_threshold=0.9)
 
 
 def test_evaluate_end_to_end_on_a_short_series(tmp_path) -> None:
