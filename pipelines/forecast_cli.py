@@ -123,6 +123,12 @@ def capacity_plan_cmd(
     from prefetch import capacity as cp
 
     chosen = _variants(variants)
+    if weeks - folds < 3:  # the forecaster's least history (2 weeks + 5 training origins)
+        raise typer.BadParameter(
+            f"{weeks} weeks leave {weeks - folds} before the first of {folds} planned weeks; "
+            "the forecaster needs 3",
+            param_hint="--weeks",
+        )
     cfg = cp.CapacityConfig(replica_rps=replica_rps, plan_quantile=plan_quantile)
     results: dict[str, dict[str, Any]] = {}
     table = Table(title=f"capacity plans, {folds} planned weeks per variant, {cfg.lag_min} min lag")
@@ -177,7 +183,7 @@ def _history(path: Path | None) -> pd.DataFrame:
     if path is None:
         lake = settings().world_dir
         try:
-            return from_logs(
+            counted = from_logs(
                 pd.read_parquet(lake / "impressions.parquet", columns=[C.REQUEST_ID, C.EVENT_TS]),
                 pd.read_parquet(lake / "interactions.parquet", columns=[C.EVENT_TS]),
                 pd.read_parquet(lake / "posts.parquet", columns=["created_at", "media_bytes"]),
@@ -186,6 +192,7 @@ def _history(path: Path | None) -> pd.DataFrame:
             raise typer.BadParameter(
                 f"no logs to count in {lake} ({exc}); give --history", param_hint="--history"
             ) from exc
+        return counted.iloc[:-1]  # the latest hour may still be filling
     try:
         raw = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     except (OSError, ValueError) as exc:
@@ -196,7 +203,21 @@ def _history(path: Path | None) -> pd.DataFrame:
             f"{path} lacks column(s) {', '.join(missing)} (needs ds, {', '.join(SERIES)})",
             param_hint="--history",
         )
-    frame = raw.assign(ds=pd.to_datetime(raw["ds"], utc=True)).set_index("ds").sort_index()
+    counts = raw[list(SERIES)].apply(pd.to_numeric, errors="coerce")
+    bad = counts.columns[(counts.isna() | (counts < 0)).any()].tolist()
+    if bad:
+        raise typer.BadParameter(
+            f"{path}: {', '.join(bad)} must be counts ≥ 0 in every hour (found blanks, text or "
+            "negatives)",
+            param_hint="--history",
+        )
+    try:
+        hours = pd.to_datetime(raw["ds"], utc=True)
+    except (ValueError, TypeError) as exc:
+        raise typer.BadParameter(
+            f"{path}: ds is not a time ({exc})", param_hint="--history"
+        ) from exc
+    frame = counts.set_index(hours).rename_axis("ds").sort_index()
     step = frame.index.to_series().diff().dropna()
     if frame.index.has_duplicates or (len(step) and (step != pd.Timedelta(hours=1)).any()):
         raise typer.BadParameter(

@@ -103,11 +103,21 @@ def days_until_full(stored_bytes: float, bytes_per_hour_p95: np.ndarray, capacit
     return float((len(growth) + (capacity - cum[-1]) / rate) / 24.0)
 
 
+def delayed(x: np.ndarray, lag: int) -> np.ndarray:
+    """``x`` as seen ``lag`` steps later (the first value stands in before it), same length."""
+    x = np.asarray(x)
+    k = min(lag, len(x))
+    return np.r_[np.full(k, x[0] if len(x) else 0), x[: len(x) - k]]
+
+
 def rate_knots(hourly: np.ndarray) -> np.ndarray:
     """Levels at the hours' midpoints such that the line through them has each hour's mean:
     the rate is continuous and its hourly totals are the series' (the line's integral over hour
-    i is (k[i-1] + 6 k[i] + k[i+1]) / 8, solved for k; ends held flat). Kept ≥ 5% of the hour
-    where a sharp spike would swing a knot negative."""
+    i is (k[i-1] + 6 k[i] + k[i+1]) / 8, solved for k; ends held flat; minute midpoints sample
+    it exactly). The exact solve rings around a step (a knot beside a 3× spike dips to about
+    half its hour), and where an hour is over ~5× its neighbours a knot would go negative: it
+    is kept ≥ 5% of its hour, and those hours' totals are then only approximate (the minute
+    replay still draws each hour's exact count, :func:`minute_demand`)."""
     c = np.asarray(hourly, dtype=np.float64)
     n = len(c)
     a = np.diag(np.full(n, 6.0)) + np.diag(np.ones(n - 1), 1) + np.diag(np.ones(n - 1), -1)
@@ -148,7 +158,7 @@ def reactive_replicas(
     cap = cfg.replica_rps * 60.0
     util = cfg.reactive_target if target is None else target
     want = np.ceil(np.asarray(demand_min, dtype=np.float64) / (cap * util))
-    seen = np.r_[np.full(cfg.lag_min, want[0]), want[: len(want) - cfg.lag_min]]
+    seen = delayed(want, cfg.lag_min)
     return np.maximum(seen, cfg.min_replicas).astype(np.int64)
 
 
@@ -159,11 +169,13 @@ def guided(load: Any, growth: Any, per_replica: float) -> Any:
     return np.ceil(np.asarray(load, np.float64) * np.maximum(growth, 1.0) / per_replica)
 
 
-def climb(recent: Any, earlier: Any, threshold: float) -> Any:
+def climb(recent: Any, earlier: Any, threshold: float, floor: float) -> Any:
     """The load's own growth over the lag (its recent mean over its mean one lag earlier) where
     that passes ``threshold``, else 1: an event the forecast did not know is extrapolated, the
-    noise of a flat load is not."""
-    ratio = np.asarray(recent, np.float64) / np.maximum(np.asarray(earlier, np.float64), 1e-9)
+    noise of a flat load is not. The earlier mean counts as at least ``floor`` (one replica's
+    load), so a climb from idle is not read as an infinite one."""
+    base = np.maximum(np.asarray(earlier, np.float64), floor)
+    ratio = np.asarray(recent, np.float64) / base
     return np.where(ratio > threshold, ratio, 1.0)
 
 
@@ -171,7 +183,7 @@ def lead_growth(rate_h: np.ndarray, lag_min: int) -> np.ndarray:
     """Per minute t of the plan: the forecast rate at t over the rate ``lag_min`` earlier (when
     the decision that is in force at t was taken)."""
     rate = minute_rate(rate_h)
-    then = np.r_[np.full(lag_min, rate[0]), rate[: len(rate) - lag_min]]
+    then = delayed(rate, lag_min)
     return rate / np.maximum(then, 1e-9)
 
 
@@ -193,13 +205,13 @@ def planned_replicas(demand_min: np.ndarray, rate_h: np.ndarray, cfg: CapacityCo
     lo, hi = (np.repeat(b, 60)[:n] for b in hourly_bounds(rate_h, cfg))
     d = np.asarray(demand_min, dtype=np.float64)
     lag, w = cfg.lag_min, cfg.climb_window_min
-    seen = np.r_[np.full(lag, d[0]), d[: n - lag]]
+    seen = delayed(d, lag)
     csum = np.r_[0.0, np.cumsum(seen)]
     start = np.maximum(np.arange(n) + 1 - w, 0)
     recent = (csum[1:] - csum[start]) / (np.arange(n) + 1 - start)
-    earlier = np.r_[np.full(lag, recent[0]), recent[: n - lag]]
-    growth = np.maximum(lead_growth(rate_h, lag)[:n], climb(recent, earlier, cfg.climb_threshold))
-    want = guided(seen, growth, cfg.replica_rps * 60.0 * cfg.inbound_target)
+    per_replica = cfg.replica_rps * 60.0 * cfg.inbound_target
+    rise = climb(recent, delayed(recent, lag), cfg.climb_threshold, per_replica)
+    want = guided(seen, np.maximum(lead_growth(rate_h, lag)[:n], rise), per_replica)
     return np.clip(want, lo, hi).astype(np.int64)
 
 

@@ -6,16 +6,20 @@ pointing at such a file, the feed deployment scales with :class:`ForecastPolicy`
 queue-length policy. Each tick it takes the ongoing requests Ray measured, multiplies them by the
 growth the plan expects over the next ``lead_s`` seconds (the time a new replica takes to serve;
 never below 1) or by the load's own climb over the last ``lead_s`` where that is steeper (a spike
-the plan did not know), divides by ``target_ongoing_requests`` and keeps the result inside the
-current hour's ``min_replicas`` … ``max_replicas`` — the rule the replay in
-``prefetch/capacity.py`` judges (:func:`prefetch.capacity.guided` and ``climb``).
-Ray applies its own delays and the deployment's overall bounds on top.
+the plan did not know), divides by ``target_ongoing_requests`` (one replica's load at its
+target: the replay's 90% of what it serves) and keeps the result inside the bounds of the hour
+the new replicas will run in — the rule the replay in ``prefetch/capacity.py`` judges
+(:func:`prefetch.capacity.guided` and ``climb``). Ray applies its own delays and the
+deployment's overall bounds on top.
 
 The plan travels in the deployment's config (``policy_kwargs``), and the policy runs in the Serve
-controller, one per cluster: nothing is shared between processes. Outside the plan's hours the
-policy is Ray's rule at the same target (no growth, the deployment's bounds) and says so: a
-``plan`` of ``expired`` / ``not-started`` in its state, a warning in the controller log and the
-gauge ``feedcast_capacity_plan_active`` at 0.
+controller, one per cluster: nothing is shared between processes. The load's recent history (for
+the climb) is the policy's own; after a controller restart it refills within ``lead_s``.
+Outside the plan's hours the policy is Ray's rule at the same target with the climb (no
+forecast growth, the deployment's bounds) and says so: a ``plan`` of ``expired`` /
+``not-started`` in its state, a warning in the controller log and the gauge
+``feedcast_capacity_plan_active`` at 0. A load Ray could not measure counts as none (the hour's
+floor holds) and shows as ``load: missing`` in the state.
 """
 
 from __future__ import annotations
@@ -122,9 +126,10 @@ class ForecastPolicy:
         now, then = np.interp([t_h, t_h + self.lead_h], self.centres, self.knots)
         return float(then / now) if now > 0 else 1.0
 
-    def climb(self, now: float, load: float) -> float:
+    def climb(self, now: float, load: float, per_replica: float) -> float:
         """The load's own climb: its mean over the last ``climb_window_s`` over its mean as
-        ``lead_s`` earlier (1 until that long a history is kept, or below the threshold)."""
+        ``lead_s`` earlier, that at least one replica's load (1 until that long a history is
+        kept, or below the threshold)."""
         if not self._loads or now - self._loads[-1][0] >= 1.0:  # a sample a second at most
             self._loads.append((now, load))
         while self._loads and self._loads[0][0] < now - self.lead_s - self.window_s:
@@ -134,17 +139,22 @@ class ForecastPolicy:
         if not then.any():
             return 1.0
         recent = v[t > now - self.window_s].mean()
-        return float(climb(recent, v[then].mean(), self.climb_threshold))
+        return float(climb(recent, v[then].mean(), self.climb_threshold, per_replica))
 
     def decide(self, now: float, load: float, per_replica: float) -> tuple[int, dict[str, Any]]:
-        """Replicas for ``load`` ongoing requests at ``now`` (epoch s), ``per_replica`` each."""
+        """Replicas for ``load`` ongoing requests at ``now`` (epoch s), ``per_replica`` each.
+        The bounds are those of the hour the replicas will run in (``lead_s`` on), as in the
+        replay; a load that is not a number counts as none (the hour's floor holds)."""
+        missing = not math.isfinite(load)
+        load = 0.0 if missing else max(load, 0.0)
         t_h = (now - self.start) / 3600.0
         hour = math.floor(t_h)
-        rise = self.climb(now, load)
+        rise = self.climb(now, load, per_replica)
         if 0 <= hour < len(self.rate):
             g = self.growth(t_h)
+            run = min(math.floor(t_h + self.lead_h), len(self.rate) - 1)
             want = int(guided(load, max(g, rise), per_replica))
-            want = int(np.clip(want, self.lo[hour], self.hi[hour]))
+            want = int(np.clip(want, self.lo[run], self.hi[run]))
             state = {"plan": "active", "hour": hour, "growth": round(g, 4), "climb": round(rise, 4)}
         else:
             want = int(guided(load, rise, per_replica))
@@ -152,12 +162,15 @@ class ForecastPolicy:
                 "plan": "expired" if hour >= len(self.rate) else "not-started",
                 "climb": round(rise, 4),
             }
+        if missing:
+            state["load"] = "missing"
         self._report(state)
         return want, state
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         now = ctx.current_time if ctx.current_time is not None else time.time()
-        load = float(ctx.total_num_requests or 0.0)
+        load = ctx.total_num_requests
+        load = float("nan") if load is None else float(load)
         want, state = self.decide(now, load, float(ctx.config.get_target_ongoing_requests()))
         return want, {**ctx.policy_state, "feedcast": state}
 

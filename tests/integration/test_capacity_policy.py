@@ -40,6 +40,7 @@ def test_plan_policy_holds_the_current_hours_floor(service, tmp_path) -> None:
     path.write_text(yaml.safe_dump({"config": {"lag_min": 1}, "feed_autoscaling": rows}))
     config = autoscaling_config(Settings(serve_capacity_plan=path))
     assert config["min_replicas"] == 1
+    config |= {"downscale_delay_s": 1}  # a fall back to the deployment's floor would show
 
     @serve.deployment(ray_actor_options={"num_cpus": 0})
     class Probe:
@@ -57,7 +58,7 @@ def test_plan_policy_holds_the_current_hours_floor(service, tmp_path) -> None:
         while time.monotonic() < deadline and _running("plan-probe", "Probe") < 2:
             time.sleep(0.5)
         assert _running("plan-probe", "Probe") == 2
-        time.sleep(3)  # and it stays there: neither the ceiling nor Ray's default of 1
+        time.sleep(6)  # and it stays there: neither the ceiling nor the deployment's floor
         assert _running("plan-probe", "Probe") == 2
     finally:
         serve.delete("plan-probe")

@@ -40,6 +40,18 @@ def test_a_ramp_ahead_adds_replicas_and_a_fall_does_not_remove_them() -> None:
     assert down.decide(T0 + 60 * 60, load=40.0, per_replica=8.0)[0] == 5
 
 
+def test_bounds_are_the_hour_the_replicas_will_run_in() -> None:
+    p = plan([100.0] * 3, [1, 4, 4], [8, 8, 8], lead_s=600)
+    assert p.decide(T0 + 40 * 60, load=8.0, per_replica=8.0)[0] == 1  # hour 0 until 0:50
+    assert p.decide(T0 + 52 * 60, load=8.0, per_replica=8.0)[0] == 4  # replicas due at 1:02
+
+
+def test_a_load_ray_could_not_measure_keeps_the_floor() -> None:
+    p = plan([100.0] * 2, [3, 3], [8, 8])
+    want, state = p.decide(T0 + 60, load=float("nan"), per_replica=8.0)
+    assert (want, state["load"]) == (3, "missing")
+
+
 def test_outside_the_plan_it_scales_on_the_load_and_says_so() -> None:
     p = plan([100.0] * 2, [4, 4], [6, 6])
     assert p.decide(T0 + 3 * 3600, load=8.0, per_replica=8.0) == (
@@ -59,6 +71,10 @@ def test_a_climb_the_plan_did_not_know_is_extrapolated() -> None:
     for s in range(600, 900, 10):  # then 20 % higher for five minutes
         want, state = p.decide(T0 + s, load=48.0, per_replica=8.0)
     assert state["climb"] == pytest.approx(1.2) and want == 8  # ceil(48 × 1.2 / 8)
+    idle = plan([100.0] * 2, [1, 1], [50, 50], lead_s=300)
+    for s in range(0, 600, 10):  # idle, then a trickle: no climb from nothing
+        want, state = idle.decide(T0 + s, load=0.0 if s < 300 else 0.2, per_replica=8.0)
+    assert (want, state["climb"]) == (1, 1.0)
     q = plan([100.0] * 2, [1, 1], [50, 50], lead_s=300)
     for s in range(0, 900, 10):  # noise of ±2 % is not a climb
         want, state = q.decide(T0 + s, load=40.0 * (1.02 if s % 20 else 0.98), per_replica=8.0)

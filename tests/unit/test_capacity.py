@@ -49,9 +49,10 @@ def test_minute_rate_is_continuous_and_keeps_each_hours_total() -> None:
     rate = cp.minute_rate(hours)
     np.testing.assert_allclose(rate.reshape(5, 60).mean(axis=1), hours, rtol=1e-9)
     steps = np.abs(np.diff(rate))
-    at_edges = steps[59::60]  # the step from minute 59 of an hour to minute 0 of the next
-    assert at_edges.max() <= steps.max() + 1e-9  # no jump where hours meet
-    assert at_edges.max() < 0.05 * hours.max()  # every step is small
+    edge = np.zeros(len(steps), bool)
+    edge[59::60] = True  # the step from minute 59 of an hour to minute 0 of the next
+    assert steps[edge].max() <= steps[~edge].max() + 1e-9  # no jump where hours meet
+    assert steps.max() < 0.05 * hours.max()  # every step is small
     m = cp.minute_demand((hours * 1000).astype(int), seed=3).astype(float)
     jumps = np.abs(np.diff(m)) / m[:-1]
     assert jumps[59::60].max() < 0.05  # splitting each hour on its own jumped ~25% here
@@ -106,7 +107,13 @@ def test_plan_keeps_the_hours_bounds_and_leads_the_ramp() -> None:
     ours = cp.judge(demand, cp.planned_replicas(demand, flat_plan, roomy), roomy)
     same = cp.judge(demand, cp.reactive_replicas(demand, slow, slow.inbound_target), slow)
     assert ours["underprov_minutes"] < same["underprov_minutes"] / 2
-    assert cp.climb(np.array([104.0, 110.0, 90.0]), 100.0, 1.05).tolist() == [1.0, 1.1, 1.0]
+    assert cp.climb(np.array([104.0, 110.0, 90.0]), 100.0, 1.05, 1.0).tolist() == [1.0, 1.1, 1.0]
+    assert cp.climb(5.0, 0.0, 1.05, 10.0) == 1.0  # from idle: not an infinite climb
+    # From idle to a trickle the plan does not jump to its ceiling.
+    idle = np.r_[np.zeros(30), np.full(30, 5.0)]
+    assert cp.planned_replicas(idle, np.full(1, 600.0), roomy).max() == 1
+    # A lag longer than the demand still gives one decision a minute.
+    assert len(cp.planned_replicas(np.full(10, 600.0), np.full(1, 36_000.0), slow)) == 10
     with pytest.raises(ValueError, match="fewer hours"):
         cp.planned_replicas(np.zeros(61), np.array([1.0]), cfg)
 
@@ -179,6 +186,9 @@ def test_cli_names_a_bad_variant() -> None:
     res = CliRunner().invoke(app, ["capacity", "plan", "--variants", "nope"])
     assert res.exit_code == 2
     assert "nope" in res.output
+    res = CliRunner().invoke(app, ["capacity", "plan", "--weeks", "6", "--folds", "4"])
+    assert res.exit_code == 2
+    assert "the forecaster needs 3" in res.output
 
 
 def test_schedule_plans_the_week_after_the_history(tmp_path) -> None:
@@ -219,6 +229,11 @@ def test_schedule_plans_the_week_after_the_history(tmp_path) -> None:
     frame.drop(columns="uploads").to_csv(bad := tmp_path / "bad.csv", index=False)
     res = runner.invoke(app, ["capacity", "schedule", "--history", str(bad), "--out", str(out)])
     assert res.exit_code == 2 and "uploads" in res.output
+    frame.assign(uploads=frame["uploads"].where(frame.index != 5, -1)).to_csv(
+        neg := tmp_path / "neg.csv", index=False
+    )
+    res = runner.invoke(app, ["capacity", "schedule", "--history", str(neg), "--out", str(out)])
+    assert res.exit_code == 2 and "counts ≥ 0" in res.output
     frame.drop(index=[10]).to_parquet(gap := tmp_path / "gap.parquet")
     res = runner.invoke(app, ["capacity", "schedule", "--history", str(gap), "--out", str(out)])
     assert res.exit_code == 2 and "consecutive" in res.output
