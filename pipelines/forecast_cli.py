@@ -118,7 +118,6 @@ def capacity_plan_cmd(
     is full) and judge the plan minute by minute against a reactive autoscaler (70% target, same
     lag), the same autoscaler at our target without the forecast, and perfect foresight, at
     reaction lags of 5, 15 and 30 minutes. For the live deployment: `capacity schedule`."""
-    import yaml
 
     from prefetch import capacity as cp
 
@@ -145,14 +144,15 @@ def capacity_plan_cmd(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     with console.status("planning") as status:
         for v in chosen:
-            out = cp.evaluate(
-                v, seed=seed, weeks=weeks, folds=folds, cfg=cfg, progress=status.update
+            out = cp.evaluate_and_write(
+                v,
+                json_out.with_suffix(""),
+                cfg,
+                seed=seed,
+                weeks=weeks,
+                folds=folds,
+                progress=status.update,
             )
-            stem = json_out.with_suffix("")
-            cp.plot(out, Path(f"{stem}_{v}.png"), cfg)
-            plan = out.pop("last")["plan"]
-            Path(f"{stem}_{v}_schedule.yaml").write_text(yaml.safe_dump(plan.to_dict()))
-            out["days_until_full_p95"] = plan.days_until_full
             results[v] = out
             table.add_row(v, *_capacity_cells(out))
     summary = cp.worst(results)
@@ -176,18 +176,13 @@ def _history(path: Path | None) -> pd.DataFrame:
     """Hourly counts indexed by UTC hour: from a Parquet/CSV file, or from the lake's logs."""
     import pandas as pd
 
-    from core import constants as C
     from pipelines.cli import settings
-    from simulator.traffic import from_logs
+    from simulator.traffic import from_lake
 
     if path is None:
         lake = settings().world_dir
         try:
-            counted = from_logs(
-                pd.read_parquet(lake / "impressions.parquet", columns=[C.REQUEST_ID, C.EVENT_TS]),
-                pd.read_parquet(lake / "interactions.parquet", columns=[C.EVENT_TS]),
-                pd.read_parquet(lake / "posts.parquet", columns=["created_at", "media_bytes"]),
-            )
+            counted = from_lake(lake)
         except (OSError, ValueError) as exc:
             raise typer.BadParameter(
                 f"no logs to count in {lake} ({exc}); give --history", param_hint="--history"
@@ -258,11 +253,11 @@ def capacity_schedule_cmd(
     import yaml
 
     from prefetch import capacity as cp
-    from training.forecast import HISTORY, Forecaster, ForecastParams
+    from training.forecast import Forecaster, ForecastParams
 
     frame = _history(history)
     params = ForecastParams(quantiles=(0.5, 0.95))
-    needed = HISTORY + 5 * params.origin_step + params.horizon
+    needed = params.min_history
     if len(frame) < needed:
         raise typer.BadParameter(
             f"{len(frame)} hours of history; the forecaster needs at least {needed}",

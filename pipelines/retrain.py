@@ -357,17 +357,12 @@ def step_train(ctx: Context) -> dict[str, Any]:
 
 def step_forecaster(ctx: Context) -> dict[str, Any]:
     """Refit the traffic forecaster on the lake's hourly requests, when there is history enough."""
-    from simulator.traffic import from_logs
-    from training.forecast import HISTORY, Forecaster, ForecastParams
+    from simulator.traffic import from_lake
+    from training.forecast import Forecaster, ForecastParams
 
-    lake = ctx.settings.world_dir
-    series = from_logs(
-        pd.read_parquet(lake / "impressions.parquet", columns=[C.REQUEST_ID, C.EVENT_TS]),
-        pd.read_parquet(lake / "interactions.parquet", columns=[C.EVENT_TS]),
-        pd.read_parquet(lake / "posts.parquet", columns=["created_at", "media_bytes"]),
-    )
+    series = from_lake(ctx.settings.world_dir)
     params = ForecastParams()
-    needed = HISTORY + 5 * params.origin_step + params.horizon
+    needed = params.min_history
     if len(series) < needed:
         return {
             "fitted": False,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -372,11 +373,12 @@ def evaluate(
         f_by = Forecaster.fit(by[: origin + 1], index[: origin + 1], params)
         q_by = f_by.predict(by, index, origin)[0.95].to_numpy()
         demand = minute_demand(traffic.requests[origin + 1 : origin + 169], seed=seed * 100 + k)
-        out = compare(demand, q_req, cfg)
+        judged = {lag: compare(demand, q_req, replace(cfg, lag_min=lag)) for lag in lags}
+        out = dict(judged.get(cfg.lag_min) or compare(demand, q_req, cfg))
         out["fold"] = folds - k + 1
         rows.append(out)
         for lag in lags:
-            per_lag[lag].append(compare(demand, q_req, replace(cfg, lag_min=lag)))
+            per_lag[lag].append(judged[lag])
         hours = [t.isoformat() for t in index[origin + 1 : origin + 169]]
         stored = float(traffic.storage_bytes[origin])
         last = {
@@ -414,6 +416,22 @@ def worst(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             for lag in lags
         },
     }
+
+
+def evaluate_and_write(
+    variant: str, stem: Path, cfg: CapacityConfig, **kwargs: Any
+) -> dict[str, Any]:
+    """:func:`evaluate` one variant and write its plot (``{stem}_{variant}.png``) and its last
+    planned week (``{stem}_{variant}_schedule.yaml``); the figures, with the days until the
+    store is full, without the minute series."""
+    import yaml
+
+    out = evaluate(variant, cfg=cfg, **kwargs)
+    plot(out, Path(f"{stem}_{variant}.png"), cfg)
+    plan = out.pop("last")["plan"]
+    Path(f"{stem}_{variant}_schedule.yaml").write_text(yaml.safe_dump(plan.to_dict()))
+    out["days_until_full_p95"] = plan.days_until_full
+    return out
 
 
 def plot(result: dict[str, Any], path: Any, cfg: CapacityConfig) -> Any:

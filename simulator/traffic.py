@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
@@ -187,6 +188,15 @@ def per_minute(
     minute_rate = np.interp(t, np.arange(len(index)) + 0.5, rate) / 60.0
     counts = _counts(minute_rate, dispersion, np.random.default_rng(seed))
     return minutes, minute_rate, counts
+
+
+def from_lake(lake: Path) -> pd.DataFrame:
+    """:func:`from_logs` over the lake's Parquet files (impressions, interactions, posts)."""
+    return from_logs(
+        pd.read_parquet(lake / "impressions.parquet", columns=[C.REQUEST_ID, C.EVENT_TS]),
+        pd.read_parquet(lake / "interactions.parquet", columns=[C.EVENT_TS]),
+        pd.read_parquet(lake / "posts.parquet", columns=["created_at", "media_bytes"]),
+    )
 
 
 def from_logs(

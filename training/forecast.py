@@ -68,6 +68,12 @@ class ForecastParams:
     calibrate: bool = True
     extra: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def min_history(self) -> int:
+        """Hours of history a fit needs with its held-back week (without it a fit needs
+        ``horizon`` fewer and is not calibrated)."""
+        return HISTORY + 5 * self.origin_step + self.horizon
+
     def lgb_params(self, alpha: float) -> dict[str, object]:
         return {
             "objective": "quantile",
