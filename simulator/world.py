@@ -20,6 +20,7 @@ from simulator.truth import Truth, examination
 
 AFFINITY_RANK = 4
 SCROLL_S = 2.0  # seconds between two items of a session coming into view
+ACTION_DELAY_S = 1.0  # seconds from an item coming into view to a like, comment or save of it
 WEEKDAY_LIFT = np.array([0.0, -0.2, -0.2, 0.0, 0.3, 1.0, 0.9])  # Mon..Sun, scaled by amplitude
 
 
@@ -314,6 +315,15 @@ def generate(config: WorldConfig, progress: bool = False) -> World:
         }
     )
 
+    # The world ends at ``config.end``: a session still scrolling then stops there. An
+    # impression is kept only if its actions (ACTION_DELAY later) fall inside the world too, so
+    # no log row lies past the end and a lake cut at it holds each kept impression's labels.
+    # Filtering after every draw keeps the rest of the world as the seed made it.
+    inside = (
+        impressions[C.EVENT_TS] + pd.Timedelta(seconds=ACTION_DELAY_S) <= pd.Timestamp(config.end)
+    ).to_numpy()
+    impressions = impressions[inside].reset_index(drop=True)
+
     req_ts = _ts(config, np.array(req_hour))
     requests = pd.DataFrame(
         {
@@ -353,8 +363,8 @@ def generate(config: WorldConfig, progress: bool = False) -> World:
                     C.POST_ID: hit[C.POST_ID].to_numpy(),
                     C.AUTHOR_ID: hit[C.AUTHOR_ID].to_numpy(),
                     "kind": kind,
-                    # The action follows the impression by a few seconds.
-                    C.EVENT_TS: hit[C.EVENT_TS] + pd.Timedelta(seconds=1),
+                    # The action follows the impression.
+                    C.EVENT_TS: hit[C.EVENT_TS] + pd.Timedelta(seconds=ACTION_DELAY_S),
                 }
             )
         )

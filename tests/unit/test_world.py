@@ -6,7 +6,7 @@ import pytest
 
 from core import constants as C
 from simulator.config import WorldConfig
-from simulator.world import generate
+from simulator.world import ACTION_DELAY_S, SCROLL_S, generate
 
 END = datetime(2026, 1, 10, tzinfo=UTC)
 
@@ -81,6 +81,26 @@ def test_truth_round_trips_through_its_file(world, tmp_path):
     again = Truth.load(tmp_path / "t.npz").score(world.impressions.head(100))
     for head, values in world.truth.score(world.impressions.head(100)).items():
         np.testing.assert_allclose(again[head], values)
+
+
+def test_no_log_row_lies_past_the_worlds_end():
+    # This seed and end have a session scrolling at the end: before the cut, 11 of its
+    # impressions and a like lay after it, and a lake cut at the end kept them out.
+    end = datetime(2026, 12, 1, 16, tzinfo=UTC)
+    w = generate(WorldConfig(users=150, days=4, seed=7, end=end))
+    last = w.impressions[C.EVENT_TS].max()
+    assert last > pd.Timestamp(end) - pd.Timedelta(seconds=SCROLL_S + ACTION_DELAY_S)
+    for name in ("requests", "impressions", "interactions"):
+        assert (getattr(w, name)[C.EVENT_TS] <= pd.Timestamp(end)).all(), name
+    # Each action still follows a kept impression of its post.
+    pair = w.interactions.merge(
+        w.impressions[[C.USER_ID, C.POST_ID, C.EVENT_TS]],
+        on=[C.USER_ID, C.POST_ID],
+        suffixes=("", "_shown"),
+    )
+    delay = pair[C.EVENT_TS] - pair[f"{C.EVENT_TS}_shown"]
+    follows = (delay == pd.Timedelta(seconds=ACTION_DELAY_S)).groupby(pair["event_id"]).any()
+    assert set(follows[follows].index) == set(w.interactions["event_id"])
 
 
 def test_interactions_have_unique_event_ids(world):
