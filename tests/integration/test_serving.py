@@ -152,36 +152,38 @@ def test_an_upload_is_stored_once_and_fanned_out_to_followers(service, settings,
     assert "987654321" in unknown.json()["detail"][0]["msg"]
 
     cluster, session = connect(settings)
+    # Buckets follow the stored creation time, not the clock: a test that spans midnight
+    # still looks where the post went.
+    stored = session.execute("SELECT created_at FROM posts_by_id WHERE post_id = %s", (post_id,))
+    created = stored.one().created_at
+    day = day_bucket(created)
     try:
 
         def landed() -> bool:
             rows = session.execute(
                 "SELECT post_id FROM timeline_by_user WHERE user_id = %s AND day = %s",
-                (follower, day_bucket(datetime.now(UTC))),
+                (follower, day),
             )
             return post_id in {r.post_id for r in rows}
 
         assert _wait(landed, 15), "the upload never reached a follower's timeline"
-        day = day_bucket(datetime.now(UTC))
         by_author = session.execute(
             "SELECT post_id, created_at FROM posts_by_author WHERE author_id = %s AND day = %s",
             (author, day),
         )
         mine = [r for r in by_author if r.post_id == post_id]
     finally:  # leave the world as the other tests know it
-        row = session.execute("SELECT created_at FROM posts_by_id WHERE post_id = %s", (post_id,))
-        created = row.one().created_at
         session.execute("DELETE FROM posts_by_id WHERE post_id = %s", (post_id,))
         session.execute(
             "DELETE FROM posts_by_author WHERE author_id = %s AND day = %s AND created_at = %s "
             "AND post_id = %s",
-            (author, day_bucket(datetime.now(UTC)), created, post_id),
+            (author, day, created, post_id),
         )
         for f in world.follows.loc[world.follows["followee_id"] == author, C.USER_ID]:
             session.execute(
                 "DELETE FROM timeline_by_user WHERE user_id = %s AND day = %s AND created_at = %s "
                 "AND post_id = %s",
-                (int(f), day_bucket(datetime.now(UTC)), created, post_id),
+                (int(f), day, created, post_id),
             )
         cluster.shutdown()
     assert len(mine) == 1
