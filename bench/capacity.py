@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefetch import capacity as cp
+from capacity import backtest
+from capacity import plan as cp
 from simulator.traffic import VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -16,7 +17,7 @@ def run(_settings: object = None) -> dict[str, Any]:
     cfg = cp.CapacityConfig()
     out: dict[str, Any] = {}
     for v in VARIANTS:
-        out[v] = cp.evaluate_and_write(
+        out[v] = backtest.evaluate_and_write(
             v, RESULTS / "capacity", cfg, folds=3, progress=lambda m: print(m, flush=True)
         )
-    return {**cp.worst(out), "variants": out}
+    return {**backtest.worst(out), "variants": out}

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from prefetch import replay
-from prefetch.report import plot, plot_summary, summarize
+from prefetch.replay import engine as replay
+from prefetch.replay.report import plot, plot_summary, summarize
 
 SEEDS = (0, 1, 2)
 WORLDS = Path(__file__).resolve().parent / "worlds"

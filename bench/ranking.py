@@ -34,8 +34,9 @@ def cases() -> dict[str, WorldConfig]:
 
 
 def run(settings: Settings, only: list[str] | None = None) -> dict[str, Any]:
-    from bench.learnability import structured_auc
-    from pipelines.evaluate import eval_settings, run_eval
+    from evaluation.learnability import structured_auc
+    from evaluation.oracle import eval_settings
+    from pipelines.steps import run_eval
 
     results: dict[str, Any] = {}
     for name, config in cases().items():

@@ -6,7 +6,7 @@ What it does:
    pulled at read time. Trains both rankers on it (few epochs: latency, not quality, is measured
    here) and registers them as ``@champion`` under bench-only model names.
 2. Feature reads, Feast's ``get_online_features`` vs our reader, on the same 500 rows.
-3. Deploys the feed and the no-op app (``serving.app.build_noop_app``) side by side on one Ray
+3. Deploys the feed and the no-op app (``serving.noop.build_noop_app``) side by side on one Ray
    Serve instance, then drives each with locust, headless, in a process of its own, at 50, 100
    and 200 requests/s (noop then feed at each rate, so both see the same machine).
 
@@ -180,8 +180,8 @@ def run(settings: Settings) -> dict[str, Any]:
     from ray import serve
 
     from bench.features import feature_read_speedup
-    from serving.app import build_noop_app
     from serving.deploy import deploy
+    from serving.noop import build_noop_app
 
     s = bench_settings(settings)
     readers = _world(s)

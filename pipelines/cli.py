@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from core.settings import DEV_API_KEY, Settings
+from pipelines.cli_common import console, fail, require_mlflow, settings
+from pipelines.forecast_cli import capacity_app, forecast_app
+from pipelines.pipeline_cli import pipeline_app
+from pipelines.prefetch_cli import prefetch_app
 
 app = typer.Typer(
     help="feedcast: ML-ranked feeds on Cassandra, Feast/Redis, LightGBM, MLflow and Ray Serve.",
@@ -35,16 +37,10 @@ app.add_typer(world_app, name="world")
 app.add_typer(features_app, name="features")
 app.add_typer(serve_app, name="serve")
 
-from pipelines.forecast_cli import capacity_app, forecast_app  # noqa: E402
-from pipelines.pipeline_cli import pipeline_app  # noqa: E402
-from pipelines.prefetch_cli import prefetch_app  # noqa: E402
-
 app.add_typer(prefetch_app, name="prefetch")
 app.add_typer(forecast_app, name="forecast")
 app.add_typer(capacity_app, name="capacity")
 app.add_typer(pipeline_app, name="pipeline")
-
-console = Console()
 
 
 @app.callback()
@@ -55,30 +51,6 @@ def _before_any_command() -> None:
     # A bad configuration is reported by the command that reads it, with its own message.
     with contextlib.suppress(Exception):
         auth_env(Settings())
-
-
-def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
-
-
-def require_mlflow(s: Settings) -> None:
-    """Fail in one line, before any work, when the tracking server is not there."""
-    from stack.mlflow_server import answers
-
-    if not answers(s):
-        fail(
-            f"MLflow at {s.mlflow_tracking_uri} is not answering: start the stack with "
-            "`feedcast stack up` (or set FEEDCAST_MLFLOW_TRACKING_URI=sqlite:///path/mlflow.db)"
-        )
-
-
-def settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as exc:  # pydantic's message names the variable and the problem
-        fail(f"invalid FEEDCAST_* configuration: {exc}")
-        raise
 
 
 @stack_app.command("up")
@@ -268,8 +240,8 @@ def eval_(
     Needs no Cassandra: the world lives in its own folder under FEEDCAST_HOME/eval/. Writes
     the metrics (JSON), PNG plots beside them, and logs everything to MLflow.
     """
-    from pipelines.evaluate import run_eval
     from pipelines.render import metrics_table
+    from pipelines.steps import run_eval
     from simulator.config import WorldConfig
 
     try:
@@ -399,7 +371,3 @@ def demo(
         run(settings(), users=users, seed=seed, console=console)
     except Exception as exc:
         fail(f"{type(exc).__name__}: {exc}")
-
-
-def main() -> None:  # pragma: no cover — entry point
-    app(prog_name=Path(sys.argv[0]).name)

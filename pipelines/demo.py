@@ -17,8 +17,8 @@ from core import constants as C
 from core.settings import DEV_API_KEY, Settings
 from pipelines import steps
 from pipelines.render import feed_table, metrics_table
-from prefetch import live
-from prefetch.live import LiveConfig
+from prefetch.replay import live
+from prefetch.replay.live import LiveConfig
 from simulator.config import WorldConfig
 
 

@@ -119,7 +119,8 @@ def capacity_plan_cmd(
     lag), the same autoscaler at our target without the forecast, and perfect foresight, at
     reaction lags of 5, 15 and 30 minutes. For the live deployment: `capacity schedule`."""
 
-    from prefetch import capacity as cp
+    from capacity import backtest
+    from capacity import plan as cp
 
     chosen = _variants(variants)
     if weeks - folds < 3:  # the forecaster's least history (2 weeks + 5 training origins)
@@ -144,7 +145,7 @@ def capacity_plan_cmd(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     with console.status("planning") as status:
         for v in chosen:
-            out = cp.evaluate_and_write(
+            out = backtest.evaluate_and_write(
                 v,
                 json_out.with_suffix(""),
                 cfg,
@@ -155,7 +156,7 @@ def capacity_plan_cmd(
             )
             results[v] = out
             table.add_row(v, *_capacity_cells(out))
-    summary = cp.worst(results)
+    summary = backtest.worst(results)
     for lag, row in summary["by_lag"].items():
         table.add_row(f"worst, {lag} min lag", *_capacity_cells(row))
     json_out.write_text(json.dumps({**summary, "variants": results}, indent=2, default=str))
@@ -167,7 +168,7 @@ SERIES = ("requests", "uploads", "upload_bytes")
 
 
 def _capacity_cells(row: dict[str, float]) -> list[str]:
-    from prefetch.capacity import SUMMARY_KEYS
+    from capacity.backtest import SUMMARY_KEYS
 
     return [f"{row[k]:.2%}" if "underprov" in k else f"{row[k]:.3f}" for k in SUMMARY_KEYS]
 
@@ -176,7 +177,7 @@ def _history(path: Path | None) -> pd.DataFrame:
     """Hourly counts indexed by UTC hour: from a Parquet/CSV file, or from the lake's logs."""
     import pandas as pd
 
-    from pipelines.cli import settings
+    from pipelines.cli_common import settings
     from simulator.traffic import from_lake
 
     if path is None:
@@ -252,7 +253,7 @@ def capacity_schedule_cmd(
     import pandas as pd
     import yaml
 
-    from prefetch import capacity as cp
+    from capacity import plan as cp
     from training.forecast import Forecaster, ForecastParams
 
     frame = _history(history)

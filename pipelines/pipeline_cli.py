@@ -58,7 +58,7 @@ def run_retrain_cmd(
     """
     from dataclasses import asdict
 
-    from pipelines.cli import require_mlflow, settings
+    from pipelines.cli_common import require_mlflow, settings
     from pipelines.lock import LockHeld, LockUnavailable
     from pipelines.retrain import STEPS, RetrainOptions, run_retrain
 
@@ -109,7 +109,7 @@ def runs_cmd(
     last: Annotated[int, typer.Option(min=1, help="How many of the latest runs.")] = 10,
 ) -> None:
     """The latest retrain runs: status, data window and the steps they finished."""
-    from pipelines.cli import settings
+    from pipelines.cli_common import settings
     from pipelines.retrain import STEPS, Run
 
     table = Table("run", "status", "window", "steps done", "message")
@@ -140,7 +140,7 @@ def schedule_cmd(
     """Run `pipeline run retrain` on a cron schedule (APScheduler, job store persisted in
     SQLite under the feedcast home) until interrupted. A run still going when the next is due
     is not doubled; missed runs collapse into one."""
-    from pipelines.cli import settings
+    from pipelines.cli_common import settings
     from pipelines.schedule import build_scheduler, next_fire_times
 
     s = settings()

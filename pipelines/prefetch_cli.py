@@ -45,8 +45,8 @@ def replay_cmd(
     oracle prefetcher at caches of 0.1%, 1% and 10% of the footprint; write JSON and plots."""
     import yaml
 
-    from prefetch import replay
-    from prefetch.report import plot
+    from prefetch.replay import engine as replay
+    from prefetch.replay.report import plot
 
     overrides: dict[str, object] = {}
     if world_config is not None:

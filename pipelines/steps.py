@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from core.db import connect
 from core.settings import Settings
 from core.statements import Statements
+from evaluation.oracle import eval_settings, evaluate, plots
 from features.definitions import FEATURE_SERVICE
 from simulator import writer
 from simulator.config import WorldConfig
@@ -185,7 +187,6 @@ def train(
     """Fit both rankers, judge them against the world's truth, log and register them."""
     import mlflow
 
-    from pipelines.evaluate import evaluate, plots
     from training import registry
     from training.train import fit
 
@@ -228,3 +229,25 @@ def train(
             fitted.heavy, fitted.heavy_example(), settings, alias, register
         )
     return TrainResult(ev.metrics, light_reg, heavy_reg, run.info.run_id, [str(p) for p in report])
+
+
+def run_eval(
+    settings: Settings,
+    config: WorldConfig,
+    *,
+    heavy_params: HeavyParams | None = None,
+    light_params: LightParams | None = None,
+) -> tuple[dict[str, float], Path]:
+    """`feedcast eval`: a world of its own (parquet only), both rankers, the oracle's verdict."""
+    local = eval_settings(settings, config)
+    writer.write_parquet(generate(config, progress=True), local.world_dir)
+    features_apply(local)
+    result = train(
+        local,
+        alias=None,
+        light_params=light_params,
+        heavy_params=heavy_params,
+        progress=True,
+        register=False,  # an evaluation logs its models in its own run and promotes nothing
+    )
+    return result.metrics, local.world_dir / "report"

@@ -1,4 +1,2 @@
-"""Prefetch from engagement predictions: planner, Redis and CDN warmers, trace replay.
-
-Not built yet (issue 5); the serving path does not depend on it.
-"""
+"""Prefetch from engagement predictions: the planner, the Redis and CDN warmers the replicas
+import, the ahead-of-session job; the offline trace replay lives in ``prefetch.replay``."""

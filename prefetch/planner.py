@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from prefetch import media
+from media import objects as media
 
 
 @dataclass(frozen=True)

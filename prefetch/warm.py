@@ -34,7 +34,7 @@ STORED = frozenset({"MISS", "EXPIRED"})
 # ... and after these it held it already (STALE/UPDATING: an older copy, still served).
 ALREADY = frozenset({"HIT", "STALE", "UPDATING", "REVALIDATED"})
 _READ_BYTES = 64 * 1024
-REFRESH_PREFIX = "/refresh/"  # prefetch.media.refresh_path: look up, never fetch
+REFRESH_PREFIX = "/refresh/"  # media.objects.refresh_path: look up, never fetch
 _HTTP_ERRORS = (httpx.HTTPError, httpx.InvalidURL, TimeoutError, OSError)
 
 

@@ -28,8 +28,8 @@ from core.settings import Settings
 from serving import ingest, startup
 from serving.feed import FeedPage, FeedPath
 from serving.metrics import json_logging, request_context
-from serving.prefetch import Seen
 from serving.security import ApiKeys, BodyLimit, RateLimiter
+from serving.warming import Seen
 
 log = logging.getLogger("feedcast.serving")
 
@@ -298,27 +298,3 @@ def autoscaling_config(s: Settings) -> dict[str, Any]:
 def app_builder(args: dict[str, Any]) -> Application:
     """Entry point of ``serve_config.yaml`` (``import_path: serving.app:app_builder``)."""
     return build_app(AppArgs(**args))
-
-
-# The floor: Ray Serve's own cost of one HTTP request (proxy → replica → FastAPI, no work), on
-# the same deployment options as the feed. ``make bench`` loads it beside the feed, at the same
-# rates, so the feed's latency is read as a multiple of what Ray Serve costs on this machine.
-noop_api = FastAPI(title="feedcast-noop", description="Does nothing: Ray Serve's own floor.")
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.5})
-@serve.ingress(noop_api)
-class Noop:
-    @noop_api.get("/")
-    async def ok(self) -> dict[str, str]:
-        return {"status": "ok"}
-
-
-def build_noop_app(settings: Settings) -> Application:
-    """The no-op application, with the feed's concurrency limits and one replica."""
-    deployment: Any = Noop
-    return deployment.options(
-        num_replicas=1,
-        max_ongoing_requests=settings.serve_max_ongoing_requests,
-        max_queued_requests=settings.serve_max_queued_requests,
-    ).bind()

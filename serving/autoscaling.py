@@ -9,7 +9,7 @@ never below 1) or by the load's own climb over the last ``lead_s`` where that is
 the plan did not know), divides by ``target_ongoing_requests`` (one replica's load at its
 target: the replay's 90% of what it serves) and keeps the result inside the bounds of the hour
 the new replicas will run in — the rule the replay in ``prefetch/capacity.py`` judges
-(:func:`prefetch.capacity.guided` and ``climb``). Ray applies its own delays and the
+(:func:`capacity.plan.guided` and ``climb``). Ray applies its own delays and the
 deployment's overall bounds on top.
 
 The plan travels in the deployment's config (``policy_kwargs``), and the policy runs in the Serve
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from prefetch.capacity import CapacityConfig, climb, guided, rate_knots
+from capacity.plan import CapacityConfig, climb, guided, rate_knots
 
 POLICY = "serving.autoscaling:ForecastPolicy"
 log = logging.getLogger("ray.serve")

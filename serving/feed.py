@@ -36,8 +36,8 @@ from core.time import day_bucket
 from serving import candidates, ranking
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
-from serving.prefetch import Prefetcher, Seen
 from serving.rules import RuleConfig, Scored, apply_rules, later_pages
+from serving.warming import Prefetcher, Seen
 
 log = logging.getLogger("feedcast.serving.feed")
 T = TypeVar("T")

@@ -5,7 +5,7 @@ drive sessions that are simulated here in bulk with numpy instead of one by one:
 opens at a seasonal hour, the feed shows the user's timeline newest first, the user scrolls
 ``depth`` items (a geometric number with a per-user continuation rate) and dwells on each for
 an exponential time whose mean is the item's *true* E[dwell]. Each item that scrolls into view
-loads its media (see :mod:`prefetch.media`): a photo's ``full`` object; a video's ``thumb``, then
+loads its media (see :mod:`media.objects`): a photo's ``full`` object; a video's ``thumb``, then
 its ``full`` stream if the user stays ``AUTOPLAY_S`` or longer.
 
 Besides the requests, every session carries what a real service could know when it serves the
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from prefetch import media
+from media import objects as media
 from simulator.config import WorldConfig
-from simulator.world import _session_hours, structure
+from simulator.world import session_hours, structure
 
 SCROLL_GAP_S = 0.3  # between one item leaving the screen and the next one loading
 MAX_DEPTH = 60  # the client stops asking for pages after this many items
@@ -116,7 +116,7 @@ def generate(config: WorldConfig, *, progress: bool = False) -> Trace:
     for u in tqdm(range(n), desc="sessions", disable=not progress, unit="user"):
         k = int(per_user[u])
         if k:
-            s_hour[at : at + k] = _session_hours(config, rng, k)
+            s_hour[at : at + k] = session_hours(config, rng, k)
             at += k
     hi = np.searchsorted(key, s_user * span + s_hour)
     lo = np.searchsorted(key, s_user * span + np.maximum(s_hour - config.candidate_window_h, 0))

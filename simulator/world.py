@@ -42,7 +42,7 @@ def _ts(config: WorldConfig, hours: np.ndarray) -> pd.DatetimeIndex:
     return (pd.to_datetime(config.start) + pd.to_timedelta(hours, unit="h")).floor("ms")
 
 
-def _session_hours(config: WorldConfig, rng: np.random.Generator, n: int) -> np.ndarray:
+def session_hours(config: WorldConfig, rng: np.random.Generator, n: int) -> np.ndarray:
     """Session start hours with a daily (evening peak) and a weekly (weekend) cycle."""
     start = pd.Timestamp(config.start)
     hours = np.arange(config.days * 24)
@@ -236,7 +236,7 @@ def generate(config: WorldConfig, progress: bool = False) -> World:
     for u in tqdm(range(n), desc="sessions", disable=not progress, unit="user"):
         if n_sessions[u] == 0 or not followees[u]:
             continue
-        starts = _session_hours(config, rng, int(n_sessions[u]))
+        starts = session_hours(config, rng, int(n_sessions[u]))
         for h in one_at_a_time(starts, session_h).tolist():
             cands: list[int] = []
             for a in followees[u]:

@@ -64,7 +64,7 @@ def argv(settings: Settings) -> list[str]:
         sys.executable,
         "-m",
         "uvicorn",
-        "prefetch.origin:create_app",
+        "media.origin:create_app",
         "--factory",
         "--host",
         "127.0.0.1",

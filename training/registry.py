@@ -100,8 +100,3 @@ def log_heavy(
             registered_model_name=settings.heavy_model_name if register else None,
         )
     return _registered(settings, settings.heavy_model_name, info, alias)
-
-
-def resolve_alias(client: MlflowClient, name: str, alias: str) -> str:
-    """The version number an alias points at (raises if the alias does not exist)."""
-    return str(client.get_model_version_by_alias(name, alias).version)

@@ -18,8 +18,8 @@ from core.cache import CachedItem, client, load_items, next_page_key, post_meta_
 from core.db import connect
 from core.settings import Settings
 from core.statements import Statements
-from prefetch import media
-from prefetch.origin import create_app, served_bytes
+from media import objects as media
+from media.origin import create_app, served_bytes
 from prefetch.warm import EdgeWarmer, RedisWarmer
 from stack import local, nginx, origin
 

@@ -234,7 +234,7 @@ def test_the_ahead_job_warms_the_pages_of_the_users_it_picks(service, settings, 
 
 
 def test_the_live_check_hits_more_at_the_edge_with_prefetch_on(service, settings, world):
-    from prefetch import live
+    from prefetch.replay import live
 
     def cold_edge() -> None:
         assert nginx.down(settings), "the suite's edge was not started by its stack"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
+from capacity import plan as cp
 from core.settings import Settings
-from prefetch import capacity as cp
 from serving.app import autoscaling_config
 from serving.autoscaling import POLICY, ForecastPolicy, PlanError, load_plan
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prefetch import cache
+from prefetch.replay import cache
 
 
 def _zipf_trace(seed: int, n: int = 60_000, n_obj: int = 6_000) -> tuple[np.ndarray, np.ndarray]:
@@ -18,7 +18,7 @@ def _zipf_trace(seed: int, n: int = 60_000, n_obj: int = 6_000) -> tuple[np.ndar
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_policies_agree_with_libcachesim(seed: int) -> None:
-    from prefetch.replay import _libcachesim_diff
+    from prefetch.replay.engine import _libcachesim_diff
 
     obj, osize = _zipf_trace(seed)
     footprint = int(osize.sum())

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from prefetch import capacity as cp
+from capacity import backtest
+from capacity import plan as cp
 
 CFG = cp.CapacityConfig(replica_rps=10.0, lag_min=2, burst_factor=3.0, min_replicas=1)
 
@@ -121,7 +122,7 @@ def test_plan_keeps_the_hours_bounds_and_leads_the_ramp() -> None:
 def test_compare_keys_and_ratios() -> None:
     demand = cp.minute_demand(np.full(24, 72_000), seed=0)
     out = cp.compare(demand, np.full(24, 72_000 * 1.1), CFG)
-    for key in cp.SUMMARY_KEYS:
+    for key in backtest.SUMMARY_KEYS:
         assert key in out
     assert out["replica_hours_over_perfect"] >= 1.0
     assert out["reactive_replica_hours_over_perfect"] > out["replica_hours_over_perfect"]

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from prefetch import media, planner
+from media import objects as media
+from prefetch import planner
 
 CFG = planner.PlanConfig(
     threshold=0.7, refresh_threshold=0.5, first_screen=2, lookahead=2, max_object_bytes=1_000_000

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from typer.testing import CliRunner
 
-from prefetch import replay
+from prefetch.replay import engine as replay
 
 END = datetime(2026, 3, 2, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from prefetch import media
+from media import objects as media
 from simulator.config import WorldConfig
 from simulator.trace import CONTINUE_PRIOR, _online_rate, generate, stats
 

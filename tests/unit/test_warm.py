@@ -10,8 +10,8 @@ import pytest
 
 from core.cache import next_page_key, page_key, popular_key, post_meta_key
 from core.settings import Settings
-from prefetch import media
-from prefetch.origin import content_type, create_app, pattern, served_bytes
+from media import objects as media
+from media.origin import content_type, create_app, pattern, served_bytes
 from prefetch.warm import EdgeResult
 from stack import nginx, origin
 from stack.proc import StackError

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from prefetch import cache, planner
+from prefetch import planner
+from prefetch.replay import cache
 from simulator.config import WorldConfig
 from simulator.trace import Trace, generate, stats
 

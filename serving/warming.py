@@ -39,7 +39,7 @@ from prefetch.pages import (
 from prefetch.warm import EdgeWarmer, RedisWarmer
 from serving.metrics import Metrics
 
-log = logging.getLogger("feedcast.serving.prefetch")
+log = logging.getLogger("feedcast.serving.warming")
 
 SWITCH_CHECK_S = 1.0  # how often a replica re-reads the live switch
 SCROLL_TTL_S = 30 * 86_400  # a user's scrolling counts expire after a month without impressions

@@ -1,13 +1,13 @@
 """The media origin: serves each post's objects (``/media/{post_id}/{thumb|full}``) to the edge.
 
-Sizes come from ``prefetch.media`` and the post's ``media_bytes`` in Cassandra, so the origin,
+Sizes come from ``media.objects`` and the post's ``media_bytes`` in Cassandra, so the origin,
 the simulator's trace and the planner agree on what an object weighs. The bytes themselves are
 a deterministic pattern (not a decodable image or video), scaled by ``Settings.media_scale``: the
 local origin serves a tenth of each object by default, so that loopback and disk are not what a
 warming or replay run measures. Media never changes after upload, so the post sizes are kept in
 a per-process LRU and responses say ``Cache-Control: public, max-age=86400``.
 
-Run by the stack (``stack/origin.py``) as ``uvicorn prefetch.origin:create_app --factory``.
+Run by the stack (``stack/origin.py``) as ``uvicorn media.origin:create_app --factory``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from starlette.routing import Route
 from core.db import connect
 from core.settings import Settings
 from core.statements import Statements
-from prefetch.media import VARIANTS, variant_bytes
+from media.objects import VARIANTS, variant_bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Judge the rankers against the simulator's truth on held-out days.
 
-Lives in ``pipelines`` because it is the one place that may read the hidden truth
-(``simulator.truth``); features and models never do.
+``evaluation`` is the one package that may read the hidden truth (``simulator.truth``), an
+import-linter contract in ``make lint`` keeps it so; features, models and serving never do.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from simulator.writer import TRUTH_FILE
 from training import evaluate as M
 from training import light
 from training.dataset import point_in_time
-from training.heavy import TARGETS, HeavyModel, HeavyParams, blend
-from training.light import LightParams
+from training.heavy import TARGETS, HeavyModel, blend
 
 K = 10
 
@@ -203,29 +202,3 @@ def eval_settings(settings: Settings, config: WorldConfig) -> Settings:
             "experiment": f"{settings.experiment}-eval",
         }
     )
-
-
-def run_eval(
-    settings: Settings,
-    config: WorldConfig,
-    *,
-    heavy_params: HeavyParams | None = None,
-    light_params: LightParams | None = None,
-) -> tuple[dict[str, float], Path]:
-    """`feedcast eval`: a world of its own (parquet only), both rankers, the oracle's verdict."""
-    from pipelines.steps import features_apply, train
-    from simulator import writer
-    from simulator.world import generate
-
-    local = eval_settings(settings, config)
-    writer.write_parquet(generate(config, progress=True), local.world_dir)
-    features_apply(local)
-    result = train(
-        local,
-        alias=None,
-        light_params=light_params,
-        heavy_params=heavy_params,
-        progress=True,
-        register=False,  # an evaluation logs its models in its own run and promotes nothing
-    )
-    return result.metrics, local.world_dir / "report"

@@ -35,7 +35,7 @@ from core import cache
 from core.db import connect
 from core.settings import DEV_API_KEY, Settings
 from core.statements import Statements
-from prefetch import media
+from media import objects as media
 from prefetch.pages import MediaCache
 
 log = logging.getLogger(__name__)
