@@ -24,7 +24,7 @@ demo: install ## Start the stack, generate a world, train, serve, print ranked f
 	@$(FEEDCAST) demo
 
 test: install ## The whole suite; starts what the stack lacks and stops it again afterwards
-	@$(PY) -m pytest tests
+	@$(PY) -m pytest tests --durations=25
 
 unit: install ## Only the tests that need no services
 	@$(PY) -m pytest tests/unit

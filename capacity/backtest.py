@@ -150,10 +150,10 @@ def evaluate_and_write(
 
 def plot(result: dict[str, Any], path: Any, cfg: CapacityConfig) -> Any:
     """Capacity against demand over the last fold's week (requests per second)."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.3 s with pyplot; plotting only, and Agg chosen here
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as matplotlib, after use("Agg")
 
     last = result["last"]
     cap = cfg.replica_rps

@@ -145,10 +145,10 @@ def evaluate(
 
 def plots(ev: Evaluation, out: Path) -> list[Path]:
     """PNG report: NDCG by policy, reliability diagrams per head, SNIPS against the truth."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.3 s with pyplot; plotting only, and Agg chosen here
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as matplotlib, after use("Agg")
 
     out.mkdir(parents=True, exist_ok=True)
     m = ev.metrics

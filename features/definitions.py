@@ -115,7 +115,7 @@ def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
 
     Feast ships this function as source text, so it imports what it uses inside its body.
     """
-    from features.request import REQUEST_EPOCH, request_time_features
+    from features.request import REQUEST_EPOCH, request_time_features  # local: shipped as text
 
     return request_time_features(inputs[REQUEST_EPOCH], inputs["post_created_epoch_s"])
 

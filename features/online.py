@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import mmh3
 import numpy as np
@@ -119,6 +119,23 @@ def decode_values(replies: Sequence[Sequence[bytes | None]], n_fields: int) -> n
         for r, c in zip(*np.nonzero(odd), strict=True):
             out[rows[r], c] = _decode_one(replies[rows[r]][c])
     return out
+
+
+class FeatureReader(Protocol):
+    """What a caller needs of an online feature reader: the service's features of one user's
+    candidates. :class:`OnlineReader` (Redis, fast) and :class:`FeastReader` (Feast's own read,
+    the reference) both are one; :func:`reader_for` picks."""
+
+    def read(
+        self,
+        user_id: int,
+        post_ids: Sequence[int],
+        author_ids: Sequence[int],
+        topics: Sequence[int],
+        request_epoch_s: float,
+    ) -> np.ndarray:
+        """float64 array of shape (len(post_ids), len(FEATURE_COLUMNS)), columns in
+        FEATURE_COLUMNS order, NaN where Feast returns null (missing entity or field)."""
 
 
 def _pack_fields(fields: Sequence[bytes]) -> bytes:
@@ -398,7 +415,7 @@ class FeastReader:
 
 def reader_for(
     settings: Settings, client: redis.Redis | redis.RedisCluster | None = None
-) -> OnlineReader | FeastReader:
+) -> FeatureReader:
     """The fast reader when it understands the registry, else Feast's (and a warning)."""
     store = open_store(settings)
     try:

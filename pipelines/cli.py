@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import httpx
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -16,6 +18,13 @@ from pipelines.cli_common import console, fail, require_mlflow, settings
 from pipelines.forecast_cli import capacity_app, forecast_app
 from pipelines.pipeline_cli import pipeline_app
 from pipelines.prefetch_cli import prefetch_app
+from pipelines.render import feed_table, metrics_table
+from serving.autoscaling import PlanError, load_plan
+from simulator.config import WorldConfig
+from simulator.stats import world_stats as compute
+from stack import ray_head
+from stack.proc import StackError
+from stack.ray_head import auth_env
 
 app = typer.Typer(
     help="feedcast: ML-ranked feeds on Cassandra, Feast/Redis, LightGBM, MLflow and Ray Serve.",
@@ -46,7 +55,7 @@ app.add_typer(pipeline_app, name="pipeline")
 @app.callback()
 def _before_any_command() -> None:
     """Export the stack's Ray token settings before anything imports ray (read at import)."""
-    from stack.ray_head import auth_env
+    # Hence no top-level import of this module may load ray (stack.ray_head does not).
 
     # A bad configuration is reported by the command that reads it, with its own message.
     with contextlib.suppress(Exception):
@@ -56,8 +65,7 @@ def _before_any_command() -> None:
 @stack_app.command("up")
 def stack_up() -> None:
     """Start Cassandra, Redis and MLflow on 127.0.0.1 (idempotent) and apply the schema."""
-    from stack import local
-    from stack.proc import StackError
+    from stack import local  # lazy: the redis client (~0.1 s at import)
 
     try:
         local.up(settings())
@@ -68,7 +76,7 @@ def stack_up() -> None:
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop exactly what `stack up` and `serve start` started (by pid file)."""
-    from stack import local
+    from stack import local  # lazy: the redis client (~0.1 s at import)
 
     local.down(settings())
 
@@ -76,7 +84,7 @@ def stack_down() -> None:
 @stack_app.command("status")
 def stack_status() -> None:
     """Which components run and answer."""
-    from stack import local
+    from stack import local  # lazy: the redis client (~0.1 s at import)
 
     table = Table("component", "pid", "healthy")
     status = local.status(settings())
@@ -107,8 +115,7 @@ def world_generate(
     ] = 0,
 ) -> None:
     """Generate a world, write it to Cassandra and export its interaction log to parquet."""
-    from pipelines.steps import WorldExistsError, generate_world
-    from simulator.config import WorldConfig
+    from pipelines.steps import WorldExistsError, generate_world  # lazy: torch, feast: ~6 s
 
     config = WorldConfig(users=users, days=days, seed=seed, **({"end": end} if end else {}))
     try:
@@ -134,7 +141,7 @@ def world_advance(
     ] = 1.0,
 ) -> None:
     """Serve the next days of a held-back world to Cassandra, as the live service would log them."""
-    from pipelines.steps import NoFutureError, advance_world
+    from pipelines.steps import NoFutureError, advance_world  # lazy: torch, feast: ~6 s
 
     try:
         written = advance_world(settings(), days, progress=True)
@@ -146,10 +153,6 @@ def world_advance(
 @world_app.command("stats")
 def world_stats() -> None:
     """Realism figures of the current world: follower exponent, request Zipf, churn."""
-    import pandas as pd
-
-    from simulator.stats import world_stats as compute
-
     s = settings()
     if not (s.world_dir / "impressions.parquet").exists():
         fail(f"no world under {s.world_dir}: run `feedcast world generate` first")
@@ -172,7 +175,7 @@ def world_stats() -> None:
 @features_app.command("apply")
 def features_apply() -> None:
     """Compute the feature tables from the world log and register the Feast objects."""
-    from pipelines.steps import features_apply as step
+    from pipelines.steps import features_apply as step  # lazy: torch, feast: ~6 s
 
     try:
         counts = step(settings())
@@ -185,7 +188,7 @@ def features_apply() -> None:
 def features_materialize() -> None:
     """Load the latest feature values into the Redis online store and publish the popular
     list (the feed's explore source and last-resort page)."""
-    from pipelines.steps import features_materialize as step
+    from pipelines.steps import features_materialize as step  # lazy: torch, feast: ~6 s
 
     try:
         n = step(settings())
@@ -201,9 +204,8 @@ def train(
     epochs: Annotated[int, typer.Option(min=1, max=200, help="Heavy ranker epochs (max).")] = 8,
 ) -> None:
     """Train the light (LightGBM) and heavy (PyTorch) rankers, judge them, register both."""
-    from pipelines.render import metrics_table
-    from pipelines.steps import train as step
-    from training.heavy import HeavyParams
+    from pipelines.steps import train as step  # lazy: torch, feast: ~6 s
+    from training.heavy import HeavyParams  # lazy: torch (~4 s at import)
 
     s = settings()
     require_mlflow(s)
@@ -240,9 +242,7 @@ def eval_(
     Needs no Cassandra: the world lives in its own folder under FEEDCAST_HOME/eval/. Writes
     the metrics (JSON), PNG plots beside them, and logs everything to MLflow.
     """
-    from pipelines.render import metrics_table
-    from pipelines.steps import run_eval
-    from simulator.config import WorldConfig
+    from pipelines.steps import run_eval  # lazy: torch, feast: ~6 s
 
     try:
         base = WorldConfig.from_file(world_config) if world_config else WorldConfig()
@@ -258,7 +258,7 @@ def eval_(
         )
     except (OSError, ValueError) as exc:
         fail(f"world config: {exc}")
-    from training.heavy import HeavyParams
+    from training.heavy import HeavyParams  # lazy: torch (~4 s at import)
 
     s = settings()
     require_mlflow(s)
@@ -274,14 +274,11 @@ def eval_(
 @serve_app.command("start")
 def serve_start() -> None:
     """Start the Ray head (if needed) and deploy the feed service; print its URL."""
+    # lazy: ray and the whole service (~6 s); ray must come after _before_any_command's export
     from serving.deploy import deploy
-    from stack import ray_head
-    from stack.proc import StackError
 
     s = settings()
     if s.serve_capacity_plan is not None:  # a bad plan fails here, before Ray starts
-        from serving.autoscaling import PlanError, load_plan
-
         try:
             hours = len(load_plan(s.serve_capacity_plan)["hours"])
         except PlanError as exc:
@@ -298,8 +295,6 @@ def serve_start() -> None:
 @serve_app.command("stop")
 def serve_stop() -> None:
     """Stop the Ray head started by `serve start` (and with it the feed service)."""
-    from stack import ray_head
-
     console.print("stopped" if ray_head.down(settings()) else "not running")
 
 
@@ -315,10 +310,6 @@ def feed(
     ] = DEV_API_KEY,
 ) -> None:
     """Ask the running service for a user's feed and print it as a table."""
-    import httpx
-
-    from pipelines.render import feed_table
-
     s = settings()
     try:
         r = httpx.get(
@@ -342,7 +333,7 @@ app.add_typer(apikey_app, name="apikey")
 def apikey_new() -> None:
     """Make a new API key. Give the key to the caller; put only its hash in
     FEEDCAST_API_KEY_HASHES (comma-separated) where the service runs."""
-    from serving.security import new_key
+    from serving.security import new_key  # lazy: the redis client (~0.1 s at import)
 
     key, digest = new_key()
     console.print(f"key  (give to the caller, shown once): {key}")
@@ -365,7 +356,7 @@ def demo(
     seed: Annotated[int, typer.Option(min=0, help="World seed.")] = 0,
 ) -> None:
     """The whole loop: stack → world → features → train → serve → ranked feeds and metrics."""
-    from pipelines.demo import run
+    from pipelines.demo import run  # lazy: ray, torch, feast: ~7 s; ray after auth_env
 
     try:
         run(settings(), users=users, seed=seed, console=console)

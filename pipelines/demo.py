@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pandas as pd
+import ray
 from rich.console import Console
 from rich.table import Table
 
@@ -19,7 +20,10 @@ from pipelines import steps
 from pipelines.render import feed_table, metrics_table
 from prefetch.replay import live
 from prefetch.replay.live import LiveConfig
+from serving.deploy import deploy
+from serving.metrics import prefetch_counters, scrape_targets
 from simulator.config import WorldConfig
+from stack import local, nginx, ray_head
 
 
 @contextmanager
@@ -47,10 +51,6 @@ LIVE = LiveConfig(users=40, seed=0, concurrency=6, dwell_s=0.2)
 
 def live_check(settings: Settings, users: list[int], url: str) -> Table:
     """Both runs of the live check against the demo's edge (restarted cold before each)."""
-    import ray
-
-    from serving.metrics import prefetch_counters, scrape_targets
-    from stack import nginx
 
     def cold_edge() -> None:
         nginx.down(settings)
@@ -67,9 +67,6 @@ def live_check(settings: Settings, users: list[int], url: str) -> Table:
 
 
 def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
-    from serving.deploy import deploy
-    from stack import local, ray_head
-
     started = time.perf_counter()
     with _step(console, "1/7 local stack (Cassandra, Redis, MLflow)"):
         local.up(settings, report=console.print)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
+import numpy as np
+import pandas as pd
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
+from capacity import plan as cp
+from pipelines.cli_common import settings
 from pipelines.render import figures_table
-from simulator.traffic import VARIANTS
-
-if TYPE_CHECKING:
-    import pandas as pd
+from simulator.traffic import VARIANTS, from_lake
 
 forecast_app = typer.Typer(
     help="Traffic forecasts (requests, uploads, bytes) for capacity planning.",
@@ -56,8 +58,8 @@ def backtest_cmd(
 ) -> None:
     """Rolling-origin backtest (refit per fold, horizons 24 h and 168 h) of our LightGBM quantile
     forecaster vs seasonal naive, statsforecast and the true rate; write JSON and a PNG."""
-    from training.forecast_backtest import backtest, origins_for
-    from training.forecast_report import plot
+    from training.forecast_backtest import backtest, origins_for  # lazy: lightgbm, scipy: ~0.7 s
+    from training.forecast_report import plot  # lazy: lightgbm, scipy: ~0.7 s
 
     chosen = _variants(variants)
     try:
@@ -119,8 +121,7 @@ def capacity_plan_cmd(
     lag), the same autoscaler at our target without the forecast, and perfect foresight, at
     reaction lags of 5, 15 and 30 minutes. For the live deployment: `capacity schedule`."""
 
-    from capacity import backtest
-    from capacity import plan as cp
+    from capacity import backtest  # lazy: lightgbm, scipy: ~0.7 s
 
     chosen = _variants(variants)
     if weeks - folds < 3:  # the forecaster's least history (2 weeks + 5 training origins)
@@ -168,18 +169,13 @@ SERIES = ("requests", "uploads", "upload_bytes")
 
 
 def _capacity_cells(row: dict[str, float]) -> list[str]:
-    from capacity.backtest import SUMMARY_KEYS
+    from capacity.backtest import SUMMARY_KEYS  # lazy: lightgbm, scipy: ~0.7 s
 
     return [f"{row[k]:.2%}" if "underprov" in k else f"{row[k]:.3f}" for k in SUMMARY_KEYS]
 
 
 def _history(path: Path | None) -> pd.DataFrame:
     """Hourly counts indexed by UTC hour: from a Parquet/CSV file, or from the lake's logs."""
-    import pandas as pd
-
-    from pipelines.cli_common import settings
-    from simulator.traffic import from_lake
-
     if path is None:
         lake = settings().world_dir
         try:
@@ -249,12 +245,7 @@ def capacity_schedule_cmd(
     history, forecast the next 168 hours and write the replica plan (expected rate, min and
     max replicas per hour), upload workers per hour and days until storage is full. Serve with
     it: FEEDCAST_SERVE_CAPACITY_PLAN=OUT feedcast serve start."""
-    import numpy as np
-    import pandas as pd
-    import yaml
-
-    from capacity import plan as cp
-    from training.forecast import Forecaster, ForecastParams
+    from training.forecast import Forecaster, ForecastParams  # lazy: lightgbm, scipy: ~0.7 s
 
     frame = _history(history)
     params = ForecastParams(quantiles=(0.5, 0.95))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from pipelines.cli_common import require_mlflow, settings
 
 pipeline_app = typer.Typer(
     help="Retraining: export → validate → features → train (Ray Train) → evaluate against "
@@ -56,11 +59,8 @@ def run_retrain_cmd(
     Exit status: 0 when the run promoted, kept the champion (gate) or found nothing new; 2 when
     another run holds the lock, the data failed validation, or a step failed (resumable).
     """
-    from dataclasses import asdict
-
-    from pipelines.cli_common import require_mlflow, settings
-    from pipelines.lock import LockHeld, LockUnavailable
-    from pipelines.retrain import STEPS, RetrainOptions, run_retrain
+    from pipelines.lock import LockHeld, LockUnavailable  # lazy: the redis client, ~0.1 s
+    from pipelines.retrain import STEPS, RetrainOptions, run_retrain  # lazy: lightgbm, ~0.7 s
 
     s = settings()
     require_mlflow(s)
@@ -109,8 +109,7 @@ def runs_cmd(
     last: Annotated[int, typer.Option(min=1, help="How many of the latest runs.")] = 10,
 ) -> None:
     """The latest retrain runs: status, data window and the steps they finished."""
-    from pipelines.cli_common import settings
-    from pipelines.retrain import STEPS, Run
+    from pipelines.retrain import STEPS, Run  # lazy: lightgbm, ~0.7 s
 
     table = Table("run", "status", "window", "steps done", "message")
     for run in Run.all(settings())[-last:]:
@@ -140,7 +139,7 @@ def schedule_cmd(
     """Run `pipeline run retrain` on a cron schedule (APScheduler, job store persisted in
     SQLite under the feedcast home) until interrupted. A run still going when the next is due
     is not doubled; missed runs collapse into one."""
-    from pipelines.cli_common import settings
+    # lazy: APScheduler's SQLAlchemy job store and the redis client, ~0.2 s
     from pipelines.schedule import build_scheduler, next_fire_times
 
     s = settings()

@@ -8,6 +8,11 @@ So a run killed at any point is finished by the next ``feedcast pipeline run ret
 resumes the unfinished run, skips the steps already done, and reuses the same MLflow run — a model
 version registered before the crash is found by that run id and not registered again.
 
+The steps are declared once, in order, in :data:`PIPELINE`. Each returns a frozen dataclass (a
+:class:`StepOutput`) that ``state.json`` records under ``steps.<name>.out``; a later step reads
+it back typed with ``ctx.run.out(ExportOut)``, so a resumed run hands on exactly what a
+straight-through one does.
+
 Two runs never overlap: the whole run holds a Redis lock (:mod:`pipelines.lock`) that it renews
 while it works; a second run is refused with the holder's name.
 """
@@ -22,35 +27,52 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from core import constants as C
 from core.settings import REPO_ROOT, Settings
-from pipelines.validate import ValidationError
+from pipelines.gate import decide
+from pipelines.retrain_state import (
+    TERMINAL,
+    CommitOut,
+    EvaluateOut,
+    ExportChecks,
+    ExportOut,
+    FeaturesOut,
+    ForecasterOut,
+    GateOut,
+    OutT,
+    PromoteOut,
+    RegisterOut,
+    RetrainSummary,
+    StepOutput,
+    TrainingSetChecks,
+    TrainingSetOut,
+    TrainOut,
+)
+from pipelines.validate import ValidationError, check_export, check_training_set, expected_rows
+from simulator.traffic import from_lake
+from training.forecast import Forecaster, ForecastParams
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from pipelines.lock import RunLock
+    from serving.model import Rankers
+    from training.heavy import HeavyModel
 
 log = logging.getLogger("feedcast.pipelines.retrain")
 
-STEPS = (
-    "export",
-    "validate_export",
-    "commit",
-    "features",
-    "training_set",
-    "validate",
-    "train",
-    "forecaster",
-    "evaluate",
-    "gate",
-    "register",
-    "promote",
-)
-TERMINAL = ("promoted", "refused", "stopped", "nothing-new")
+
 FAILPOINT_ENV = "FEEDCAST_FAILPOINT"
 
 
@@ -76,20 +98,8 @@ class RetrainOptions:
             raise ValueError(f"unknown step {self.until!r}; the steps are {', '.join(STEPS)}")
 
 
-@dataclass
-class RetrainSummary:
-    run_id: str
-    status: str
-    message: str
-    folder: str
-    window: dict[str, str] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    resumed: bool = False
-
-
 class Run:
-    """One run's folder and its ``state.json``."""
+    """One run's folder and its ``state.json`` (:attr:`state`, the record as written)."""
 
     def __init__(self, folder: Path, state: dict[str, Any]) -> None:
         self.folder, self.state = folder, state
@@ -97,6 +107,15 @@ class Run:
     @property
     def id(self) -> str:
         return str(self.state["run_id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.state["status"])
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        """The MLflow run that records this run (None until the run first started)."""
+        return self.state.get("mlflow_run_id")
 
     @classmethod
     def new(cls, settings: Settings) -> Run:
@@ -125,15 +144,30 @@ class Run:
     def done(self, step: str) -> bool:
         return step in self.state["steps"]
 
-    def out(self, step: str) -> dict[str, Any]:
-        return dict(self.state["steps"][step]["out"])
+    def get(self, kind: type[OutT]) -> OutT | None:
+        """What the step that records ``kind`` handed on, or None when it has not run."""
+        name = STEP_OF[kind].name
+        return kind.from_json(self.state["steps"][name]["out"]) if self.done(name) else None
 
-    def mark(self, step: str, out: dict[str, Any], seconds: float) -> None:
+    def out(self, kind: type[OutT]) -> OutT:
+        """What the step that records ``kind`` handed on (it has run)."""
+        return kind.from_json(self.state["steps"][STEP_OF[kind].name]["out"])
+
+    def mark(self, step: str, out: StepOutput, seconds: float) -> None:
         self.state["steps"][step] = {
             "at": datetime.now(UTC).isoformat(),
             "seconds": round(seconds, 2),
-            "out": out,
+            "out": out.to_json(),
         }
+        self.save()
+
+    def started(self, mlflow_run_id: str) -> None:
+        self.state["mlflow_run_id"] = mlflow_run_id
+        self.save()
+
+    def note(self, message: str) -> None:
+        """Say why the run is where it is, leaving it resumable."""
+        self.state["message"] = message
         self.save()
 
     def finish(self, status: str, message: str) -> None:
@@ -160,9 +194,7 @@ def code_version() -> str:
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import version
-
-        return f"feedcast {version('feedcast')}"
+        return f"feedcast {metadata.version('feedcast')}"
 
 
 class Context:
@@ -176,11 +208,10 @@ class Context:
         return self.run.folder / name
 
     def window(self) -> tuple[pd.Timestamp, pd.Timestamp]:
-        w = self.run.out("export")
-        return pd.Timestamp(w["window_start"]), pd.Timestamp(w["window_end"])
+        return self.run.out(ExportOut).window
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        import mlflow
+        import mlflow  # lazy: mlflow costs ~1 s at import
 
         finite = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
         self.metrics.update(finite)
@@ -203,7 +234,7 @@ def sim_clock(ctx: Context) -> datetime | None:
     """In a world that holds days back, *now* is how far `world advance` has served it: the
     export stops there (less the label delay), not at the wall clock, or the days not yet served
     would count as an outage. None for a world that holds nothing back."""
-    from simulator.writer import CURSOR_FILE, FUTURE_DIR
+    from simulator.writer import CURSOR_FILE, FUTURE_DIR  # lazy: loads cassandra-driver, ~0.2 s
 
     cursor_file = ctx.settings.world_dir / FUTURE_DIR / CURSOR_FILE
     if not cursor_file.exists():
@@ -213,35 +244,31 @@ def sim_clock(ctx: Context) -> datetime | None:
     return min(cursor, datetime.now(UTC)) - pd.Timedelta(seconds=ctx.settings.label_delay_s)
 
 
-def step_export(ctx: Context) -> dict[str, Any]:
-    from pipelines.export import export_log
+def step_export(ctx: Context) -> ExportOut:
+    from pipelines.export import export_log  # lazy: loads cassandra-driver, ~0.2 s
 
     res = export_log(ctx.settings, ctx.path("export"), upto=ctx.options.upto or sim_clock(ctx))
-    out = {
-        "window_start": pd.Timestamp(res.window_start).isoformat(),
-        "window_end": pd.Timestamp(res.window_end).isoformat(),
-        "rows": dict(res.rows),
-    }
-    import mlflow
-
-    mlflow.set_tags(
-        {"data_window_start": out["window_start"], "data_window_end": out["window_end"]}
+    out = ExportOut(
+        window_start=pd.Timestamp(res.window_start).isoformat(),
+        window_end=pd.Timestamp(res.window_end).isoformat(),
+        rows=dict(res.rows),
     )
+    import mlflow  # lazy: mlflow costs ~1 s at import
+
+    mlflow.set_tags({"data_window_start": out.window_start, "data_window_end": out.window_end})
     ctx.log_metrics({f"export_{k}": v for k, v in res.rows.items()})
     return out
 
 
-def _previous(ctx: Context, step: str) -> dict[str, Any] | None:
-    """What ``step`` recorded in the latest earlier run that got past it."""
+def _previous(ctx: Context, kind: type[OutT]) -> OutT | None:
+    """What the step recording ``kind`` handed on in the latest earlier run that got past it."""
     for run in reversed(Run.all(ctx.settings)):
-        if run.id < ctx.run.id and run.done(step):
-            return run.out(step)
+        if run.id < ctx.run.id and (out := run.get(kind)) is not None:
+            return out
     return None
 
 
-def step_validate_export(ctx: Context) -> dict[str, Any]:
-    from pipelines.validate import check_export, expected_rows
-
+def step_validate_export(ctx: Context) -> ExportChecks:
     new = pd.read_parquet(ctx.path("export") / "impressions.parquet")
     start, end = ctx.window()
     if new.empty:
@@ -256,16 +283,18 @@ def step_validate_export(ctx: Context) -> dict[str, Any]:
     )
     ctx.log_metrics({f"validate_export_{k}": v for k, v in report.stats.items()})
     report.raise_if_failed(f"the export of {start} – {end}")
-    return report.stats
+    return ExportChecks(report.stats)
 
 
-def step_commit(ctx: Context) -> dict[str, Any]:
-    from pipelines.export import commit_export
+def step_commit(ctx: Context) -> CommitOut:
+    from pipelines.export import commit_export  # lazy: loads cassandra-driver, ~0.2 s
 
-    return {k: int(v) for k, v in commit_export(ctx.settings, ctx.path("export")).items()}
+    return CommitOut(
+        {k: int(v) for k, v in commit_export(ctx.settings, ctx.path("export")).items()}
+    )
 
 
-def step_features(ctx: Context) -> dict[str, Any]:
+def step_features(ctx: Context) -> FeaturesOut:
     """Feature tables from the lake, `feast apply`, then materialize the new rows into Redis.
 
     Feast's ``materialize_incremental`` starts from the end of the last materialization; the
@@ -273,8 +302,8 @@ def step_features(ctx: Context) -> dict[str, Any]:
     starts at the export's own start. Redis keeps the newest row per key, so rows materialized
     twice change nothing.
     """
-    from features import popular
-    from features.store import apply, open_store
+    from features import popular  # lazy: loads the redis client, ~0.15 s
+    from features.store import apply, open_store  # lazy: feast costs ~4 s at import
 
     counts = apply(ctx.settings)
     start, _ = ctx.window()
@@ -283,47 +312,45 @@ def step_features(ctx: Context) -> dict[str, Any]:
         start_date=(start - pd.Timedelta(hours=2)).to_pydatetime(), end_date=end
     )
     n_popular = popular.publish(ctx.settings, end)
-    return {"tables": counts, "popular": n_popular, "materialized_to": end.isoformat()}
+    return FeaturesOut(tables=counts, popular=n_popular, materialized_to=end.isoformat())
 
 
-def step_training_set(ctx: Context) -> dict[str, Any]:
-    from training.dataset import training_frame
+def step_training_set(ctx: Context) -> TrainingSetOut:
+    from training.dataset import training_frame  # lazy: imports feast, ~4 s
 
     frame = training_frame(ctx.settings)
     tmp = ctx.path(".training_set.parquet")
     frame.to_parquet(tmp, index=False)
     tmp.replace(ctx.path("training_set.parquet"))
-    return {"rows": len(frame)}
+    return TrainingSetOut(rows=len(frame))
 
 
-def step_validate(ctx: Context) -> dict[str, Any]:
-    from pipelines.validate import check_training_set
-    from training.dataset import MODEL_FEATURES
+def step_validate(ctx: Context) -> TrainingSetChecks:
+    from training.dataset import MODEL_FEATURES  # lazy: imports feast, ~4 s
 
     frame = pd.read_parquet(ctx.path("training_set.parquet"))
-    import pyarrow.parquet as pq
-
     # The row count from the file's footer: no column needs reading.
     lake_rows = pq.ParquetFile(ctx.settings.world_dir / "impressions.parquet").metadata.num_rows
     start, _ = ctx.window()
+    previous = _previous(ctx, TrainingSetChecks)
     report = check_training_set(
         frame,
         expected_rows=lake_rows,
         features=MODEL_FEATURES,
-        previous=_previous(ctx, "validate"),
+        previous=previous.stats if previous is not None else None,
         recent=(frame[C.EVENT_TS] >= start).to_numpy(),
     )
     ctx.log_metrics({f"validate_{k}": v for k, v in report.stats.items()})
     report.raise_if_failed("the training set")
-    return report.stats
+    return TrainingSetChecks(report.stats)
 
 
-def step_train(ctx: Context) -> dict[str, Any]:
+def step_train(ctx: Context) -> TrainOut:
     """Both rankers through Ray Train on the rows before the export window (the holdout is the
     window itself: data the champion never saw either)."""
-    from training.distributed import train_heavy_ray, train_light_ray
-    from training.heavy import HeavyParams
-    from training.light import LightParams
+    from training.distributed import train_heavy_ray, train_light_ray  # lazy: ray+torch+feast
+    from training.heavy import HeavyParams  # lazy: torch and feast, ~5 s at import
+    from training.light import LightParams  # lazy: imports training.dataset, so feast (~4 s)
 
     frame = pd.read_parquet(ctx.path("training_set.parquet"))
     start, _ = ctx.window()
@@ -352,52 +379,83 @@ def step_train(ctx: Context) -> dict[str, Any]:
     heavy.save(ctx.path("heavy"))
     t2 = time.perf_counter()
     ctx.log_metrics({"train_light_s": t1 - t0, "train_heavy_s": t2 - t1})
-    return {"train_rows": len(train), "holdout_rows": len(holdout)}
+    return TrainOut(train_rows=len(train), holdout_rows=len(holdout))
 
 
-def step_forecaster(ctx: Context) -> dict[str, Any]:
+def step_forecaster(ctx: Context) -> ForecasterOut:
     """Refit the traffic forecaster on the lake's hourly requests, when there is history enough."""
-    from simulator.traffic import from_lake
-    from training.forecast import Forecaster, ForecastParams
-
     series = from_lake(ctx.settings.world_dir)
     params = ForecastParams()
     needed = params.min_history
     if len(series) < needed:
-        return {
-            "fitted": False,
-            "reason": f"{len(series)} hours of request history; the forecaster needs {needed}",
-        }
+        return ForecasterOut(
+            fitted=False,
+            reason=f"{len(series)} hours of request history; the forecaster needs {needed}",
+        )
     y = series["requests"].to_numpy(np.float64)
     model = Forecaster.fit(y, pd.DatetimeIndex(series.index), params)
     model.save(ctx.path("forecaster"))
     series[["requests"]].rename(columns={"requests": "y"}).rename_axis(
         "ds"
     ).reset_index().to_parquet(ctx.path("forecast_history.parquet"), index=False)
-    return {"fitted": True, "hours": len(series)}
+    return ForecasterOut(fitted=True, hours=len(series))
 
 
 def _scores(
-    prefix: str, light_model: Any, heavy: Any, frame: pd.DataFrame, weights: dict[str, float]
+    prefix: str,
+    light_model: lgb.Booster,
+    heavy: HeavyModel,
+    frame: pd.DataFrame,
+    weights: dict[str, float],
 ) -> dict[str, Any]:
     """A model pair's scores of the holdout: heads at their logged slots (what AUC judges), the
     serving blend (what ranks a page) and the light ranker's score."""
-    from training import light
-    from training.heavy import blend
+    from training import light  # lazy: imports training.dataset, so feast (~4 s)
+    from training.heavy import blend  # lazy: torch and feast, ~5 s at import
 
     pred = heavy.predict(frame, serving_like=False)
-    out = {f"{prefix}_{h}": v for h, v in pred.items()}
+    out: dict[str, Any] = {f"{prefix}_{h}": v for h, v in pred.items()}
     out[f"{prefix}_blend"] = blend(heavy.predict(frame, serving_like=True), weights)
     out[f"{prefix}_light"] = light_model.predict(light.features_matrix(frame, serving_like=True))
     return out
 
 
-def step_evaluate(ctx: Context) -> dict[str, Any]:
-    """Challenger and champion scored on the same holdout, written to ``scored.parquet``."""
-    import lightgbm as lgb
+def _champion(settings: Settings) -> Rankers | None:
+    """The pair behind ``@model_alias``, or None when there is none to compare with (the first
+    run): a ranker not registered yet, a version gone, or a ranker without the alias.
 
-    from serving.model import load_alias
-    from training.heavy import HeavyModel
+    Matched by MLflow's error code, never its message. A missing registered model or version is
+    ``RESOURCE_DOES_NOT_EXIST``; a missing alias on a registered model is
+    ``INVALID_PARAMETER_VALUE`` (MLflow 3's sqlalchemy store, hence its REST server too), a code
+    that other bad arguments share, so that one counts only when a ranker indeed lacks the alias.
+    """
+    from mlflow.exceptions import MlflowException  # lazy: mlflow costs ~1 s at import
+    from mlflow.protos import databricks_pb2 as codes  # lazy: mlflow costs ~1 s at import
+
+    from serving.model import load_alias  # lazy: mlflow, torch and feast, ~6 s at import
+    from training import registry  # lazy: mlflow, torch and feast, ~6 s at import
+
+    alias = settings.model_alias
+    try:
+        return load_alias(settings, alias)
+    except MlflowException as exc:
+        if exc.error_code == codes.ErrorCode.Name(codes.RESOURCE_DOES_NOT_EXIST):
+            log.info("no champion to compare with: %s", exc)
+            return None
+        if exc.error_code == codes.ErrorCode.Name(codes.INVALID_PARAMETER_VALUE):
+            # load_alias resolves the light ranker first, so each model asked about here is
+            # registered: a ranker resolved, or the one that failed with this code.
+            client = registry.configure(settings)
+            for name in (settings.model_name, settings.heavy_model_name):
+                if alias not in client.get_registered_model(name).aliases:
+                    log.info("no champion to compare with: %s has no @%s", name, alias)
+                    return None
+        raise
+
+
+def step_evaluate(ctx: Context) -> EvaluateOut:
+    """Challenger and champion scored on the same holdout, written to ``scored.parquet``."""
+    from training.heavy import HeavyModel  # lazy: torch and feast, ~5 s at import
 
     holdout = pd.read_parquet(ctx.path("holdout.parquet"))
     light_model = lgb.Booster(model_file=str(ctx.path("light.txt")))
@@ -409,54 +467,42 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
         **_scores("challenger", light_model, heavy, holdout, ctx.settings.blend_weights),
     }
     champion: str | None = None
-    try:
-        current = load_alias(ctx.settings, ctx.settings.model_alias)
-    except Exception as exc:  # no alias yet (the first run), or an unreadable champion
-        if "alias" not in str(exc).lower() and "not found" not in str(exc).lower():
-            raise
-        log.info("no champion to compare with: %s", exc)
-    else:
+    if (current := _champion(ctx.settings)) is not None:
         champion = current.label
         cols.update(
             _scores("champion", current.light, current.heavy, holdout, ctx.settings.blend_weights)
         )
     scored = pd.DataFrame(cols)
     scored.to_parquet(ctx.path("scored.parquet"), index=False)
-    return {"champion": champion, "rows": len(scored)}
+    return EvaluateOut(champion=champion, rows=len(scored))
 
 
-def step_gate(ctx: Context) -> dict[str, Any]:
-    from pipelines.gate import decide
-
+def step_gate(ctx: Context) -> GateOut:
     scored = pd.read_parquet(ctx.path("scored.parquet"))
-    champion = ctx.run.out("evaluate")["champion"]
+    champion = ctx.run.out(EvaluateOut).champion
     decision = decide(
         scored, tolerance=ctx.settings.gate_tolerance, has_champion=champion is not None
     )
     ctx.log_metrics(decision.metrics())
-    return {
-        "promote": decision.promote,
-        "reason": decision.reason,
-        "champion": champion,
-        "checks": [asdict(c) for c in decision.checks],
-    }
+    return GateOut(
+        promote=decision.promote,
+        reason=decision.reason,
+        champion=champion,
+        checks=tuple(decision.checks),
+    )
 
 
-def _existing_version(client: Any, name: str, run_id: str) -> str | None:
+def _existing_version(client: MlflowClient, name: str, run_id: str) -> str | None:
     found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     return str(max(int(v.version) for v in found)) if found else None
 
 
-def step_register(ctx: Context) -> dict[str, Any]:
+def step_register(ctx: Context) -> RegisterOut:
     """Register both rankers (and the forecaster) from this run as ``@challenger``, once: a
     version this MLflow run already registered (before a crash) is found, not made again."""
-    import lightgbm as lgb
-
-    from training import registry
-    from training.forecast import Forecaster
-    from training.forecast_registry import FORECAST_MODEL_NAME, log_forecaster
-    from training.heavy import HeavyModel
-    from training.light import features_matrix
+    from training import forecast_registry, registry  # lazy: mlflow, torch and feast, ~6 s
+    from training.heavy import HeavyModel  # lazy: torch and feast, ~5 s at import
+    from training.light import features_matrix  # lazy: imports training.dataset, so feast (~4 s)
 
     s = ctx.settings
     client = registry.configure(s)
@@ -475,49 +521,64 @@ def step_register(ctx: Context) -> dict[str, Any]:
         cols = [*heavy.spec.dense, C.USER_ID, C.AUTHOR_ID, C.TOPIC, "hour_of_day"]
         v = registry.log_heavy(heavy, holdout[cols].head(50), s, None).version
     versions[s.heavy_model_name] = v
-    if ctx.run.out("forecaster").get("fitted"):
-        if (v := _existing_version(client, FORECAST_MODEL_NAME, run_id)) is None:
-            v = log_forecaster(
+    if ctx.run.out(ForecasterOut).fitted:
+        if (v := _existing_version(client, forecast_registry.FORECAST_MODEL_NAME, run_id)) is None:
+            v = forecast_registry.log_forecaster(
                 Forecaster.load(ctx.path("forecaster")),
                 pd.read_parquet(ctx.path("forecast_history.parquet")),
                 s,
                 None,
             ).version
-        versions[FORECAST_MODEL_NAME] = v
+        versions[forecast_registry.FORECAST_MODEL_NAME] = v
     for name, version in versions.items():
         client.set_registered_model_alias(name, "challenger", version)
-    return {"versions": versions}
+    return RegisterOut(versions=versions)
 
 
-def step_promote(ctx: Context) -> dict[str, Any]:
+def step_promote(ctx: Context) -> PromoteOut:
     """Move ``@champion`` onto the challengers (each alias move is atomic; replicas swap the
     ranker pair once both aliases point at the same run)."""
-    from training import registry
+    from training import registry  # lazy: mlflow, torch and feast, ~6 s at import
 
-    gate = ctx.run.out("gate")
-    versions = ctx.run.out("register")["versions"]
-    if not gate["promote"]:
-        raise Refused(f"kept @{ctx.settings.model_alias}: {gate['reason']}")
+    gate = ctx.run.out(GateOut)
+    versions = ctx.run.out(RegisterOut).versions
+    if not gate.promote:
+        raise Refused(f"kept @{ctx.settings.model_alias}: {gate.reason}")
     client = registry.configure(ctx.settings)
     for name, version in versions.items():
         client.set_registered_model_alias(name, ctx.settings.model_alias, version)
-    return {"promoted": versions}
+    return PromoteOut(promoted=versions)
 
 
-STEP_FUNCTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "export": step_export,
-    "validate_export": step_validate_export,
-    "commit": step_commit,
-    "features": step_features,
-    "training_set": step_training_set,
-    "validate": step_validate,
-    "train": step_train,
-    "forecaster": step_forecaster,
-    "evaluate": step_evaluate,
-    "gate": step_gate,
-    "register": step_register,
-    "promote": step_promote,
-}
+# -- the pipeline, declared once ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step(Generic[OutT]):
+    """One step: its name (in ``state.json`` and ``--until``), what it does, what it records."""
+
+    name: str
+    func: Callable[[Context], OutT]
+    output: type[OutT]
+
+
+PIPELINE: tuple[Step[Any], ...] = (
+    Step("export", step_export, ExportOut),
+    Step("validate_export", step_validate_export, ExportChecks),
+    Step("commit", step_commit, CommitOut),
+    Step("features", step_features, FeaturesOut),
+    Step("training_set", step_training_set, TrainingSetOut),
+    Step("validate", step_validate, TrainingSetChecks),
+    Step("train", step_train, TrainOut),
+    Step("forecaster", step_forecaster, ForecasterOut),
+    Step("evaluate", step_evaluate, EvaluateOut),
+    Step("gate", step_gate, GateOut),
+    Step("register", step_register, RegisterOut),
+    Step("promote", step_promote, PromoteOut),
+)
+STEPS = tuple(step.name for step in PIPELINE)
+STEP_OF: dict[type[StepOutput], Step[Any]] = {step.output: step for step in PIPELINE}
+assert len(STEP_OF) == len(PIPELINE), "each step records a type of its own"
 
 
 # -- the flow -------------------------------------------------------------------------------------
@@ -525,7 +586,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
 
 def _pick_run(settings: Settings, options: RetrainOptions) -> tuple[Run, bool]:
     """The unfinished run to resume (a crash or an error left it), or a new one."""
-    runs = [r for r in Run.all(settings) if r.state["status"] not in TERMINAL]
+    runs = [r for r in Run.all(settings) if r.status not in TERMINAL]
     if runs and not options.new:
         return runs[-1], True
     for r in runs:  # --new: the unfinished ones are abandoned, and say so
@@ -533,28 +594,28 @@ def _pick_run(settings: Settings, options: RetrainOptions) -> tuple[Run, bool]:
     return Run.new(settings), False
 
 
-def _steps(ctx: Context, lock: Any) -> tuple[str, str]:
+def _steps(ctx: Context, lock: RunLock) -> tuple[str, str]:
     """Run the steps not yet done; the run's status and a line saying why it ended there."""
     run, options, settings = ctx.run, ctx.options, ctx.settings
     try:
-        for step in STEPS:
+        for step in PIPELINE:
             lock.check()  # a run that lost its lock stops before the next step
-            if run.done(step):
+            if run.done(step.name):
                 continue
-            log.info("run %s: %s", run.id, step)
+            log.info("run %s: %s", run.id, step.name)
             t0 = time.perf_counter()
-            out = STEP_FUNCTIONS[step](ctx)
-            run.mark(step, out, time.perf_counter() - t0)
-            failpoint(f"after:{step}")
-            if step == options.until:
-                return "paused", f"stopped after {step} as asked (resumable)"
+            out = step.func(ctx)
+            run.mark(step.name, out, time.perf_counter() - t0)
+            failpoint(f"after:{step.name}")
+            if step.name == options.until:
+                return "paused", f"stopped after {step.name} as asked (resumable)"
     except NothingNew as exc:
         return "nothing-new", str(exc)
     except Refused as exc:
         return "refused", str(exc)
     except ValidationError as exc:
         return "stopped", str(exc)
-    promoted = run.out("promote")["promoted"]
+    promoted = run.out(PromoteOut).promoted
     return "promoted", f"@{settings.model_alias} → " + ", ".join(
         f"{n}/{v}" for n, v in promoted.items()
     )
@@ -563,10 +624,10 @@ def _steps(ctx: Context, lock: Any) -> tuple[str, str]:
 def run_retrain(settings: Settings, options: RetrainOptions | None = None) -> RetrainSummary:
     """One retrain under the run lock; resumes an unfinished run. Raises ``LockHeld`` when
     another run holds the lock and ``ValidationError`` when the data stops the run."""
-    import mlflow
+    import mlflow  # lazy: mlflow costs ~1 s at import
 
-    from pipelines.lock import RunLock
-    from training import registry
+    from pipelines.lock import RunLock  # lazy: loads the redis client, ~0.15 s
+    from training import registry  # lazy: mlflow, torch and feast, ~6 s at import
 
     options = options or RetrainOptions()
     owner = {"run_id": "retrain (resuming or starting)", "command": "pipeline run retrain"}
@@ -575,14 +636,11 @@ def run_retrain(settings: Settings, options: RetrainOptions | None = None) -> Re
         ctx = Context(settings, options, run)
         registry.configure(settings)
         mlflow.set_experiment(settings.experiment)
-        active = mlflow.start_run(
-            run_id=run.state.get("mlflow_run_id"), run_name=f"retrain {run.id}"
-        )
+        active = mlflow.start_run(run_id=run.mlflow_run_id, run_name=f"retrain {run.id}")
         mlflow_status = "FAILED"
         try:
-            if "mlflow_run_id" not in run.state:
-                run.state["mlflow_run_id"] = active.info.run_id
-                run.save()
+            if run.mlflow_run_id is None:
+                run.started(active.info.run_id)
                 mlflow.set_tags(
                     {
                         "pipeline": "retrain",
@@ -597,23 +655,21 @@ def run_retrain(settings: Settings, options: RetrainOptions | None = None) -> Re
             status, message = _steps(ctx, lock)
             mlflow.set_tags({"status": status, "message": message[:5000]})
             if status == "paused":
-                run.state["message"] = message
-                run.save()
+                run.note(message)
             else:
                 run.finish(status, message)
             mlflow_status = "FAILED" if status == "stopped" else "FINISHED"
         except BaseException as exc:  # an error: the run stays resumable
-            run.state["message"] = f"{type(exc).__name__}: {exc}"[:2000]
-            run.save()
+            run.note(f"{type(exc).__name__}: {exc}"[:2000])
             mlflow.set_tag("status", "failed")
             raise
         finally:
             mlflow.end_run(mlflow_status)
-    versions = run.out("register")["versions"] if run.done("register") else {}
-    window = {}
-    if run.done("export"):
-        e = run.out("export")
-        window = {"start": e["window_start"], "end": e["window_end"]}
+    window: dict[str, str] = {}
+    if (exported := run.get(ExportOut)) is not None:
+        window = {"start": exported.window_start, "end": exported.window_end}
+    registered = run.get(RegisterOut)
+    versions = registered.versions if registered is not None else {}
     return RetrainSummary(
         run.id, status, message, str(run.folder), window, versions, ctx.metrics, resumed
     )

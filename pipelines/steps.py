@@ -6,17 +6,24 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import mlflow
+
 from core.db import connect
+from core.schema import apply_schema
 from core.settings import Settings
 from core.statements import Statements
 from evaluation.oracle import eval_settings, evaluate, plots
+from features import popular
 from features.definitions import FEATURE_SERVICE
+from features.store import apply, materialize
 from simulator import writer
 from simulator.config import WorldConfig
 from simulator.world import World, generate
+from training import registry
 from training.heavy import HeavyParams
 from training.light import LightParams
 from training.registry import Registered
+from training.train import fit
 
 
 @dataclass(frozen=True)
@@ -73,8 +80,6 @@ def generate_world(
     written: dict[str, int] = {}
     cluster = session = None
     if to_cassandra:
-        from core.schema import apply_schema
-
         apply_schema(settings)
         cluster, session = connect(settings)
     try:
@@ -128,8 +133,6 @@ def advance_world(settings: Settings, days: float, *, progress: bool = False) ->
         )
     until = cursor + timedelta(days=days)
     due, rest = writer.split_log(frames, until)
-    from core.schema import apply_schema
-
     apply_schema(settings)  # the served-page log needs schema v4
     cluster, session = connect(settings)
     try:
@@ -141,17 +144,12 @@ def advance_world(settings: Settings, days: float, *, progress: bool = False) ->
 
 
 def features_apply(settings: Settings) -> dict[str, int]:
-    from features.store import apply
-
     _require_world(settings)
     return apply(settings)
 
 
 def features_materialize(settings: Settings, end: datetime | None = None) -> int:
     """Load the latest feature rows into Redis and publish the popular list; returns its size."""
-    from features import popular
-    from features.store import materialize
-
     if not (settings.feast_dir / "registry.db").exists():
         raise FileNotFoundError("no Feast registry yet: run `feedcast features apply` first")
     materialize(settings, end)
@@ -185,11 +183,6 @@ def train(
     register: bool = True,
 ) -> TrainResult:
     """Fit both rankers, judge them against the world's truth, log and register them."""
-    import mlflow
-
-    from training import registry
-    from training.train import fit
-
     registry.configure(settings)
     mlflow.set_experiment(settings.experiment)
     with mlflow.start_run(run_name="rankers") as run:

@@ -31,6 +31,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 from tqdm import tqdm
@@ -219,10 +222,6 @@ def schedule(job: Callable[[], object], every_s: float, *, blocking: bool = True
     (``coalesce``). ``blocking=False`` returns the started ``BackgroundScheduler`` (call
     ``shutdown()``); ``blocking=True`` runs until interrupted.
     """
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.schedulers.blocking import BlockingScheduler
-    from apscheduler.triggers.interval import IntervalTrigger
-
     if every_s <= 0:
         raise ValueError(f"every_s must be positive, got {every_s}")
     sched = BlockingScheduler(timezone=UTC) if blocking else BackgroundScheduler(timezone=UTC)

@@ -26,6 +26,7 @@ from ray.serve import Application
 from core.breaker import Breaker
 from core.settings import Settings
 from serving import ingest, startup
+from serving.autoscaling import POLICY, load_plan
 from serving.feed import FeedPage, FeedPath
 from serving.metrics import json_logging, request_context
 from serving.security import ApiKeys, BodyLimit, RateLimiter
@@ -286,8 +287,6 @@ def autoscaling_config(s: Settings) -> dict[str, Any]:
         "downscale_delay_s": 60,
     }
     if s.serve_capacity_plan is not None:
-        from serving.autoscaling import POLICY, load_plan
-
         plan = load_plan(s.serve_capacity_plan)
         config["min_replicas"] = min(plan["min_replicas"])
         config["max_replicas"] = max(plan["max_replicas"])

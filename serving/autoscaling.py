@@ -190,11 +190,11 @@ class ForecastPolicy:
 
 def _gauges() -> tuple[Any, ...]:
     """The policy's gauges, exported with Ray's metrics; none where Ray is not running."""
-    import ray
+    import ray  # lazy: ~0.25 s at import; the CLI's plan check and tests load this without Ray
 
     if not ray.is_initialized():
         return ()
-    from ray.util.metrics import Gauge
+    from ray.util.metrics import Gauge  # lazy: as ray above
 
     return (
         Gauge("feedcast_capacity_plan_active", "1 while the capacity plan scales the feed"),

@@ -33,6 +33,7 @@ from core.db import connect, consistency
 from core.settings import Settings
 from core.statements import Statements
 from core.time import day_bucket
+from features.online import FeatureReader, reader_for
 from serving import candidates, ranking
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
@@ -105,8 +106,6 @@ def _cached(
 
 class FeedPath:
     def __init__(self, settings: Settings) -> None:
-        from features.online import reader_for
-
         self.s = settings
         self.metrics = Metrics()
         self.redis = cache.client(settings, timeout_s=settings.deadline_features_ms / 1000)
@@ -114,7 +113,7 @@ class FeedPath:
         # cache, prefetch): when Redis hangs, one probe a cool-down pays the timeout, not every
         # call of every request.
         self.redis_breaker = Breaker(1.0)
-        self.reader = reader_for(settings, self.redis)
+        self.reader: FeatureReader = reader_for(settings, self.redis)
         self.models = ModelHolder(settings)
         self.models.refresh()
         self.models.poll()

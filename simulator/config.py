@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -79,10 +81,6 @@ class WorldConfig(BaseModel):
     @classmethod
     def from_file(cls, path: Path, **overrides: object) -> WorldConfig:
         """A config from a JSON or YAML file, with command-line overrides on top."""
-        import json
-
-        import yaml
-
         text = path.read_text()
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
         if not isinstance(data, dict):

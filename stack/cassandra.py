@@ -175,7 +175,7 @@ def answers(settings: Settings, timeout_s: float = 2.0) -> bool:
             pass
     except OSError:
         return False
-    from core.db import connect
+    from core.db import connect  # lazy: cassandra-driver ~0.1 s at import; only this check
 
     try:
         cluster, session = connect(settings, keyspace=None, connect_timeout_s=timeout_s)

@@ -6,6 +6,7 @@ model over HTTP instead of reading this machine's disk.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -71,8 +72,6 @@ def down(settings: Settings) -> bool:
 
 
 def main() -> None:  # pragma: no cover — mlflow/start.sh: the server in the foreground
-    import os
-
     cmd = argv(Settings())
     os.execv(cmd[0], cmd)
 

@@ -13,6 +13,7 @@ of a health wait that times out. nginx runs in the foreground (``daemon off``) u
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -95,8 +96,6 @@ def _worker_user() -> str:
     owner instead (the edge listens on 127.0.0.1 only). Any other user cannot switch anyway."""
     if os.geteuid() != 0:
         return ""
-    import pwd
-
     return f"user {pwd.getpwuid(os.geteuid()).pw_name};"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
 
@@ -46,8 +47,6 @@ def running(settings: Settings) -> bool:
 
 
 def _gcs_up(settings: Settings) -> bool:
-    import socket
-
     try:
         with socket.create_connection(("127.0.0.1", settings.ray_port), timeout=1.0):
             return True

@@ -67,8 +67,8 @@ def connected(address: str | None, settings: Settings | None = None) -> Iterator
     """Ray for the length of a fit: the one this process already uses (an in-process Serve
     app's), else the cluster at ``address``, else a new local one; shut down only if started
     here. ``settings`` (default: from the environment) locates the stack's Ray token."""
-    import ray
-    from ray._private.authentication.authentication_token_setup import (
+    import ray  # lazy: ~0.1 s, and ray reads its token env at import (see the docstring)
+    from ray._private.authentication.authentication_token_setup import (  # lazy: as ray
         AuthenticationTokenLoader,
         Config,
     )
@@ -96,7 +96,7 @@ def connected(address: str | None, settings: Settings | None = None) -> Iterator
 
 
 def _rank_world() -> tuple[int, int]:
-    import ray.train
+    import ray.train  # lazy: ray.train ~0.3 s at import (see the docstring)
 
     ctx = ray.train.get_context()
     return ctx.get_world_rank(), ctx.get_world_size()
@@ -104,7 +104,7 @@ def _rank_world() -> tuple[int, int]:
 
 def _report(rank: int, save: Callable[[Path], object], metrics: dict[str, float]) -> None:
     """Rank 0 reports the checkpoint; every rank calls ``report`` (a barrier)."""
-    import ray.train
+    import ray.train  # lazy: ray.train ~0.3 s at import (see the docstring)
 
     with tempfile.TemporaryDirectory() as tmp:
         if rank == 0:
@@ -115,7 +115,7 @@ def _report(rank: int, save: Callable[[Path], object], metrics: dict[str, float]
 
 
 def _light_worker(config: dict[str, Any]) -> None:
-    from ray.train.lightgbm import get_network_params
+    from ray.train.lightgbm import get_network_params  # lazy: ~0.4 s; Ray's workers only
 
     rank, world = _rank_world()
     params: light.LightParams = config["params"]
@@ -145,7 +145,7 @@ def _largest(value: float) -> float:
 
 
 def _heavy_worker(config: dict[str, Any]) -> None:
-    from ray.train.torch import prepare_model
+    from ray.train.torch import prepare_model  # lazy: ~0.3 s; Ray's workers only
 
     rank, world = _rank_world()
     replica = heavy.Replica(
@@ -162,7 +162,7 @@ def _heavy_worker(config: dict[str, Any]) -> None:
 
 def _fit(trainer_cls: type, name: str, storage: Path, **kwargs: Any) -> Checkpoint:
     """Run the trainer; its one checkpoint, or an error naming the trainer, run and cause."""
-    import ray.train
+    import ray.train  # lazy: ray.train ~0.3 s at import (see the docstring)
 
     trainer = trainer_cls(
         run_config=ray.train.RunConfig(
@@ -190,7 +190,7 @@ def _fit(trainer_cls: type, name: str, storage: Path, **kwargs: Any) -> Checkpoi
 
 
 def _scaling(workers: int, cpus_per_worker: float) -> ScalingConfig:
-    import ray.train
+    import ray.train  # lazy: ray.train ~0.3 s at import (see the docstring)
 
     return ray.train.ScalingConfig(
         num_workers=workers, use_gpu=False, resources_per_worker={"CPU": cpus_per_worker}
@@ -217,7 +217,7 @@ def train_light_ray(
     learner, each worker on whole requests with as many threads as CPUs it reserves. The
     run's files go to ``storage``/feedcast-light-<id>.
     """
-    from ray.train.lightgbm import LightGBMTrainer
+    from ray.train.lightgbm import LightGBMTrainer  # lazy: ray.train.lightgbm ~0.4 s
 
     with connected(address, settings):
         checkpoint = _fit(
@@ -253,7 +253,7 @@ def train_heavy_ray(
     (gloo), with the spec and calibration fitted on all rows as ``heavy.train`` does. The
     run's files go to ``storage``/feedcast-heavy-<id>.
     """
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer  # lazy: ray.train.torch ~0.3 s
 
     with connected(address, settings):
         checkpoint = _fit(

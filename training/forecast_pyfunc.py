@@ -13,16 +13,14 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from training.forecast import Forecaster, to_frame
+
 
 class TrafficForecaster(PythonModel):
     def load_context(self, context) -> None:
-        from training.forecast import Forecaster
-
         self.model = Forecaster.load(Path(context.artifacts["forecaster"]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from training.forecast import to_frame
-
         return to_frame(self.model, model_input)
 
 

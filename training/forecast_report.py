@@ -11,10 +11,10 @@ from training.forecast_backtest import Fold
 
 def plot(folds: list[Fold], path: Path) -> Path:
     """One panel per variant: actual, true rate, our median with 80/95% bands, weekly naive."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.3 s with pyplot; plotting only, and Agg chosen here
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as matplotlib, after use("Agg")
 
     variants = list(dict.fromkeys(f.variant for f in folds))
     fig, axes = plt.subplots(len(variants), 1, figsize=(11, 2.8 * len(variants)), squeeze=False)

@@ -444,7 +444,7 @@ def fit_dwell_map(
     mean of an exponential-like target carries ~2-3% noise, as much as the effect. None when
     there are fewer than ``min_rows`` rows: the head stays as trained.
     """
-    from scipy.optimize import minimize
+    from scipy.optimize import minimize  # lazy: ~0.2 s; loading a model (heavy_pyfunc) never fits
 
     y = np.maximum(np.asarray(dwell, dtype=np.float64), 1e-3)
     d = np.maximum(np.asarray(head, dtype=np.float64), 1e-6)

@@ -12,11 +12,11 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from training.heavy import HeavyModel
+
 
 class HeavyRanker(PythonModel):
     def load_context(self, context) -> None:
-        from training.heavy import HeavyModel
-
         self.model = HeavyModel.load(Path(context.artifacts["heavy"]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

@@ -22,10 +22,10 @@ LABELS = {
 
 def plot(out: dict[str, Any], stem: Path) -> list[Path]:
     """Object and byte hit ratio against cache size per policy; ``<stem>_hit.png``."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.3 s with pyplot; plotting only, and Agg chosen here
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as matplotlib, after use("Agg")
 
     fracs = sorted(out["results"], key=float)
     x = [float(f) * 100 for f in fracs]
@@ -56,7 +56,7 @@ def plot(out: dict[str, Any], stem: Path) -> list[Path]:
 
 def summarize(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """Mean and a 95% t-interval half-width of each headline figure over runs (seeds)."""
-    from scipy import stats as st
+    from scipy import stats as st  # lazy: scipy.stats ~0.5 s; only the seeds' summary
 
     out: dict[str, dict[str, float]] = {}
     for k in keys:
@@ -74,10 +74,10 @@ def summarize(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, di
 
 def plot_summary(summary: dict[str, dict[str, float]], path: Path) -> Path:
     """Hit ratios at 1% cache across seeds: mean with 95% intervals, one bar per policy."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.3 s with pyplot; plotting only, and Agg chosen here
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as matplotlib, after use("Agg")
 
     keys = ["hit_lru", "hit_s3fifo", "hit_ours", "hit_belady", "hit_oracle_prefetch"]
     names = ["LRU", "S3-FIFO", "ours", "Belady", "oracle\nprefetch"]

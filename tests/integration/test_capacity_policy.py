@@ -10,6 +10,7 @@ import yaml
 
 from core.settings import Settings
 from serving.app import autoscaling_config
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +55,15 @@ def test_plan_policy_holds_the_current_hours_floor(service, tmp_path) -> None:
         blocking=False,
     )
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and _running("plan-probe", "Probe") < 2:
-            time.sleep(0.5)
+        wait_until(
+            lambda: _running("plan-probe", "Probe") >= 2,
+            timeout=90,
+            interval=0.5,
+            what="the plan's floor of 2 replicas",
+        )
         assert _running("plan-probe", "Probe") == 2
+        # Not a wait for a condition: the time passing is what is tested (six downscale delays
+        # in which the controller could fall back to the deployment's floor of 1, and doesn't).
         time.sleep(6)  # and it stays there: neither the ceiling nor the deployment's floor
         assert _running("plan-probe", "Probe") == 2
     finally:

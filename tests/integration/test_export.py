@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from core import constants as C
 from core.db import connect
@@ -21,6 +20,8 @@ from pipelines.export import KEYS, commit_export, export_log, lake_watermark
 from pipelines.steps import NoFutureError, advance_world, generate_world
 from simulator.config import WorldConfig
 from simulator.writer import FUTURE_DIR, SERVED_LOG
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -50,6 +51,7 @@ def _rows(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame.sort_values(KEYS[name]).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_held_back_days_come_back_through_cassandra_into_the_lake_once(own: Settings, tmp_path):
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     cutoff = end - timedelta(days=1)
@@ -142,13 +144,3 @@ def test_held_back_days_come_back_through_cassandra_into_the_lake_once(own: Sett
     assert second.window_start == end + timedelta(hours=1)
     assert second.rows["impressions"] == second.rows["interactions"] == 0
     assert commit_export(own, second.out_dir) == {n: 0 for n in KEYS}
-
-
-def test_world_advance_without_a_world_says_how_to_make_one(tmp_path):
-    from pipelines.cli import app
-
-    r = CliRunner().invoke(
-        app, ["world", "advance", "--days", "1"], env={"FEEDCAST_DATA_DIR": str(tmp_path)}
-    )
-    assert r.exit_code == 2
-    assert "no world under" in r.output and "feedcast world generate" in r.output

@@ -8,7 +8,6 @@ until the test lets go, so "in flight" is a state the test controls, not a race 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +19,8 @@ import pytest
 from core import constants as C
 from core.settings import DEV_API_KEY, Settings
 from stack import nginx
-from tests.conftest import free_ports
+from tests.integration.suite import free_ports
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -107,11 +107,12 @@ def test_over_the_limit_is_shed_with_503_and_retry_after_and_never_reaches_the_u
         futures = [pool.submit(httpx.get, f"{gate}/v1/feed/{u}", timeout=30) for u in range(6)]
         # The shed ones come back while the admitted ones are still held upstream (waiting
         # for both: nginx may pass the admitted ones on after it answered the shed ones).
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (
-            sum(f.done() for f in futures) < 6 - LIMIT or held.arrived - before < LIMIT
-        ):
-            time.sleep(0.01)
+        wait_until(
+            lambda: sum(f.done() for f in futures) >= 6 - LIMIT and held.arrived - before >= LIMIT,
+            timeout=30,
+            interval=0.01,
+            what=f"{6 - LIMIT} answers shed and {LIMIT} requests held upstream",
+        )
         shed = [f.result() for f in futures if f.done()]
         held_back = [f for f in futures if not f.done()]
         assert len(shed) == 6 - LIMIT and len(held_back) == LIMIT

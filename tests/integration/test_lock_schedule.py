@@ -1,5 +1,7 @@
-"""The retraining run's Redis lock and its scheduler, against the suite's real Redis and a real
-APScheduler with a SQLite job store (only Redis: no need for the whole stack)."""
+"""The retraining run's Redis lock and its scheduler, against a real Redis and a real
+APScheduler with a SQLite job store. Only Redis: the module starts one of its own (the stack's
+script, on a free port) and stops it afterwards, so it needs no session stack and no other
+test to have started one."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,8 @@ from core import cache
 from core.settings import REPO_ROOT, Settings
 from pipelines.lock import LockHeld, LockLost, LockUnavailable, RunLock, holder, lock_key
 from pipelines.schedule import build_scheduler, parse_cron
-from tests.conftest import TEST_REDIS_PORT, free_ports
+from tests.integration.suite import free_ports
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,25 +46,31 @@ def tick_then_fail() -> None:
     raise LockHeld("a retrain run is already going: run test on host x pid 1", {})
 
 
-def wait_for(condition: Callable[[], bool], deadline_s: float = DEADLINE_S) -> bool:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A Redis of this module's own, on a free port, stopped at the end of the module."""
+    from stack import redis as stack_redis
+
+    (port,) = free_ports(1)
+    s = Settings(redis_port=port, home=tmp_path_factory.mktemp("redis"))
+    assert stack_redis.up(s).startswith("started"), f"something already answers on {port}"
+    yield s
+    stack_redis.down(s)
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Iterator[Settings]:
+def settings(own_redis: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """That Redis, with a home (job store) and a lock namespace of this test's own."""
     s = Settings(
-        redis_port=TEST_REDIS_PORT, home=tmp_path, feast_project=f"locktest_{uuid.uuid4().hex}"
+        redis_port=own_redis.redis_port,
+        home=tmp_path,
+        feast_project=f"locktest_{uuid.uuid4().hex}",
     )
     r = cache.client(s)
     try:
         r.ping()
     except redis.RedisError as exc:
-        pytest.fail(f"Redis at {s.redis_url} does not answer (`feedcast stack up`?): {exc}")
+        pytest.fail(f"the module's Redis at {s.redis_url} does not answer: {exc}")
     yield s
     r.delete(lock_key(s, "retrain"))
     r.close()
@@ -136,7 +145,12 @@ def test_lock_lost_when_taken_by_another_run_is_noticed_by_the_renewal(
         rds.delete(lock_key(settings, "retrain"))
         with RunLock(settings, owner={"run_id": "usurper"}, ttl_s=30):
             # The renewal thread, not check(), finds out (every ttl/3).
-            assert wait_for(lambda: lock.lost)
+            wait_until(
+                lambda: lock.lost,
+                timeout=DEADLINE_S,
+                interval=0.1,
+                what="the renewal thread to find the lock taken",
+            )
             with pytest.raises(LockLost, match="usurper"):
                 lock.check()
         # Leaving the lost lock's block deleted nothing: the usurper released its own.
@@ -145,7 +159,7 @@ def test_lock_lost_when_taken_by_another_run_is_noticed_by_the_renewal(
 
 def test_renewal_keeps_the_lock_past_its_ttl(settings: Settings) -> None:
     with RunLock(settings, owner={"run_id": "long"}, ttl_s=1.0) as lock:
-        time.sleep(3.5)  # three and a half TTLs
+        time.sleep(3.5)  # on purpose: three and a half TTLs pass, and the renewals keep it
         lock.check()
         with pytest.raises(LockHeld, match="run long"):
             RunLock(settings).acquire()
@@ -162,7 +176,7 @@ def test_a_killed_holder_frees_the_lock_after_its_ttl(settings: Settings) -> Non
             "from pipelines.lock import RunLock\n"
             "RunLock(Settings(), owner={'run_id': 'doomed'}, ttl_s=2.0).acquire()\n"
             "print('held', flush=True)\n"
-            "time.sleep(600)\n",
+            "time.sleep(600)\n",  # holds the lock until the test kills it
         ],
         cwd=REPO_ROOT,
         env={
@@ -178,7 +192,7 @@ def test_a_killed_holder_frees_the_lock_after_its_ttl(settings: Settings) -> Non
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "held"
-        time.sleep(3)  # longer than its TTL: the child's renewals keep it
+        time.sleep(3)  # on purpose: longer than its TTL, and the child's renewals keep it
         assert (holder(settings) or {}).get("pid") == child.pid
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
@@ -194,7 +208,7 @@ def test_a_killed_holder_frees_the_lock_after_its_ttl(settings: Settings) -> Non
             return False
         return True
 
-    assert wait_for(take), "the dead holder's lock never expired"
+    wait_until(take, timeout=DEADLINE_S, interval=0.1, what="the dead holder's lock to expire")
 
 
 def test_redis_down_at_acquire_names_the_url(tmp_path: Path) -> None:
@@ -217,7 +231,12 @@ def test_lock_lost_when_redis_is_down_past_the_ttl(tmp_path: Path) -> None:
         lock = RunLock(s, owner={"run_id": "stranded"}, ttl_s=1.5).acquire()
         lock.check()
         stack_redis.down(s)
-        assert wait_for(lambda: lock.lost), "a lock unconfirmed for its whole TTL was kept"
+        wait_until(
+            lambda: lock.lost,
+            timeout=DEADLINE_S,
+            interval=0.1,
+            what="a lock unconfirmed for its whole TTL to count as lost",
+        )
         with pytest.raises(LockLost, match=f"could not be renewed .*127.0.0.1:{port}"):
             lock.check()
         lock.release()  # Redis still down: a warning, no error (the key expires by itself)
@@ -240,7 +259,7 @@ def test_scheduler_fires_a_six_field_cron_job_repeatedly(
     sched = build_scheduler(settings, job=f"{__name__}:tick", cron="*/2 * * * * *", blocking=False)
     sched.start()
     try:
-        assert wait_for(lambda: ticks(out) >= 2), f"fired {ticks(out)} times"
+        wait_until(lambda: ticks(out) >= 2, timeout=DEADLINE_S, what="two scheduled runs")
     finally:
         sched.shutdown(wait=True)
     assert (settings.home / "pipeline" / "jobs.sqlite").exists()
@@ -260,7 +279,7 @@ def test_a_failing_run_is_logged_and_the_schedule_goes_on(
     )
     sched.start()
     try:
-        assert wait_for(lambda: ticks(out) >= 2), f"fired {ticks(out)} times"
+        wait_until(lambda: ticks(out) >= 2, timeout=DEADLINE_S, what="two scheduled runs")
         assert sched.running and sched.get_job("retrain") is not None
     finally:
         sched.shutdown(wait=True)
@@ -293,7 +312,9 @@ def test_the_job_store_survives_a_restart(settings: Settings) -> None:
     assert str(found.trigger) == str(parse_cron("*/2 * * * * *"))
     assert (found.max_instances, found.coalesce) == (1, True)
     due = found.next_run_time
-    assert wait_for(lambda: time.time() > due.timestamp() + 0.5, 5)
+    wait_until(
+        lambda: time.time() > due.timestamp() + 0.5, timeout=5, what="the job's due time to pass"
+    )
 
     # Rebuilt with the same job and schedule, it keeps the due time that passed while it was
     # down (so the missed run still starts); with another schedule, it starts afresh.

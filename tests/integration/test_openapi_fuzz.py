@@ -12,9 +12,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.conftest import FUZZ_KEY, TEST_RATE_PER_S
+from tests.integration.suite import FUZZ_KEY, TEST_RATE_PER_S
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 
 # Per /v1 route: requests that fit the schema, and requests that break it somewhere.
 EXAMPLES = {GenerationMode.POSITIVE: 200, GenerationMode.NEGATIVE: 150}
@@ -35,7 +35,7 @@ def _fuzz(operation, mode, n: int, called: Counter, statuses: Counter, last: lis
     )
     def call(case):
         wait = last[0] + MIN_GAP_S - time.monotonic()
-        if wait > 0:
+        if wait > 0:  # pacing, not waiting for a condition: the gap the rate limit allows
             time.sleep(wait)
         last[0] = time.monotonic()
         response = case.call_and_validate(

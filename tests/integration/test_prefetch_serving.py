@@ -16,7 +16,7 @@ from core import constants as C
 from core.settings import DEV_API_KEY, Settings
 from prefetch.pages import plan_items, read_continuation
 from stack import nginx
-from tests.integration.test_serving import _wait
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 API = {"X-API-Key": DEV_API_KEY}
@@ -45,7 +45,7 @@ def _cached_page(settings: Settings, user: int, request_items: list[int]) -> lis
             items = cache.load_items(r.get(cache.page_key(settings, user)))
             return items if [i.post_id for i in items] == request_items else []
 
-        return _wait(cached, 10)
+        return wait_until(cached, timeout=10, what=f"the page served to {user} in the cache")
     finally:
         r.close()
 
@@ -100,7 +100,11 @@ def test_a_served_page_warms_its_planned_objects_at_the_edge(service, settings, 
     planned = plan_items(settings, items, c, at=None)
     fetched = [a.path for a in planned if a.fetch]
     assert fetched, "nothing to fetch for a deep scroller's page: the planner's inputs are off"
-    assert _wait(lambda: _fetched_by_edge(settings, [a.path for a in planned]), 10), planned
+    wait_until(
+        lambda: _fetched_by_edge(settings, [a.path for a in planned]),
+        timeout=10,
+        what=f"the edge to fetch the planned objects {planned}",
+    )
     with httpx.Client(base_url=nginx.url(settings), timeout=10) as edge:
         for p in fetched:
             got = edge.get(p)
@@ -113,8 +117,7 @@ def test_the_next_ranked_pages_land_in_redis_with_a_ttl(service, settings, world
     r = cache.client(settings)
     try:
         key = cache.next_page_key(settings, user, 1)
-        raw = _wait(lambda: r.get(key), 10)
-        assert raw, "no next page in Redis"
+        raw = wait_until(lambda: r.get(key), timeout=10, what="the next page in Redis")
         ttl = r.ttl(key)
         nxt = cache.load_items(raw)
         meta = cache.load_items(r.get(cache.post_meta_key(settings, nxt[0].post_id)))
@@ -145,7 +148,11 @@ def test_impressions_roll_the_prefetch_along_the_page(service, settings, world):
     assert r.status_code == 200 and r.json()["accepted"] == at + 1, r.text
     rc = cache.client(settings)
     try:
-        counts = _wait(lambda: rc.hgetall(cache.continuation_key(settings, user)), 10)
+        counts = wait_until(
+            lambda: rc.hgetall(cache.continuation_key(settings, user)),
+            timeout=10,
+            what="the user's continuation counts",
+        )
         c = read_continuation(rc, settings, user)
     finally:
         rc.close()
@@ -154,7 +161,11 @@ def test_impressions_roll_the_prefetch_along_the_page(service, settings, world):
     planned = plan_items(settings, items, c, at=at)
     assert planned and {a.position for a in planned} == {at + settings.prefetch_lookahead}
     paths = [a.path for a in planned]
-    assert _wait(lambda: _fetched_by_edge(settings, paths), 10), paths
+    wait_until(
+        lambda: _fetched_by_edge(settings, paths),
+        timeout=10,
+        what=f"the edge to fetch {paths}",
+    )
 
 
 def test_a_dead_edge_changes_no_feed_response_and_counts_failures(service, settings, world):
@@ -173,8 +184,12 @@ def test_a_dead_edge_changes_no_feed_response_and_counts_failures(service, setti
     items = [i["post_id"] for i in up.json()["items"]]
     assert all([i["post_id"] for i in r.json()["items"]] == items for r in down)
     assert all(r.json()["degraded"] == [] for r in down)
-    rose = _wait(lambda: _scrape(failed) > before, 60, 1.0)  # the node exports periodically
-    assert rose, "a dead edge's failed warms never showed in the metrics"
+    wait_until(  # the node exports periodically
+        lambda: _scrape(failed) > before,
+        timeout=60,
+        interval=1.0,
+        what="the dead edge's failed warms in the metrics",
+    )
 
 
 def test_the_ahead_job_warms_the_pages_of_the_users_it_picks(service, settings, world):
@@ -192,7 +207,8 @@ def test_the_ahead_job_warms_the_pages_of_the_users_it_picks(service, settings, 
     assert 0 < out.objects_planned == out.objects_warmed
 
     # The rule, from the world's own log: the share of the past days with an event in the window.
-    # What Cassandra holds: the lake's log (the world's held-back days are not served yet).
+    # What Cassandra holds: the lake's log. Held-back days the retraining tests served (if they
+    # ran first) are in the lake too: each of their runs commits what it served.
     ev = pd.read_parquet(settings.world_dir / "interactions.parquet")[[C.USER_ID, C.EVENT_TS]]
     ts = pd.to_datetime(ev[C.EVENT_TS], utc=True)
 
@@ -217,7 +233,11 @@ def test_the_ahead_job_warms_the_pages_of_the_users_it_picks(service, settings, 
     r = cache.client(settings)
     try:
         pages = {
-            u: _wait(lambda u=u: cache.load_items(r.get(cache.page_key(settings, u))), 10)
+            u: wait_until(
+                lambda u=u: cache.load_items(r.get(cache.page_key(settings, u))),
+                timeout=10,
+                what=f"a cached page for picked user {u}",
+            )
             for u, _ in out.picked
         }
         rates = {u: read_continuation(r, settings, u) for u in pages}
@@ -233,6 +253,7 @@ def test_the_ahead_job_warms_the_pages_of_the_users_it_picks(service, settings, 
                 assert edge.get(p).headers["X-Cache-Status"] == "HIT", p
 
 
+@pytest.mark.slow
 def test_the_live_check_hits_more_at_the_edge_with_prefetch_on(service, settings, world):
     from prefetch.replay import live
 

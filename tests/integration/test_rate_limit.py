@@ -58,6 +58,7 @@ def test_tokens_refill_at_the_rate(redis_settings, prefix):
     assert limiter.allow("k").allowed
     refused = limiter.allow("k")
     assert not refused.allowed
+    # Not a wait for a condition: the refill over this time is the behaviour under test.
     time.sleep(refused.retry_after_s + 0.05)
     assert limiter.allow("k").allowed  # one token came back ...
     assert not limiter.allow("k").allowed  # ... only one (the next is 0.5 s away)
@@ -80,7 +81,7 @@ def test_idle_buckets_expire(redis_settings, prefix):
     # the bucket is full again one interval (20 ms) after the request, so the key expires by
     # then: it carries an expiry of at most that, or has already gone (-2); never none (-1)
     assert ttl_ms == -2 or 0 < ttl_ms <= 20
-    time.sleep(0.1)
+    time.sleep(0.1)  # on purpose: the key's own expiry, well past its 20 ms, is under test
     assert limiter.client.exists(f"{prefix}:k") == 0
     assert limiter.allow("k").allowed
 

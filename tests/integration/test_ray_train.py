@@ -14,7 +14,7 @@ import pytest
 
 from core import constants as C
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HEAVY = {"epochs": 8}  # fewer than the session's 30: the comparison, not the model, is tested
 

@@ -11,11 +11,14 @@ import httpx
 import pandas as pd
 import pytest
 
+from core import cache
 from core import constants as C
 from core.db import connect
 from core.settings import DEV_API_KEY
 from core.time import day_bucket
-from tests.conftest import LIMITED_KEY, OVERLOAD_KEY
+from tests.integration.conftest import own_models, served_as
+from tests.integration.suite import LIMITED_KEY, OVERLOAD_KEY
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 API = {"X-API-Key": DEV_API_KEY}
@@ -31,16 +34,6 @@ def _reader(world, settings) -> int:
 
 def _feed(service: str, user: int, **kw) -> httpx.Response:
     return httpx.get(f"{service}/v1/feed/{user}", headers=API, timeout=30, **kw)
-
-
-def _wait(cond, timeout_s: float, step_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(step_s)
-    return cond()
 
 
 @pytest.mark.parametrize(
@@ -166,7 +159,7 @@ def test_an_upload_is_stored_once_and_fanned_out_to_followers(service, settings,
             )
             return post_id in {r.post_id for r in rows}
 
-        assert _wait(landed, 15), "the upload never reached a follower's timeline"
+        wait_until(landed, timeout=15, what="the upload to reach a follower's timeline")
         by_author = session.execute(
             "SELECT post_id, created_at FROM posts_by_author WHERE author_id = %s AND day = %s",
             (author, day),
@@ -189,13 +182,21 @@ def test_an_upload_is_stored_once_and_fanned_out_to_followers(service, settings,
     assert len(mine) == 1
 
 
+@pytest.mark.slow
 def test_the_service_follows_champion_live_without_failing_a_request(service, settings, world):
+    """On models of this test's own (the session's @champion never moves), served by the
+    session's feed app redeployed for the test and back again afterwards."""
+    with own_models(settings, "live") as own, served_as(settings, own):
+        _follows_champion_live(service, own, world)
+
+
+def _follows_champion_live(service: str, own, world) -> None:
     from mlflow import MlflowClient
 
     from pipelines.steps import train
     from training.heavy import HeavyParams
 
-    user = _reader(world, settings)
+    user = _reader(world, own)
     before = _feed(service, user).json()["model_version"]
     seen: list[tuple[int, str, str]] = []
     stop = threading.Event()
@@ -205,26 +206,25 @@ def test_the_service_follows_champion_live_without_failing_a_request(service, se
             while not stop.is_set():
                 r = c.get(f"{service}/v1/feed/{user}", params={"limit": 5})
                 seen.append((r.status_code, r.headers.get("x-model-version", ""), r.text))
-                time.sleep(0.1)
+                time.sleep(0.1)  # pacing, not waiting: ~10 requests/s during the switch
 
-    client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+    client = MlflowClient(own.mlflow_tracking_uri, own.mlflow_tracking_uri)
     t = threading.Thread(target=flow, daemon=True)
     t.start()
     try:
-        new = train(settings, alias=None, heavy_params=HeavyParams(epochs=2))
-        client.set_registered_model_alias(settings.model_name, "champion", new.light.version)
-        client.set_registered_model_alias(settings.heavy_model_name, "champion", new.heavy.version)
-        label = (
-            f"{settings.model_name}/{new.light.version}+"
-            f"{settings.heavy_model_name}/{new.heavy.version}"
+        new = train(own, alias=None, heavy_params=HeavyParams(epochs=2))
+        client.set_registered_model_alias(own.model_name, own.model_alias, new.light.version)
+        client.set_registered_model_alias(own.heavy_model_name, own.model_alias, new.heavy.version)
+        label = f"{own.model_name}/{new.light.version}+{own.heavy_model_name}/{new.heavy.version}"
+        wait_until(
+            lambda: seen and seen[-1][1] == label,
+            timeout=60,
+            interval=0.5,
+            what=f"the service to answer with {label}",
         )
-        assert _wait(lambda: seen and seen[-1][1] == label, 60), seen[-3:]
     finally:
         stop.set()
         t.join(30)
-        old_light, old_heavy = (v.split("/")[-1] for v in before.split("+"))
-        client.set_registered_model_alias(settings.model_name, "champion", old_light)
-        client.set_registered_model_alias(settings.heavy_model_name, "champion", old_heavy)
     assert len(seen) > 10
     assert all(code == 200 for code, _, _ in seen), [c for c, _, _ in seen if c != 200]
     versions = {v for _, v, _ in seen}
@@ -246,17 +246,37 @@ def test_redis_down_serves_default_features_and_recovers(service, settings, worl
         assert "features" in r.json()["degraded"] and r.json()["items"]
     finally:
         stack_redis.up(settings)
-    back = _wait(lambda: _feed(service, user).json()["degraded"] == [], 10)
-    assert back, "the features flag did not clear within 10 s of Redis coming back"
+    wait_until(
+        lambda: _feed(service, user).json()["degraded"] == [],
+        timeout=10,
+        interval=0.5,
+        what="the features flag to clear after Redis came back",
+    )
 
 
+@pytest.mark.slow
 def test_cassandra_down_serves_the_cached_page_and_recovers(service, settings, world):
     from stack import cassandra as stack_cassandra
 
     user = _reader(world, settings)
     served = _feed(service, user, params={"limit": 8}).json()
     assert served["degraded"] == []
-    time.sleep(0.5)  # the page cache is written off the response path
+    page = [i["post_id"] for i in served["items"]]
+    stranger = next(int(u) for u in reversed(world.users[C.USER_ID].tolist()) if u != user)
+    rc = cache.client(settings)
+    try:  # the page cache is written off the response path: wait until it holds this page
+        wait_until(
+            lambda: (
+                [i.post_id for i in cache.load_items(rc.get(cache.page_key(settings, user)))]
+                == page
+            ),
+            timeout=10,
+            what="the served page in the page cache",
+        )
+        # A stranger has no page cached, whichever tests served whom before this one.
+        rc.delete(cache.page_key(settings, stranger))
+    finally:
+        rc.close()
     if not stack_cassandra.down(settings):
         pytest.fail("Cassandra was not started by this project's stack: cannot stop it")
     try:
@@ -265,12 +285,16 @@ def test_cassandra_down_serves_the_cached_page_and_recovers(service, settings, w
         body = r.json()
         assert body["degraded"] == ["candidates"]
         assert [i["post_id"] for i in body["items"]] == [i["post_id"] for i in served["items"]]
-        stranger = _feed(service, int(world.users[C.USER_ID].iloc[-1])).json()
-        assert stranger["degraded"][:2] == ["candidates", "popular"] and stranger["items"]
+        other = _feed(service, stranger).json()
+        assert other["degraded"][:2] == ["candidates", "popular"] and other["items"]
     finally:
         stack_cassandra.up(settings)
-    fresh = _wait(lambda: _feed(service, user).json()["degraded"] == [], 60, 1.0)
-    assert fresh, "fresh pages did not come back within 60 s of Cassandra's restart"
+    wait_until(
+        lambda: _feed(service, user).json()["degraded"] == [],
+        timeout=60,
+        interval=1.0,
+        what="fresh pages after Cassandra's restart",
+    )
 
 
 def test_feed_metrics_reach_the_nodes_prometheus_endpoint(service, settings, world):
@@ -289,8 +313,9 @@ def test_feed_metrics_reach_the_nodes_prometheus_endpoint(service, settings, wor
         wanted = ("ray_feedcast_stage_seconds_bucket", 'stage="heavy"', 'code="200"')
         return text if all(w in text for w in wanted) else ""
 
-    text = _wait(scraped, 45, 1.0)  # the node agent exports on its own period
-    assert text, "the feed's series never reached the node's Prometheus endpoint"
+    text = wait_until(  # the node agent exports on its own period
+        scraped, timeout=45, interval=1.0, what="the feed's series at the node's metrics endpoint"
+    )
     assert "ray_feedcast_requests_total" in text
     assert "ray_feedcast_candidates_bucket" in text
 

@@ -8,15 +8,14 @@ import time
 import pytest
 
 from prefetch.ahead import schedule
+from tests.waiting import wait_until
 
 
 def test_runs_at_once_then_on_the_interval() -> None:
     runs: list[float] = []
     sched = schedule(lambda: runs.append(time.monotonic()), 0.3, blocking=False)
     try:
-        deadline = time.monotonic() + 10
-        while len(runs) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(runs) >= 3, timeout=10, interval=0.05, what="three runs")
     finally:
         sched.shutdown(wait=True)
     assert len(runs) >= 3
@@ -24,21 +23,24 @@ def test_runs_at_once_then_on_the_interval() -> None:
 
 
 def test_a_slow_run_is_never_overlapped() -> None:
-    active, most = 0, 0
+    active, most, started = 0, 0, 0
     lock = threading.Lock()
 
     def slow() -> None:
-        nonlocal active, most
+        nonlocal active, most, started
         with lock:
             active += 1
+            started += 1
             most = max(most, active)
-        time.sleep(0.5)
+        time.sleep(0.5)  # the run's own length (five intervals): what must not be overlapped
         with lock:
             active -= 1
 
     sched = schedule(slow, 0.1, blocking=False)
-    time.sleep(1.5)
-    sched.shutdown(wait=True)
+    try:  # three starts: while the first two ran, due times kept passing (every 0.1 s)
+        wait_until(lambda: started >= 3, timeout=10, interval=0.05, what="three runs")
+    finally:
+        sched.shutdown(wait=True)
     assert most == 1
 
 

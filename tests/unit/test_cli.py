@@ -20,6 +20,12 @@ def test_world_stats_without_a_world_says_how_to_make_one():
     assert "feedcast world generate" in r.output
 
 
+def test_world_advance_without_a_world_says_how_to_make_one():
+    r = runner.invoke(app, ["world", "advance", "--days", "1"])
+    assert r.exit_code == 2
+    assert "no world under" in r.output and "feedcast world generate" in r.output
+
+
 def test_materialize_before_apply_says_to_apply_first():
     r = runner.invoke(app, ["features", "materialize"])
     assert r.exit_code == 2

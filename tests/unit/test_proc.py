@@ -3,10 +3,12 @@ import sys
 import pytest
 
 from stack import proc
+from tests.waiting import wait_until
 
 
 def test_start_records_a_pid_and_stop_ends_the_whole_group(tmp_path):
     # The child starts a grandchild in the same process group; stop must end both.
+    # The child's sleep is the process under test (a group to stop), not a wait of the test.
     script = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
     pid = proc.start(tmp_path, "sleeper", [sys.executable, "-c", script])
     assert proc.read_pid(tmp_path, "sleeper") == pid
@@ -33,12 +35,13 @@ def test_children_do_not_inherit_this_process_s_prometheus_folder(tmp_path, monk
     code = (
         f"import os; open({str(out)!r}, 'w').write(os.environ.get('PROMETHEUS_MULTIPROC_DIR', ''))"
     )
-    proc.start(tmp_path, "envdump", [sys.executable, "-c", code], env={"X": "1"})
-    import time
-
-    deadline = time.monotonic() + 10
-    while not out.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.1)
+    pid = proc.start(tmp_path, "envdump", [sys.executable, "-c", code], env={"X": "1"})
+    # Done writing when it has exited (an empty file could also be one not written yet).
+    wait_until(
+        lambda: out.exists() and proc.read_pid(tmp_path, "envdump") is None,
+        timeout=10,
+        interval=0.05,
+        what=f"the child (pid {pid}) to write {out.name} and exit",
+    )
     assert out.read_text() == ""
     proc.stop(tmp_path, "envdump", grace_s=1)

@@ -36,7 +36,7 @@ def test_the_forecaster_is_refitted_when_the_lake_holds_enough_history(tmp_path)
     s = _lake(tmp_path, weeks=5)
     ctx = Context(s, RetrainOptions(), Run.new(s))
     out = step_forecaster(ctx)
-    assert out["fitted"] and out["hours"] == 5 * 168
+    assert out.fitted and out.hours == 5 * 168
     model = Forecaster.load(ctx.path("forecaster"))
     history = pd.read_parquet(ctx.path("forecast_history.parquet"))
     assert list(history.columns) == ["ds", "y"] and len(history) == 5 * 168
@@ -52,7 +52,8 @@ def test_the_forecaster_step_says_why_it_skips_a_short_lake(tmp_path):
     s = _lake(tmp_path, weeks=2)
     ctx = Context(s, RetrainOptions(), Run.new(s))
     out = step_forecaster(ctx)
-    assert out == {
+    # What state.json records: the reason, and no hours.
+    assert out.to_json() == {
         "fitted": False,
         "reason": f"{2 * 168} hours of request history; the forecaster needs {336 + 60 + 168}",
     }

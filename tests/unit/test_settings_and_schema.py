@@ -37,11 +37,3 @@ def test_production_refuses_an_unreplicated_keyspace():
         env="production", cassandra_replication_factor=3, api_key_hashes=[hash_key("a-real-key")]
     )
     assert ok.cassandra_write_consistency == "LOCAL_QUORUM"
-
-
-def test_readme_documents_every_setting():
-    from core.settings import REPO_ROOT
-
-    readme = (REPO_ROOT / "README.md").read_text()
-    missing = [n for n in Settings.model_fields if f"FEEDCAST_{n.upper()}" not in readme]
-    assert not missing, f"README lacks {missing}"

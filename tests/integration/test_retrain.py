@@ -1,8 +1,12 @@
 """The retraining pipeline on the real stack, against the running service (issue 7).
 
-Runs last among the integration tests (it moves the session's @champion). The session world
-holds back its last days; each test serves half a day of them to Cassandra as live traffic
-(`world advance`) before it retrains, so every run has new data to export.
+The runs promote registered models of this module's own (copies of the session's champion,
+see ``own_models``), served by the session's feed app redeployed for the module, so the
+session's @champion never moves and the tests run in any order, before or after the others.
+The session world holds back its last days (1.5); each of the three tests that retrain on new
+data serves half a day of them to Cassandra as live traffic (`world advance`) first, and its
+run commits them to the lake, so that every run starts from a lake that holds all that was
+served.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,8 +27,10 @@ from mlflow import MlflowClient
 
 from core import constants as C
 from core.settings import DEV_API_KEY, Settings
+from tests.integration.conftest import own_models, served_as
+from tests.waiting import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ADVANCE_DAYS = 0.5
 EPOCHS = 30  # as the session's champion was trained: the gate compares like with like
@@ -50,21 +57,25 @@ def feedcast(s: Settings, *args: str, timeout: float = 600, **extra: str):
 
 
 @pytest.fixture(scope="module")
-def pipe(settings, world, trained, service) -> Settings:
-    """The session settings, exporting up to now (the served days are all in the past) and with
-    a short lock lifetime so a killed run frees the lock quickly."""
+def pipe(settings, world, trained, service) -> Iterator[Settings]:
+    """The session settings with this module's own registered models, exporting up to now (the
+    served days are all in the past) and with a short lock lifetime so a killed run frees the
+    lock quickly; the feed app serves these models while the module runs."""
     # The gate is not under test here (tests/unit/test_gate_validate.py tests it): half a day of
     # a 300-user world holds ~90 saves, too few to tell two models apart at 0.005 of AUC, so the
     # tolerance is wide and a retrain is judged on whether it moves the service.
-    return settings.model_copy(
-        update={"label_delay_s": 0.0, "pipeline_lock_ttl_s": 6.0, "gate_tolerance": 0.05}
-    )
+    with own_models(settings, "retrain") as own:
+        s = own.model_copy(
+            update={"label_delay_s": 0.0, "pipeline_lock_ttl_s": 6.0, "gate_tolerance": 0.05}
+        )
+        with served_as(settings, s):
+            yield s
 
 
 def champions(s: Settings) -> tuple[str, str]:
     client = MlflowClient(s.mlflow_tracking_uri, s.mlflow_tracking_uri)
     return tuple(  # type: ignore[return-value]
-        str(client.get_model_version_by_alias(n, "champion").version)
+        str(client.get_model_version_by_alias(n, s.model_alias).version)
         for n in (s.model_name, s.heavy_model_name)
     )
 
@@ -141,7 +152,7 @@ def test_a_retrain_moves_the_champion_and_the_service_switches_with_no_failed_re
                 r = client.get(f"{service}/v1/feed/{users[i % len(users)]}", params={"limit": 5})
                 seen.append((r.status_code, r.headers.get("X-Model-Version", "")))
                 i += 1
-                time.sleep(0.15)  # ~6 requests/s: under the test key's rate limit
+                time.sleep(0.15)  # pacing, not waiting: ~6 requests/s, under the key's limit
 
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
@@ -151,9 +162,12 @@ def test_a_retrain_moves_the_champion_and_the_service_switches_with_no_failed_re
         after = champions(pipe)
         assert after != before
         new_label = f"{pipe.model_name}/{after[0]}+{pipe.heavy_model_name}/{after[1]}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not any(v == new_label for _, v in seen[-5:]):
-            time.sleep(0.5)
+        wait_until(
+            lambda: any(v == new_label for _, v in seen[-5:]),
+            timeout=90,
+            interval=0.5,
+            what=f"the service to answer with {new_label}",
+        )
     finally:
         stop.set()
         thread.join(timeout=15)
@@ -178,7 +192,7 @@ def test_a_retrain_moves_the_champion_and_the_service_switches_with_no_failed_re
 
 
 def test_a_run_killed_mid_way_finishes_on_rerun_with_one_new_version(pipe):
-    from pipelines.lock import LockHeld
+    from pipelines.lock import holder
     from pipelines.retrain import run_retrain
 
     advance(pipe)
@@ -198,15 +212,9 @@ def test_a_run_killed_mid_way_finishes_on_rerun_with_one_new_version(pipe):
     assert out.returncode == -9, out.stdout[-2000:] + out.stderr[-2000:]
     assert versions(pipe, pipe.model_name) == counts[pipe.model_name] + 1
 
-    deadline = time.monotonic() + 60  # the dead run's lock expires after its TTL
-    while True:
-        try:
-            summary = run_retrain(pipe, options())
-            break
-        except LockHeld:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    # The dead run's lock expires after its TTL (pipeline_lock_ttl_s).
+    wait_until(lambda: holder(pipe) is None, timeout=60, interval=0.5, what="the lock to expire")
+    summary = run_retrain(pipe, options())
     assert summary.resumed
     assert summary.status in ("promoted", "refused"), summary.message
     assert {n: versions(pipe, n) for n in counts} == {n: c + 1 for n, c in counts.items()}
@@ -216,8 +224,9 @@ def test_a_run_killed_mid_way_finishes_on_rerun_with_one_new_version(pipe):
 
 def test_the_schedule_fires_the_real_retrain_on_a_cron_expression(pipe, tmp_path):
     """`feedcast pipeline schedule` with a fast expression (every 3 s, seconds first): a real
-    APScheduler fires the real retrain job. Every held-back day is served by now, so the run it
-    fires finds nothing new and says so."""
+    APScheduler fires the real retrain job. Whatever this module served before is in the lake
+    (each test that serves held-back days retrains on them), so the run it fires finds nothing
+    new and says so, in whatever order the tests run."""
     from pipelines.retrain import Run
 
     before = {r.id for r in Run.all(pipe)}
@@ -229,19 +238,17 @@ def test_the_schedule_fires_the_real_retrain_on_a_cron_expression(pipe, tmp_path
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+    def fired() -> list[Run]:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        return [r for r in Run.all(pipe) if r.id not in before and r.state["status"] != "running"]
+
     try:
-        deadline = time.monotonic() + 120
-        fired: list = []
-        while time.monotonic() < deadline and not fired:
-            time.sleep(1)
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            fired = [
-                r for r in Run.all(pipe) if r.id not in before and r.state["status"] != "running"
-            ]
+        runs = wait_until(fired, timeout=120, interval=1, what="a scheduled run to finish")
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
-    assert fired, f"no run fired within 120 s:\n{out[-3000:]}"
-    assert fired[0].state["status"] == "nothing-new", fired[0].state
+        print(out[-3000:])  # the scheduler's own log: shown when the test fails
+    assert runs[0].state["status"] == "nothing-new", runs[0].state
     assert "retrain on */3 * * * * *" in out
     assert (tmp_path / "pipeline" / "jobs.sqlite").exists()
