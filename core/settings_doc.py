@@ -85,7 +85,8 @@ def render() -> str:
     ]
     where = sections()
     section = None
-    for name, field in Settings.model_fields.items():
+    names = list(Settings.model_fields)
+    for i, (name, field) in enumerate(Settings.model_fields.items()):
         if where.get(name, "General") != section:
             section = where.get(name, "General")
             lines += [
@@ -99,9 +100,7 @@ def render() -> str:
             f"| `FEEDCAST_{name.upper()}` | {_cell(_default(default))} | {_bounds(field)} "
             f"| {_cell(field.description or '')} |"
         )
-        nxt = list(Settings.model_fields)
-        i = nxt.index(name)
-        if i + 1 == len(nxt) or where.get(nxt[i + 1], "General") != section:
+        if i + 1 == len(names) or where.get(names[i + 1], "General") != section:
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
