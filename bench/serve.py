@@ -9,6 +9,8 @@ What it does:
 3. Deploys the feed and the no-op app (``serving.noop.build_noop_app``) side by side on one Ray
    Serve instance, then drives each with locust, headless, in a process of its own, at 50, 100
    and 200 requests/s (noop then feed at each rate, so both see the same machine).
+4. Sessions (``bench/sessions.py``): machine CPU per continued page against ``/v1/ping`` (the
+   same gate and guard), and capacity with first pages only against a session mix.
 
 Writes ``feature_read_speedup_500``, ``feed_p50_ms`` / ``feed_p99_ms`` / ``feed_error_rate`` and
 ``noop_p50_ms`` per rate, and ``feed_vs_noop_p50_ratio`` (at 50 rps). Absolute times on a
@@ -179,6 +181,7 @@ def run(settings: Settings) -> dict[str, Any]:
     import ray
     from ray import serve
 
+    from bench import sessions
     from bench.features import feature_read_speedup
     from serving.deploy import deploy
     from serving.noop import build_noop_app
@@ -209,10 +212,12 @@ def run(settings: Settings) -> dict[str, Any]:
                         f"achieved {r['achieved_rps']:.0f} rps",
                         flush=True,
                     )
+        out["sessions"] = sessions.run(url, readers)
     finally:
         serve.shutdown()
         ray.shutdown()
     flat: dict[str, Any] = {"feature_read_speedup_500": features["feature_read_speedup_500"]}
+    flat |= {k: v for k, v in out["sessions"].items() if not isinstance(v, dict)}
     for rate in RATES:
         feed, noop = out[f"feed_{rate}"], out[f"noop_{rate}"]
         flat[f"feed_p50_ms_{rate}"] = feed["p50_ms"]

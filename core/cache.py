@@ -93,16 +93,6 @@ def popular_key(settings: Settings) -> str:
     return f"feedcast:{settings.feast_project}:popular"
 
 
-def next_page_key(settings: Settings, user_id: int, page: int) -> str:
-    """A later feed page prefetched for ``user_id``: page 1 follows the page just served."""
-    return f"feedcast:{settings.feast_project}:next:{user_id}:{page}"
-
-
-def post_meta_key(settings: Settings, post_id: int) -> str:
-    """A post's metadata prefetched with the pages that show it (a one-item list)."""
-    return f"feedcast:{settings.feast_project}:post:{post_id}"
-
-
 def continuation_key(settings: Settings, user_id: int) -> str:
     """A hash of the user's scrolling counts (``starts``, ``continues``): impressions at the top
     of a page and further down, from which the prefetch planner's continuation rate comes."""
@@ -130,6 +120,7 @@ class CachedItem:
     media_kind: str = ""  # "photo" or "video"; "" when unknown
     media_bytes: int = 0  # the ``full`` object's simulated size; 0 when unknown
     e_dwell_s: float | None = None  # the heavy ranker's expected dwell, when it scored the item
+    source: str = ""  # "timeline", "pull" or "explore"; "" when unknown
 
 
 def dump_items(items: list[CachedItem]) -> bytes:

@@ -21,7 +21,10 @@ Consistency = Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"]
 # The development API key: well known on purpose, so that a local stack and the tests can call
 # the feed without setup. Its hash is the default of ``api_key_hashes``; production refuses it.
 DEV_API_KEY = "feedcast-dev-key"
+# The development cursor key, public for the same reason; production refuses it.
+DEV_CURSOR_KEY = "dev:feedcast-dev-cursor-secret"
 DEV_API_KEY_HASH = "sha256:" + hashlib.sha256(DEV_API_KEY.encode()).hexdigest()
+CURSOR_KEY = re.compile(r"([A-Za-z0-9_-]{1,16}):(.{16,})")
 _KEY_HASH = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 
 
@@ -65,6 +68,12 @@ class Settings(BaseSettings):
     redis_port: int = Field(6379, description="Redis port.")
     redis_db: int = Field(0, ge=0, description="Redis logical database.")
     redis_timeout_s: float = Field(0.5, gt=0, description="Socket and connect timeout.")
+    redis_maxmemory_mb: int = Field(
+        2048,
+        ge=16,
+        description="Memory cap of the Redis the stack starts (volatile-lru: keys with a TTL, "
+        "such as feed sessions and cached pages, are evicted first; Feast's rows never are).",
+    )
 
     # MLflow
     mlflow_port: int = Field(5000, description="Port of the local tracking server.")
@@ -97,6 +106,24 @@ class Settings(BaseSettings):
         description="Prometheus endpoint of the local head's node (every replica's feed metrics).",
     )
     feed_default_limit: int = Field(20, ge=1, le=100, description="Page size when none is asked.")
+    session_ttl_s: int = Field(
+        300,
+        ge=10,
+        le=86_400,
+        description="How long a ranked feed session (and its cursors) lives after its last page "
+        "in Redis; a later cursor restarts the session.",
+    )
+    cursor_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEV_CURSOR_KEY],
+        description="Cursor signing keys, comma-separated '<id>:<secret>' (secret ≥ 16 chars); "
+        "the first signs, all verify. Rotate by putting a new key first and dropping the old "
+        "one a session_ttl_s later.",
+    )
+    media_base_url: str | None = Field(
+        None,
+        description="Public base URL of the CDN edge in the media URLs of feed items; unset: "
+        "the local edge, http://127.0.0.1:<edge_port>.",
+    )
     feed_max_candidates: int = Field(
         500, ge=10, description="Cap on candidates scored (all sources together)."
     )
@@ -240,15 +267,6 @@ class Settings(BaseSettings):
     prefetch_queue_size: int = Field(
         1024, ge=1, description="Paths waiting to be warmed; past it, submitted paths are dropped."
     )
-    prefetch_ttl_s: int = Field(
-        600, ge=1, description="Lifetime of a prefetched feed page or post's metadata in Redis."
-    )
-    prefetch_max_pages: int = Field(
-        3, ge=1, le=20, description="Later feed pages prefetched per user (more are dropped)."
-    )
-    prefetch_page_items: int = Field(
-        20, ge=1, le=100, description="Items kept per prefetched page (more are cut)."
-    )
     prefetch_enabled: bool = Field(
         True,
         description="Warm the edge and Redis from served pages and impressions (the serving "
@@ -343,6 +361,28 @@ class Settings(BaseSettings):
             return [h.strip() for h in v.split(",") if h.strip()]
         return v
 
+    @field_validator("cursor_keys", mode="before")
+    @classmethod
+    def _split_cursor_keys(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    @field_validator("cursor_keys")
+    @classmethod
+    def _check_cursor_keys(cls, v: list[str]) -> list[str]:
+        ids = []
+        for k in v:
+            if CURSOR_KEY.fullmatch(k) is None:
+                raise ValueError(
+                    "each cursor key must be '<id>:<secret>' with an id of 1-16 letters, digits, "
+                    "'-' or '_' and a secret of at least 16 characters"
+                )
+            ids.append(k.partition(":")[0])
+        if not ids or len(set(ids)) != len(ids):
+            raise ValueError("cursor_keys needs at least one key, each id once")
+        return v
+
     @field_validator("api_key_hashes", mode="before")
     @classmethod
     def _split_key_hashes(cls, v: object) -> object:
@@ -378,6 +418,8 @@ class Settings(BaseSettings):
                 raise ValueError("production needs FEEDCAST_API_KEY_HASHES")
             if DEV_API_KEY_HASH in self.api_key_hashes:
                 raise ValueError("production refuses the development API key's hash")
+            if DEV_CURSOR_KEY in self.cursor_keys:
+                raise ValueError("production refuses the development cursor key")
         return self
 
     @property
@@ -389,6 +431,11 @@ class Settings(BaseSettings):
             "p_save": self.blend_save,
             "e_dwell": self.blend_dwell,
         }
+
+    @property
+    def media_url(self) -> str:
+        """Base of the media URLs clients get (no trailing slash)."""
+        return (self.media_base_url or f"http://127.0.0.1:{self.edge_port}").rstrip("/")
 
     @property
     def redis_url(self) -> str:

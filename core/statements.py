@@ -29,8 +29,8 @@ _WRITES = {
     "insert_event_by_post": "INSERT INTO interactions_by_post (post_id, event_ts, event_id, "
     "user_id, kind, dwell_s) VALUES (?, ?, ?, ?, ?, ?)",
     "insert_impression": "INSERT INTO impressions_by_user (user_id, day, served_at, request_id, "
-    "position, post_id, author_id, model_version, score, propensity) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "position, post_id, author_id, model_version, score, propensity, session_id, page, "
+    "session_position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 }
 
 # Lightweight transactions: the first write of an id wins, a re-send comes back not applied.

@@ -13,6 +13,8 @@ for autoplay. That is the choice the planner makes per item: thumbnail or full.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 VARIANTS = ("thumb", "full")
@@ -51,3 +53,47 @@ def path(post_id: int, variant: str) -> str:
 def refresh_path(post_id: int, variant: str) -> str:
     """The edge's refresh-if-cached URL of an object (HEAD it: never fetched from the origin)."""
     return "/refresh" + path(post_id, variant)
+
+
+def served_bytes(size: int, scale: float) -> int:
+    """Bytes the origin sends for an object of ``size`` simulated bytes (at least one)."""
+    return max(1, round(size * scale))
+
+
+def content_type(media_kind: str, variant: str) -> str:
+    """A video's stream is mp4; everything else (photos, thumbnails, posters) is jpeg."""
+    return "video/mp4" if media_kind == "video" and variant == "full" else "image/jpeg"
+
+
+# Nominal pixel sizes of the simulated renditions (4:5 feed photos, 9:16 video), until the media
+# tier stores real ones: the response shape stays the same when it does.
+DIMENSIONS = {
+    ("photo", "thumb"): (320, 400),
+    ("photo", "full"): (1080, 1350),
+    ("video", "thumb"): (360, 640),
+    ("video", "full"): (1080, 1920),
+}
+
+
+def renditions(
+    post_id: int, media_kind: str, media_bytes: int, *, base_url: str, scale: float
+) -> list[dict[str, Any]]:
+    """What a client draws a post from: one entry per variant, with the URL at the edge and
+    the byte length the edge answers with (the object the prefetcher warms); ``[]`` when the
+    post's media is unknown."""
+    if media_kind not in ("photo", "video") or media_bytes <= 0:
+        return []
+    out = []
+    for v in VARIANTS:
+        w, h = DIMENSIONS[(media_kind, v)]
+        out.append(
+            {
+                "variant": v,
+                "format": content_type(media_kind, v).split("/")[1],
+                "width": w,
+                "height": h,
+                "bytes": served_bytes(variant_bytes(post_id, media_bytes, v), scale),
+                "url": base_url + path(post_id, v),
+            }
+        )
+    return out

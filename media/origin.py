@@ -33,7 +33,7 @@ from starlette.routing import Route
 from core.db import connect
 from core.settings import Settings
 from core.statements import Statements
-from media.objects import VARIANTS, variant_bytes
+from media.objects import VARIANTS, content_type, served_bytes, variant_bytes
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,6 @@ _DRIVER_ERRORS = (DriverException, NoHostAvailable, ConnectionException, OSError
 
 class StoreUnavailable(RuntimeError):
     """Cassandra could not answer a post lookup; the origin says 503 and the edge retries."""
-
-
-def served_bytes(size: int, scale: float) -> int:
-    """Bytes the origin sends for an object of ``size`` simulated bytes (at least one)."""
-    return max(1, round(size * scale))
-
-
-def content_type(media_kind: str, variant: str) -> str:
-    """A video's stream is mp4; everything else (photos, thumbnails, posters) is jpeg."""
-    return "video/mp4" if media_kind == "video" and variant == "full" else "image/jpeg"
 
 
 def pattern(post_id: int, variant: str) -> bytes:

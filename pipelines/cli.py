@@ -301,7 +301,17 @@ def serve_stop() -> None:
 @app.command("feed")
 def feed(
     user_id: Annotated[int, typer.Argument(help="The reader.")],
-    limit: Annotated[int, typer.Option(min=1, max=100, help="Items on the page.")] = 10,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="Items per page.")] = 10,
+    pages: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=50,
+            help="Pages to scroll: the first is ranked now, each next one follows the previous "
+            "page's cursor through the same ranked session.",
+        ),
+    ] = 1,
+    debug: Annotated[bool, typer.Option(help="Show each item's ranking score.")] = False,
     api_key: Annotated[
         str,
         typer.Option(
@@ -309,20 +319,30 @@ def feed(
         ),
     ] = DEV_API_KEY,
 ) -> None:
-    """Ask the running service for a user's feed and print it as a table."""
+    """Ask the running service for a user's feed and print each page as a table, with media
+    URLs at the edge; `--pages 3` scrolls three pages with cursors."""
     s = settings()
-    try:
-        r = httpx.get(
-            f"{s.serve_url}/v1/feed/{user_id}",
-            params={"limit": limit},
-            headers={"X-API-Key": api_key},
-            timeout=10,
-        )
-    except httpx.HTTPError as exc:
-        fail(f"feed service at {s.serve_url} unreachable ({exc}); run `feedcast serve start`")
-    if r.status_code != 200:
-        fail(f"HTTP {r.status_code}: {r.text}")
-    console.print(feed_table(r.json()))
+    cursor: str | None = None
+    with httpx.Client(base_url=s.serve_url, headers={"X-API-Key": api_key}, timeout=10) as c:
+        for _ in range(pages):
+            params: dict[str, str | int] = {"limit": limit, "debug": str(debug).lower()}
+            if cursor:
+                params["cursor"] = cursor
+            try:
+                r = c.get(f"/v1/feed/{user_id}", params=params)
+            except httpx.HTTPError as exc:
+                fail(
+                    f"feed service at {s.serve_url} unreachable ({exc}); run `feedcast serve start`"
+                )
+            if r.status_code != 200:
+                fail(f"HTTP {r.status_code}: {r.text}")
+            body = r.json()
+            console.print(feed_table(body))
+            cursor = body.get("next_cursor")
+            if not cursor:
+                if pages > 1:
+                    console.print("[dim]end of the session: no next_cursor[/dim]")
+                break
 
 
 apikey_app = typer.Typer(help="API keys of the feed service.", no_args_is_help=True)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -94,15 +95,21 @@ def run(settings: Settings, *, users: int, seed: int, console: Console) -> None:
         url = deploy(settings, address=ray_head.address(settings))
     with _step(console, "6/7 ranked feeds from the running service"):
         imp = pd.read_parquet(settings.world_dir / "impressions.parquet", columns=[C.USER_ID])
-        for user_id in imp[C.USER_ID].value_counts().index[:3].tolist():
-            r = httpx.get(
-                f"{url}/v1/feed/{user_id}",
-                params={"limit": 10},
-                headers={"X-API-Key": DEV_API_KEY},
-                timeout=10,
-            )
-            r.raise_for_status()
-            console.print(feed_table(r.json()))
+        for n, user_id in enumerate(imp[C.USER_ID].value_counts().index[:3].tolist()):
+            cursor = None
+            for _ in range(2 if n == 0 else 1):  # the first reader scrolls on, by cursor
+                params: dict[str, Any] = {"limit": 10} | ({"cursor": cursor} if cursor else {})
+                r = httpx.get(
+                    f"{url}/v1/feed/{user_id}",
+                    params=params,
+                    headers={"X-API-Key": DEV_API_KEY},
+                    timeout=10,
+                )
+                r.raise_for_status()
+                console.print(feed_table(r.json()))
+                cursor = r.json()["next_cursor"]
+                if not cursor:
+                    break
         console.print(metrics_table(result.metrics))
     with _step(console, "7/7 live check: the same scrolling through the edge, prefetch off vs on"):
         sample = imp[C.USER_ID].value_counts().index[: LIVE.users].tolist()

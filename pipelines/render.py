@@ -8,17 +8,33 @@ from rich.table import Table
 
 
 def feed_table(page: dict[str, Any]) -> Table:
+    """One feed page: rank in the session, post, author, source, media kind, score (when the
+    page was asked for with debug) and the URL of the object an app shows first."""
     table = Table(
         "#",
         "post_id",
         "author_id",
+        "source",
+        "media",
         "score",
-        title=f"feed of user {page['user_id']} — model {page['model_version']}"
-        f" — {page['candidates']} candidates"
+        "media URL (full)",
+        title=f"feed of user {page['user_id']} — page {page.get('page', 0) + 1} "
+        f"({page.get('session', 'new')} session) — model {page['model_version']}"
+        + (f" — {page['candidates']} candidates" if page.get("candidates") else "")
         + (f" — degraded: {', '.join(page['degraded'])}" if page["degraded"] else ""),
     )
-    for i, item in enumerate(page["items"], 1):
-        table.add_row(str(i), str(item["post_id"]), str(item["author_id"]), f"{item['score']:.3f}")
+    for item in page["items"]:
+        full = next((r["url"] for r in item.get("renditions", []) if r["variant"] == "full"), "")
+        score = item.get("score")
+        table.add_row(
+            str(item.get("position", 0) + 1),
+            str(item["post_id"]),
+            str(item["author_id"]),
+            item.get("source", ""),
+            item.get("media_kind", ""),
+            f"{score:.3f}" if isinstance(score, float) else "",
+            full,
+        )
     return table
 
 

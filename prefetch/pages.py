@@ -106,8 +106,11 @@ class MediaCache:
         self._lru: OrderedDict[int, tuple[str, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, post_ids: Sequence[int]) -> dict[int, tuple[str, int]]:
-        """The media of ``post_ids`` that exist; Cassandra errors propagate."""
+    def get(
+        self, post_ids: Sequence[int], timeout_s: float | None = None
+    ) -> dict[int, tuple[str, int]]:
+        """The media of ``post_ids`` that exist; Cassandra errors propagate. ``timeout_s``:
+        limit on each read (default ``cassandra_request_timeout_s``)."""
         out: dict[int, tuple[str, int]] = {}
         with self._lock:
             for p in post_ids:
@@ -118,7 +121,9 @@ class MediaCache:
             return out
         session, stmts = self._db()
         futures = [
-            session.execute_async(stmts.get_post, (p,), timeout=self.s.cassandra_request_timeout_s)
+            session.execute_async(
+                stmts.get_post, (p,), timeout=timeout_s or self.s.cassandra_request_timeout_s
+            )
             for p in todo
         ]
         for fut in futures:

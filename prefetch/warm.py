@@ -2,10 +2,11 @@
 
 - ``EdgeWarmer`` requests media objects through the CDN edge, so that the edge stores them
   before the app asks; warming is nothing more than a GET whose body is thrown away.
-- ``RedisWarmer`` writes a user's later feed pages and the metadata of their posts to Redis,
-  with a TTL and a cap on pages per user, so a prefetch plan cannot grow Redis without bound.
 
-Both run off any request's hot path and are best effort: a failure (edge down, Redis down, a
+(The later feed pages are not copied anywhere: they are the user's ranked session,
+``serving.sessions``, which the serving hook plans the next page's media from.)
+
+It runs off any request's hot path and are best effort: a failure (edge down, Redis down, a
 timeout) is counted in the result they return and logged, never raised, because a request that
 was not warmed is merely slower, while a warmer that raised could fail the work that called it.
 """
@@ -16,15 +17,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import httpx
-import redis
 
-from core.breaker import Breaker
-from core.cache import CachedItem, client, dump_items, next_page_key, post_meta_key
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -254,84 +252,3 @@ class EdgeWarmer:
             return "absent"
         log.debug("edge refresh %s: HTTP %d, X-Cache-Status %r", path, r.status_code, status)
         return "failed"
-
-
-@dataclass
-class RedisResult:
-    """What one ``RedisWarmer.warm`` call wrote."""
-
-    pages: int = 0  # page keys written
-    posts: int = 0  # post metadata keys written
-    dropped_pages: int = 0  # pages past prefetch_max_pages, not written
-    trimmed_items: int = 0  # items cut from pages longer than prefetch_page_items
-    failed: int = 0  # keys not written: Redis down, timed out or refused the command
-    bytes: int = 0  # value bytes sent
-
-
-class RedisWarmer:
-    """Writes later feed pages and post metadata to Redis, in one pipelined round trip.
-
-    Page ``n`` of a user (1 = the page after the one just served) is
-    ``core.cache.next_page_key``; only pages 1..``prefetch_max_pages`` exist, each holding at
-    most ``prefetch_page_items`` items, each with ``prefetch_ttl_s`` to live. A user's pages past
-    the new plan's last are deleted, so a shorter plan never leaves an older page behind.
-    """
-
-    def __init__(self, settings: Settings, *, breaker: Breaker | None = None) -> None:
-        """``breaker``: skip Redis while it is open (a serving replica's shared breaker)."""
-        self.s = settings
-        self._redis = client(settings, breaker=breaker)
-
-    def warm(
-        self,
-        pages: Mapping[int, Sequence[Sequence[CachedItem]]],
-        posts: Iterable[CachedItem] = (),
-    ) -> RedisResult:
-        """Write ``pages`` (user id → that user's later pages, in order) and ``posts``."""
-        s, result = self.s, RedisResult()
-        pipe = self._redis.pipeline(transaction=False)
-        kinds: list[str] = []  # what each queued command writes, to count the replies
-        for user_id, user_pages in pages.items():
-            kept = list(user_pages)[: s.prefetch_max_pages]
-            result.dropped_pages += len(user_pages) - len(kept)
-            for page, items in enumerate(kept, start=1):
-                result.trimmed_items += max(0, len(items) - s.prefetch_page_items)
-                value = dump_items(list(items[: s.prefetch_page_items]))
-                pipe.set(next_page_key(s, user_id, page), value, ex=s.prefetch_ttl_s)
-                kinds.append("pages")
-                result.bytes += len(value)
-            for page in range(len(kept) + 1, s.prefetch_max_pages + 1):
-                pipe.delete(next_page_key(s, user_id, page))  # one key per DEL: cluster-safe
-                kinds.append("")
-        for item in {p.post_id: p for p in posts}.values():
-            value = dump_items([item])
-            pipe.set(post_meta_key(s, item.post_id), value, ex=s.prefetch_ttl_s)
-            kinds.append("posts")
-            result.bytes += len(value)
-        if not kinds:
-            return result
-        try:
-            replies = pipe.execute(raise_on_error=False)
-        except redis.RedisError as exc:
-            result.failed, result.bytes = sum(1 for k in kinds if k), 0
-            log.warning("redis warm: nothing written (%d keys): %r", result.failed, exc)
-            return result
-        for kind, reply in zip(kinds, replies, strict=True):
-            if not kind:
-                continue
-            if isinstance(reply, Exception):
-                result.failed += 1
-            else:
-                setattr(result, kind, getattr(result, kind) + 1)
-        if result.failed:
-            log.warning("redis warm: %d keys refused", result.failed)
-        return result
-
-    def close(self) -> None:
-        self._redis.close()
-
-    def __enter__(self) -> RedisWarmer:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()

@@ -14,9 +14,10 @@ import asyncio
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Path, Query, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
@@ -27,7 +28,8 @@ from core.breaker import Breaker
 from core.settings import Settings
 from serving import ingest, startup
 from serving.autoscaling import POLICY, load_plan
-from serving.feed import FeedPage, FeedPath
+from serving.cursor import MAX_CURSOR_CHARS, CursorError
+from serving.feed import I64, FeedPage, FeedPath
 from serving.metrics import json_logging, request_context
 from serving.security import ApiKeys, BodyLimit, RateLimiter
 from serving.warming import Seen
@@ -120,6 +122,48 @@ async def _reply(
 api.add_middleware(Guard)
 
 
+def _openapi() -> dict[str, Any]:
+    """FastAPI's document, plus what the Guard enforces: the API key on every /v1 route."""
+    if api.openapi_schema is None:
+        doc = get_openapi(
+            title=api.title, version=api.version, description=api.description, routes=api.routes
+        )
+        doc.setdefault("components", {})["securitySchemes"] = {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        }
+        _integer_bounds(doc)
+        # FastAPI's validation error: a ``loc`` step is a field name or an index (≥ 0).
+        loc = doc["components"]["schemas"]["ValidationError"]["properties"]["loc"]["items"]
+        for alt in loc.get("anyOf", []):
+            if alt.get("type") == "integer":
+                alt.update(minimum=0, maximum=2**31 - 1)
+        for path, ops in doc["paths"].items():
+            if path.startswith("/v1/"):
+                for op in ops.values():
+                    op["security"] = [{"ApiKey": []}]
+        api.openapi_schema = doc
+    return api.openapi_schema
+
+
+def _integer_bounds(node: Any) -> None:
+    """FastAPI's document models hold bounds as floats: 2**63 - 1 comes out as 2.0**63, one
+    past what a CQL bigint (and the validation) takes. Put integer bounds back as integers."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for k in ("minimum", "maximum"):
+                if isinstance(node.get(k), float):
+                    node[k] = min(int(node[k]), I64) if k == "maximum" else int(node[k])
+        for v in node.values():
+            _integer_bounds(v)
+    elif isinstance(node, list):
+        for v in node:
+            _integer_bounds(v)
+
+
+api.openapi = _openapi  # type: ignore[method-assign]
+_NO_SCORE = {"items": {"__all__": {"score"}}}  # the score is shown with debug=true only
+
+
 class Problem(BaseModel):
     """Every error but a validation error (422): what went wrong, in one sentence."""
 
@@ -127,9 +171,9 @@ class Problem(BaseModel):
 
 
 _ERRORS = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON, or the cursor is not this user's valid cursor.",
     401: "Missing or invalid API key (X-API-Key header).",
-    404: "The user does not exist.",
+    404: "The user (for an upload: the author) does not exist.",
     409: "The id is already stored with different content.",
     413: "The request body is larger than the configured limit.",
     429: "The API key is over its rate limit; Retry-After says when to come back.",
@@ -141,6 +185,10 @@ def _errors(*specific: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries of the errors a /v1 route can answer (``specific``: its own ones)."""
     codes = [401, 413, 429, 503, *specific]
     return {c: {"model": Problem, "description": _ERRORS[c]} for c in sorted(codes)}
+
+
+class Pong(BaseModel):
+    status: Literal["ok"] = "ok"
 
 
 class AppArgs(BaseModel):
@@ -176,25 +224,58 @@ class FeedService:
     def healthz(self) -> dict[str, str]:
         return {"status": "ok", "model_version": self.path.models_label()}
 
-    @api.get("/v1/feed/{user_id}", response_model=FeedPage, responses=_errors(404))
+    @api.get("/v1/ping", response_model=Pong, responses=_errors())
+    def ping(self) -> Pong:
+        """Checks the API key and its rate limit, and does nothing else: what a client calls to
+        test its key, and the benchmark's floor for a /v1 request."""
+        return Pong()
+
+    @api.get(
+        "/v1/feed/{user_id}",
+        response_model=FeedPage,
+        responses=_errors(400, 404),
+        summary="A page of the user's ranked feed",
+    )
     def feed(
         self,
-        user_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The reader.")],
-        response: Response,
+        user_id: Annotated[int, Path(ge=1, le=I64, description="The reader.")],
         limit: Annotated[
             int | None, Query(ge=1, le=100, description="Items on the page (default: settings).")
         ] = None,
-    ) -> FeedPage:
+        cursor: Annotated[
+            str | None,
+            Query(
+                max_length=MAX_CURSOR_CHARS,
+                description="`next_cursor` of the previous page: the next page of that ranked "
+                "session (never a post it served already; the same cursor twice gives the same "
+                "page). Omitted: a first page, ranked now (pull-to-refresh). Another user's, "
+                "an edited or a malformed cursor is a 400; an expired one a fresh first page "
+                "with `session: restarted`.",
+            ),
+        ] = None,
+        debug: Annotated[bool, Query(description="Include each item's ranking score.")] = False,
+    ) -> Response:
         request_id = uuid.uuid4().hex
-        with request_context(request_id):
-            page = self.path.serve(
-                user_id, limit or self.settings.feed_default_limit, request_id, self.background
-            )
+        try:
+            with request_context(request_id):
+                page = self.path.serve(
+                    user_id,
+                    limit or self.settings.feed_default_limit,
+                    request_id,
+                    self.background,
+                    cursor_text=cursor,
+                    debug=debug,
+                )
+        except CursorError as exc:
+            raise HTTPException(400, str(exc)) from exc
         if page is None:
             raise HTTPException(404, f"unknown user_id {user_id}")
-        response.headers["X-Model-Version"] = page.model_version
-        response.headers["X-Request-Id"] = page.request_id
-        return page
+        body = page.model_dump_json(exclude=None if debug else _NO_SCORE)
+        return Response(
+            body,
+            media_type="application/json",
+            headers={"X-Model-Version": page.model_version, "X-Request-Id": page.request_id},
+        )
 
     @api.post("/v1/events", response_model=ingest.EventResult, responses=_errors(400))
     def events(self, body: ingest.EventBatch) -> Any:
@@ -216,7 +297,10 @@ class FeedService:
         return result
 
     @api.post(
-        "/v1/posts", response_model=ingest.PostResult, status_code=202, responses=_errors(400, 409)
+        "/v1/posts",
+        response_model=ingest.PostResult,
+        status_code=202,
+        responses=_errors(400, 404, 409),
     )
     def posts(self, body: ingest.PostIn) -> Any:
         """An upload, idempotent by ``post_id``; fan-out to followers runs in the background."""
@@ -232,10 +316,8 @@ class FeedService:
             )
         except ingest.ConflictError as exc:
             raise HTTPException(409, str(exc)) from exc
-        except LookupError as exc:
-            # Shaped like FastAPI's own 422s: the field, and what is wrong with it.
-            detail = [{"loc": ["body", "author_id"], "msg": str(exc), "type": "value_error"}]
-            raise HTTPException(422, detail) from exc
+        except LookupError as exc:  # well formed, but the author does not exist
+            raise HTTPException(404, str(exc)) from exc
         except Exception as exc:
             log.warning("post not stored: %s", exc)
             self.path.metrics.degraded("posts")

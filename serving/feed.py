@@ -1,12 +1,16 @@
 """One feed request, step by step, each step with a deadline and a degraded path.
 
 Plain Python around real clients (no Ray, no FastAPI): the app calls :meth:`FeedPath.serve`.
+A request without a cursor ranks and stores a session (``serving.sessions``); a request with
+one (``serving.cursor``) is the next slice of that session, with no ranking at all.
 
 | step       | deadline                        | when it fails                                   |
 |------------|---------------------------------|-------------------------------------------------|
 | candidates | ``deadline_candidates_ms``      | the user's last cached page, else popular posts |
 | features   | ``deadline_features_ms``        | every feature unknown (the models' defaults)    |
 | model      | —                               | the previous pair, else a like-rate heuristic   |
+| media      | ``deadline_candidates_ms``      | items without renditions                        |
+| session    | ``deadline_features_ms`` (Redis)| no cursor (a first page); a lost session restarts|
 | side work  | off the response path           | logged and counted, never changes the page      |
 
 Every fallback used is named in the page's ``degraded`` list and counted in the metrics.
@@ -15,14 +19,16 @@ Every fallback used is named in the page's ``degraded`` list and counted in the 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Annotated, Literal, TypeVar
 
+import numpy as np
 from cassandra.cluster import Cluster, Session
 from cassandra.query import BatchStatement, BatchType
 from pydantic import BaseModel, Field
@@ -34,10 +40,11 @@ from core.settings import Settings
 from core.statements import Statements
 from core.time import day_bucket
 from features.online import FeatureReader, reader_for
-from serving import candidates, ranking
+from media import objects
+from serving import candidates, cursor, ranking, sessions
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
-from serving.rules import RuleConfig, Scored, apply_rules, later_pages
+from serving.rules import RuleConfig
 from serving.warming import Prefetcher, Seen
 
 log = logging.getLogger("feedcast.serving.feed")
@@ -45,62 +52,90 @@ T = TypeVar("T")
 POPULAR_REFRESH_S = 10.0  # the popular list changes at materialization (hourly)
 
 
+I64 = 2**63 - 1
+
+
+class Rendition(BaseModel):
+    """One object a client can draw the post from, at the CDN edge."""
+
+    variant: Literal["thumb", "full"] = Field(
+        description="thumb: the small feed image or a video's poster; full: the photo or stream."
+    )
+    format: Literal["jpeg", "mp4"]
+    width: int = Field(ge=1, le=16_384, description="Pixels.")
+    height: int = Field(ge=1, le=16_384, description="Pixels.")
+    bytes: int = Field(ge=1, le=I64, description="Content-Length the edge answers with.")
+    url: str = Field(description="GET it from the edge (public, cacheable).")
+
+
 class FeedItem(BaseModel):
-    post_id: int
-    author_id: int
-    score: float
+    post_id: int = Field(ge=0, le=I64)
+    author_id: int = Field(ge=0, le=I64)
+    created_at: datetime = Field(description="When the post was made (RFC 3339, UTC).")
+    media_kind: Literal["photo", "video", "unknown"]
+    source: Literal["timeline", "pull", "explore", "unknown"] = Field(
+        description="The candidate source: followed accounts' fan-out, a big account pulled at "
+        "read time, or the popular list (out of network)."
+    )
+    position: int = Field(ge=0, le=100, description="0-based slot in this page.")
+    renditions: list[Rendition] = Field(
+        description="Empty when the post's media could not be read (see `degraded`)."
+    )
+    score: float | None = Field(None, description="The ranking score; only with debug=true.")
 
 
 class FeedPage(BaseModel):
-    user_id: int
+    user_id: int = Field(ge=1, le=I64)
     items: list[FeedItem]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page of this session; null when the session "
+        "is exhausted (or could not be stored: see `degraded`)."
+    )
+    session: Literal["new", "continued", "restarted"] = Field(
+        description="new: a first page, ranked now; continued: the next page of a session; "
+        "restarted: the cursor's session expired or was lost, so this is a new first page."
+    )
+    page: int = Field(ge=0, le=2**32 - 1, description="0-based page of the session.")
     model_version: str
-    candidates: int = Field(description="Candidates scored for this page.")
-    sources: dict[str, int] = Field(description="Candidates per source.")
+    candidates: int = Field(ge=0, le=I64, description="Candidates the session ranked.")
+    sources: dict[str, Annotated[int, Field(ge=0, le=I64)]] = Field(
+        description="Candidates per source (first pages)."
+    )
     degraded: list[str] = Field(description="Steps that fell back to a degraded path.")
     request_id: str
 
 
-@dataclass(frozen=True)
-class Later:
-    """What the pages after a served one are made of: the same scored list under the same
-    rules (built off the response path, only when prefetch wants them)."""
+@dataclass
+class Served:
+    """A page just served: what the side work and the impression log need."""
 
-    scored: list[Scored]
-    ctx: candidates.Context
-    rules: RuleConfig
-    limit: int
-
-    def pages(self, served: list[Scored], n: int) -> list[list[Scored]]:
-        return later_pages(
-            self.scored,
-            served,
-            self.limit,
-            n,
-            seen=self.ctx.seen,
-            blocked_authors=self.ctx.blocked,
-            config=self.rules,
-        )
+    user_id: int
+    request_id: str
+    session: sessions.FeedSession | None
+    page: int
+    offset: int
+    items: list[cache.CachedItem]
+    label: str
 
 
 def _cached(
-    page: list[Scored],
-    meta: dict[int, candidates.Candidate],
-    media: dict[int, tuple[str, int]],
+    sess: sessions.FeedSession, page: Sequence[sessions.PageItem]
 ) -> list[cache.CachedItem]:
-    """A page as cached: each item with its candidate's topic and time, and its media."""
+    """Session rows as cached items (the fallback page, and what impressions plan from)."""
+    r = sess.rows
     return [
         cache.CachedItem(
-            i.post_id,
-            i.author_id,
-            meta[i.post_id].topic,
-            meta[i.post_id].created_at.timestamp(),
-            i.score,
-            *media.get(i.post_id, ("", 0)),
-            e_dwell_s=i.e_dwell,
+            int(r["post"][i.row]),
+            int(r["author"][i.row]),
+            int(r["topic"][i.row]),
+            float(r["created"][i.row]),
+            float(r["score"][i.row]),
+            i.media_kind,
+            i.media_bytes,
+            e_dwell_s=sessions.finite(float(r["dwell"][i.row])),
+            source=sessions.SOURCES[int(r["source"][i.row])],
         )
         for i in page
-        if i.post_id in meta
     ]
 
 
@@ -128,6 +163,12 @@ class FeedPath:
         self._pulls = candidates.PullCache(settings.pull_cache_s)
         self.prefetch = Prefetcher(
             settings, self.metrics, lambda: self._connect()[1:], breaker=self.redis_breaker
+        )
+        self.store = sessions.SessionStore(settings, self.redis)
+        self.keys = cursor.Keys.parse(settings.cursor_keys)
+        self.rules = RuleConfig(
+            max_per_author=settings.max_per_author,
+            max_out_of_network_share=settings.max_out_of_network_share,
         )
 
     # -- dependencies -------------------------------------------------------------------------
@@ -190,13 +231,51 @@ class FeedPath:
         return cands, items
 
     # -- the request --------------------------------------------------------------------------
-    def serve(self, user_id: int, limit: int, request_id: str, side: Executor) -> FeedPage | None:
-        """The ranked page for ``user_id``; None when Cassandra says the user does not exist."""
+    def serve(
+        self,
+        user_id: int,
+        limit: int,
+        request_id: str,
+        side: Executor,
+        *,
+        cursor_text: str | None = None,
+        debug: bool = False,
+    ) -> FeedPage | None:
+        """The next page for ``user_id``: the cursor's slice of a stored session, or (no cursor,
+        or its session is gone) a first page ranked now. None when the user does not exist;
+        :class:`~serving.cursor.CursorError` for a cursor that is not this user's or not valid."""
+        restarted: str | None = None
+        degraded: list[str] = []
+        if cursor_text is not None:
+            c = cursor.decode(cursor_text, self.keys, user_id=user_id)
+            if cursor.expired(c, time.time()):
+                restarted = "expired"
+            else:
+                sess, ok = self._redis_call(
+                    "session", lambda: self.store.load(c.session_hex, c.page), None
+                )
+                if sess is not None and sess.user_id == user_id and len(sess.pages) >= c.page:
+                    return self._continue(sess, c, limit, request_id, side, debug)
+                restarted = "lost"
+                if not ok:
+                    degraded.append("session")
+                    self.metrics.degraded("session")
+        return self._first(user_id, limit, request_id, side, debug, restarted, degraded)
+
+    def _first(
+        self,
+        user_id: int,
+        limit: int,
+        request_id: str,
+        side: Executor,
+        debug: bool,
+        restarted: str | None,
+        degraded: list[str],
+    ) -> FeedPage | None:
         s, m = self.s, self.metrics
         t0 = time.perf_counter()
         now = datetime.now(UTC)
         rankers = self.models.current  # one pair for the whole request
-        degraded: list[str] = []
         explore, popular = self._explore()
 
         t = time.perf_counter()
@@ -223,50 +302,52 @@ class FeedPath:
         except Exception as exc:  # Cassandra down or past the deadline: a page from Redis
             log.warning("candidates unavailable for %s: %s", request_id, exc)
             m.degraded("candidates")
-            return self._fallback_page(user_id, limit, request_id, popular, rankers)
+            return self._fallback_page(user_id, limit, request_id, popular, rankers, degraded)
         m.observe_stage("candidates", time.perf_counter() - t)
         sources: dict[str, int] = {}
-        for c in cands:
-            sources[c.source] = sources.get(c.source, 0) + 1
+        for cand in cands:
+            sources[cand.source] = sources.get(cand.source, 0) + 1
         for name, n in sources.items():
             m.candidates(name, n)
+        # Hard filters once, for the whole session: posts engaged with, authors blocked.
+        cands = [x for x in cands if x.post_id not in ctx.seen and x.author_id not in ctx.blocked]
 
         t = time.perf_counter()
-        feats, ok = None, False
-        if cands:  # the online store down or hung: rank on unknowns, say so
-            feats, ok = self.redis_breaker.call(
-                lambda: self.reader.read(
-                    user_id,
-                    [c.post_id for c in cands],
-                    [c.author_id for c in cands],
-                    [c.topic for c in cands],
-                    now.timestamp(),
-                ),
-                None,
-                lambda exc: log.warning("features unavailable for %s: %s", request_id, exc),
-            )
-        if cands and not ok:
-            degraded.append("features")
-            m.degraded("features")
-            feats = ranking.unknown_features(len(cands))
+        feats = self._features(user_id, cands, now, request_id, degraded)
         m.observe_stage("features", time.perf_counter() - t)
-
-        if feats is None:
-            feats = ranking.unknown_features(0)
         b = ranking.batch(cands, feats, user_id)
-        scored, label = self._score(b, ctx.followed, rankers, degraded)
+        sess = sessions.FeedSession(
+            user_id,
+            secrets.token_bytes(cursor.SESSION_ID_BYTES).hex(),
+            ranking.HEURISTIC_LABEL,
+            now.timestamp(),
+            sessions.pack([], [], [], [], [], []),
+        )
+        sess.rows, sess.model_version = self._rank(b, cands, ctx.followed, rankers, degraded)
 
         t = time.perf_counter()
-        rules = RuleConfig(
-            max_per_author=s.max_per_author,
-            max_out_of_network_share=s.max_out_of_network_share,
-        )
-        page = apply_rules(scored, limit, seen=ctx.seen, blocked_authors=ctx.blocked, config=rules)
+        rows = sessions.next_page(sess, limit, self.rules)
         m.observe_stage("rules", time.perf_counter() - t)
-        self._log_impressions(session, stmts, user_id, request_id, now, page, label)
-        side.submit(self._after_page, user_id, page, Later(scored, ctx, rules, limit), cands)
+        page = self._with_media(sess, rows, degraded)
+        _, stored = self._redis_call("session", lambda: self.store.create(sess, page), None)
+        if stored:
+            m.session("new")
+        else:
+            sess.pages = [page]
+            degraded.append("session")
+            m.degraded("session")
+            m.session("unsaved")
+        if restarted:
+            m.session(restarted)
+        out = self._respond(
+            sess, 0, page, request_id, side, debug, degraded,
+            session=("restarted" if restarted else "new"),
+            sources=sources,
+            resumable=stored,
+            candidates_n=len(cands),
+        )  # fmt: skip
         m.observe_stage("total", time.perf_counter() - t0)
-        m.model_version(label)
+        m.model_version(sess.model_version)
         log.info(
             "feed user=%s request=%s candidates=%d degraded=%s ms=%.1f",
             user_id,
@@ -275,42 +356,254 @@ class FeedPath:
             ",".join(degraded) or "-",
             (time.perf_counter() - t0) * 1000,
         )
+        return out
+
+    def _continue(
+        self,
+        sess: sessions.FeedSession,
+        c: cursor.Cursor,
+        limit: int,
+        request_id: str,
+        side: Executor,
+        debug: bool,
+    ) -> FeedPage:
+        """Page ``c.page`` of a stored session: as stored when it was served before (a retry),
+        else the page rules over what the session has left."""
+        degraded: list[str] = []
+        n = c.page
+        stored = True
+        if len(sess.pages) > n:
+            self.metrics.session("retried")
+            page = sess.pages[n]
+            del sess.pages[n + 1 :]
+        else:
+            rows = sessions.next_page(sess, limit, self.rules)
+            if len(rows) < limit and sessions.unscored_left(sess):
+                self._extend(sess, degraded)
+                rows = sessions.next_page(sess, limit, self.rules)
+            fresh = self._with_media(sess, rows, degraded)
+            page, stored = self._redis_call(
+                "session page", lambda: self.store.put_page(sess, n, fresh), fresh
+            )
+            if not stored:  # served all the same, with no cursor: nothing to continue from
+                degraded.append("session")
+                self.metrics.degraded("session")
+            sess.pages.append(page)
+            self.metrics.session("continued")
+        return self._respond(
+            sess, n, page, request_id, side, debug, degraded,
+            session="continued", sources={}, resumable=stored, candidates_n=len(sess.rows),
+        )  # fmt: skip
+
+    def _respond(
+        self,
+        sess: sessions.FeedSession,
+        n: int,
+        page: list[sessions.PageItem],
+        request_id: str,
+        side: Executor,
+        debug: bool,
+        degraded: list[str],
+        *,
+        session: str,
+        sources: dict[str, int],
+        resumable: bool,
+        candidates_n: int,
+    ) -> FeedPage:
+        """Log the page's impressions, hand the side work its page, and build the answer."""
+        offset = sum(len(p) for p in sess.pages[:n])
+        items = _cached(sess, page)
+        served = Served(sess.user_id, request_id, sess, n, offset, items, sess.model_version)
+        self._log_impressions(served, degraded)
+        side.submit(self._after_page, served)
+        more = resumable and bool(page) and sessions.remaining(sess) > 0
+        next_cursor = (
+            cursor.encode(
+                cursor.Cursor(
+                    sess.user_id,
+                    bytes.fromhex(sess.session_hex),
+                    n + 1,
+                    offset + len(page),
+                    int(time.time()) + self.s.session_ttl_s,
+                ),
+                self.keys,
+            )
+            if more
+            else None
+        )
         return FeedPage(
-            user_id=user_id,
-            items=[FeedItem(post_id=i.post_id, author_id=i.author_id, score=i.score) for i in page],
-            model_version=label,
-            candidates=len(cands),
+            user_id=sess.user_id,
+            items=self._items(items, debug),
+            next_cursor=next_cursor,
+            session=session,
+            page=n,
+            model_version=sess.model_version,
+            candidates=candidates_n,
             sources=sources,
             degraded=degraded,
             request_id=request_id,
         )
 
-    def _score(
-        self, b: ranking.Batch, followed: set[int], rankers: Rankers | None, degraded: list[str]
-    ) -> tuple[list[Scored], str]:
-        """Current pair, else the previous pair, else the heuristic (each fallback is named)."""
+    def _items(self, items: Sequence[cache.CachedItem], debug: bool) -> list[FeedItem]:
         s = self.s
+        return [
+            FeedItem(
+                post_id=i.post_id,
+                author_id=i.author_id,
+                created_at=datetime.fromtimestamp(i.created_epoch_s, UTC),
+                media_kind=i.media_kind if i.media_kind in ("photo", "video") else "unknown",
+                source=i.source or "unknown",
+                position=k,
+                renditions=[
+                    Rendition(**r)
+                    for r in objects.renditions(
+                        i.post_id,
+                        i.media_kind,
+                        i.media_bytes,
+                        base_url=s.media_url,
+                        scale=s.media_scale,
+                    )
+                ],
+                score=i.score if debug else None,
+            )
+            for k, i in enumerate(items)
+        ]
+
+    def _features(
+        self,
+        user_id: int,
+        cands: Sequence[candidates.Candidate],
+        now: datetime,
+        request_id: str,
+        degraded: list[str],
+    ) -> np.ndarray:
+        """The candidates' feature rows; every feature unknown when the online store fails."""
+        if not cands:
+            return ranking.unknown_features(0)
+        feats, ok = self.redis_breaker.call(
+            lambda: self.reader.read(
+                user_id,
+                [c.post_id for c in cands],
+                [c.author_id for c in cands],
+                [c.topic for c in cands],
+                now.timestamp(),
+            ),
+            None,
+            lambda exc: log.warning("features unavailable for %s: %s", request_id, exc),
+        )
+        if ok and feats is not None:
+            return feats
+        if "features" not in degraded:
+            degraded.append("features")
+            self.metrics.degraded("features")
+        return ranking.unknown_features(len(cands))
+
+    def _rank(
+        self,
+        b: ranking.Batch,
+        cands: Sequence[candidates.Candidate],
+        followed: set[int],
+        rankers: Rankers | None,
+        degraded: list[str],
+    ) -> tuple[np.ndarray, str]:
+        """Session rows in the light ranker's order, the top ``light_keep`` heavy-scored; with
+        the current pair, else the previous one, else the heuristic (each fallback named)."""
+        order, scores, dwell, label = self._order(b, followed, rankers, degraded)
+        rows = sessions.pack(
+            b.post_ids[order],
+            b.author_ids[order],
+            [cands[k].created_at.timestamp() for k in order.tolist()],
+            b.topics[order],
+            [cands[k].source for k in order.tolist()],
+            [int(a) in followed for a in b.author_ids[order].tolist()],
+        )
+        rows["score"][: len(scores)] = scores
+        rows["dwell"][: len(dwell)] = dwell
+        return rows, label
+
+    def _order(
+        self, b: ranking.Batch, followed: set[int], rankers: Rankers | None, degraded: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        s, m = self.s, self.metrics
         for pair in (rankers, self.models.previous):
             if pair is None:
                 continue
             try:
-                out = ranking.score(
-                    pair,
-                    b,
-                    followed,
-                    keep=s.light_keep,
-                    weights=s.blend_weights,
-                    observe=self.metrics.observe_stage,
+                t = time.perf_counter()
+                order = ranking.light_order(pair, b) if len(b) else np.zeros(0, np.int64)
+                m.observe_stage("light", time.perf_counter() - t)
+                t = time.perf_counter()
+                top = order[: s.light_keep]
+                scores, dwell = (
+                    ranking.heavy_blend(pair, ranking.subset(b, top), s.blend_weights)
+                    if len(top)
+                    else (np.zeros(0), np.zeros(0))
                 )
+                m.observe_stage("heavy", time.perf_counter() - t)
                 if pair is not rankers:
                     degraded.append("model")
-                    self.metrics.degraded("model")
-                return out, pair.label
+                    m.degraded("model")
+                return order, scores, dwell, pair.label
             except Exception as exc:
                 log.warning("model %s failed: %s", pair.label, exc)
         degraded.append("model")
-        self.metrics.degraded("model")
-        return ranking.heuristic(b, followed), ranking.HEURISTIC_LABEL
+        m.degraded("model")
+        h = ranking.heuristic_scores(b, followed)
+        order = np.argsort(-h, kind="stable")
+        return order, h[order], np.zeros(0), ranking.HEURISTIC_LABEL
+
+    def _extend(self, sess: sessions.FeedSession, degraded: list[str]) -> None:
+        """Heavy-score the next ``light_keep`` rows of the session (its light order), so that a
+        page past the scored part is ranked like the first; stored for the next pages."""
+        start = sess.scored_until()
+        stop = min(len(sess.rows), start + self.s.light_keep)
+        r = sess.rows[start:stop]
+        cands = [
+            candidates.Candidate(
+                int(p), int(a), datetime.fromtimestamp(float(t), UTC), int(tp), "timeline"
+            )
+            for p, a, t, tp in zip(
+                r["post"].tolist(), r["author"].tolist(), r["created"].tolist(),
+                r["topic"].tolist(), strict=True,
+            )
+        ]  # fmt: skip
+        now = datetime.now(UTC)
+        feats = self._features(sess.user_id, cands, now, "extend", degraded)
+        b = ranking.batch(cands, feats, sess.user_id)
+        pair = self.models.current
+        try:
+            if pair is None:
+                raise RuntimeError("no model loaded")
+            scores, dwell = ranking.heavy_blend(pair, b, self.s.blend_weights)
+        except Exception as exc:  # below every scored row, in light order
+            log.warning("extending session %s: %s", sess.session_hex, exc)
+            if "model" not in degraded:
+                degraded.append("model")
+                self.metrics.degraded("model")
+            floor = float(np.nanmin(sess.rows["score"][:start])) if start else 0.0
+            scores = floor - 1.0 - np.arange(len(r), dtype=np.float64)
+            dwell = np.full(len(r), np.nan)
+        sess.rows["score"][start:stop] = scores
+        sess.rows["dwell"][start:stop] = dwell
+        self._redis_call("session rows", lambda: self.store.put_rows(sess), None)
+
+    def _with_media(
+        self, sess: sessions.FeedSession, rows: Sequence[int], degraded: list[str]
+    ) -> list[sessions.PageItem]:
+        """The page's rows with their media (per-replica LRU, else Cassandra under the
+        candidates' deadline); unknown media when the store cannot say."""
+        posts = [int(sess.rows["post"][k]) for k in rows]
+        media: dict[int, tuple[str, int]] = {}
+        if posts:
+            try:
+                media = self.prefetch.media.get(posts, self.s.deadline_candidates_ms / 1000)
+            except Exception as exc:
+                log.warning("media of %s's page unreadable: %s", sess.user_id, exc)
+                degraded.append("media")
+                self.metrics.degraded("media")
+        return [
+            sessions.PageItem(k, *media.get(p, ("", 0))) for k, p in zip(rows, posts, strict=True)
+        ]
 
     def _fallback_page(
         self,
@@ -319,23 +612,27 @@ class FeedPath:
         request_id: str,
         popular: list[cache.CachedItem],
         rankers: Rankers | None,
+        degraded: list[str],
     ) -> FeedPage:
+        """Cassandra is down: the user's last page from Redis, else the popular list (no
+        session: nothing to continue from, so no cursor)."""
         raw, ok = self._redis_call(
             "page", lambda: self.redis.get(cache.page_key(self.s, user_id)), None
         )
         items = cache.load_items(raw)
-        degraded = ["candidates"]
+        degraded.append("candidates")
         if not items:
-            items = popular
+            items = [replace(i, source="explore") for i in popular]
             degraded.append("popular")
         if not ok:
             degraded.append("cache")
+        self.metrics.session("unsaved")
         return FeedPage(
             user_id=user_id,
-            items=[
-                FeedItem(post_id=i.post_id, author_id=i.author_id, score=i.score)
-                for i in items[:limit]
-            ],
+            items=self._items(items[:limit], debug=False),
+            next_cursor=None,
+            session="new",
+            page=0,
             model_version=rankers.label if rankers else ranking.HEURISTIC_LABEL,
             candidates=0,
             sources={},
@@ -344,27 +641,25 @@ class FeedPath:
         )
 
     # -- side work, off the response path ----------------------------------------------------
-    def _after_page(
-        self, user_id: int, page: list[Scored], later: Later, cands: list[candidates.Candidate]
-    ) -> None:
-        """Cache the page (the fallback, and what impressions plan from), then prefetch."""
+    def _after_page(self, served: Served) -> None:
+        """Cache the page with the session's likely next page after it (the Cassandra-down
+        fallback, and what impressions plan from), then warm the edge from both."""
         try:
+            items = served.items
+            sess = served.session
             on = self.prefetch.enabled()
-            meta = {c.post_id: c for c in cands}
-            pages = later.pages(page, self.s.prefetch_max_pages) if on else []
-            try:
-                media = self.prefetch.media.get(
-                    [i.post_id for p in (page, *pages) for i in p if i.post_id in meta]
-                )
-            except Exception as exc:  # Cassandra: the page is cached without media
-                log.warning("media of %s's page unreadable: %s", user_id, exc)
-                media, on = {}, False
-            items = _cached(page, meta, media)
-            self._cache_page(user_id, items)
+            later: list[cache.CachedItem] = []
+            if on and sess is not None and items:
+                rows = sessions.next_page(sess, len(items), self.rules)
+                try:
+                    later = _cached(sess, self._with_media(sess, rows, []))
+                except Exception as exc:  # Cassandra: the next page is not warmed
+                    log.warning("next page of %s unreadable: %s", served.user_id, exc)
+            self._cache_page(served.user_id, items + later)
             if on:
-                self.prefetch.on_page(user_id, items, [_cached(p, meta, media) for p in pages])
+                self.prefetch.on_page(served.user_id, items + later)
         except Exception:  # side work never raises into the executor unseen
-            log.exception("side work after %s's page failed", user_id)
+            log.exception("side work after %s's page failed", served.user_id)
             self.metrics.degraded("prefetch")
 
     def after_impressions(self, seen: list[Seen]) -> None:
@@ -387,46 +682,55 @@ class FeedPath:
                 None,
             )
 
-    def _log_impressions(
-        self,
-        session: Session,
-        stmts: Statements,
-        user_id: int,
-        request_id: str,
-        now: datetime,
-        page: list[Scored],
-        label: str,
-    ) -> None:
+    def _log_impressions(self, served: Served, degraded: list[str]) -> None:
         """Write what was shown (asynchronous, errors only logged and counted).
 
         Every row of a page lands in the same (user, day) partition, so the page is one
-        unlogged single-partition batch: one round trip, applied atomically. The page is
-        deterministic given its inputs, so each item's propensity is 1.
+        unlogged single-partition batch: one round trip, applied atomically. ``position`` is
+        the slot in the page; ``session_position`` the place in the session's ranking. The
+        page is deterministic given its inputs, so each item's propensity is 1.
         """
-        if not page:
+        if not served.items:
             return
+        try:
+            _, session, stmts = self._connect()
+        except Exception as exc:  # Cassandra down: the page is served, not logged
+            log.warning("impressions of %s not logged: %s", served.request_id, exc)
+            degraded.append("impressions")
+            self.metrics.degraded("impressions")
+            return
+        now = datetime.now(UTC)
         batch = BatchStatement(
             batch_type=BatchType.UNLOGGED,
             consistency_level=consistency(self.s.cassandra_write_consistency),
         )
         day = day_bucket(now)
-        for pos, item in enumerate(page):
+        sid = served.session.session_hex if served.session else None
+        for pos, item in enumerate(served.items):
             batch.add(
                 stmts.insert_impression,
                 (
-                    user_id,
+                    served.user_id,
                     day,
                     now,
-                    request_id,
+                    served.request_id,
                     pos,
                     item.post_id,
                     item.author_id,
-                    label,
+                    served.label,
                     item.score,
                     1.0,
+                    sid,
+                    served.page,
+                    served.offset + pos,
                 ),
             )
-        fut = session.execute_async(batch, timeout=self.s.cassandra_request_timeout_s)
+        try:
+            fut = session.execute_async(batch, timeout=self.s.cassandra_request_timeout_s)
+        except Exception as exc:
+            log.warning("impression write failed: %s", exc)
+            self.metrics.degraded("impressions")
+            return
 
         def failed(exc: BaseException) -> None:
             log.warning("impression write failed: %s", exc)

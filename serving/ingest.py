@@ -32,9 +32,7 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
-class Event(BaseModel):
-    """One engagement event from the app."""
-
+class _EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(
@@ -43,42 +41,67 @@ class Event(BaseModel):
     user_id: Id
     post_id: Id
     author_id: Id | None = Field(None, description="The post's author, when the app knows it.")
-    kind: Literal["impression", "like", "comment", "save", "dwell"]
-    ts: datetime = Field(description="When it happened (ISO 8601 with a zone).")
-    dwell_s: float | None = Field(
-        None, gt=0, le=3600, description="Seconds on screen; dwell events only."
-    )
-    position: int | None = Field(
-        None,
-        ge=0,
-        le=999,
-        description="Impressions only: the item's position on the page it was served on (0 = "
-        "top). It moves the prefetch along as the user scrolls; absent, the service looks the "
-        "post up in the user's last served page.",
+    ts: datetime = Field(
+        description="When it happened (RFC 3339 with a zone); not later than the server's "
+        "clock plus 5 minutes."
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> Event:
+    def _when(self) -> _EventBase:
         if self.ts.tzinfo is None:
             raise ValueError("ts needs a time zone (e.g. 2026-01-01T12:00:00Z)")
         if self.ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
             raise ValueError("ts is in the future")
-        if (self.kind == "dwell") != (self.dwell_s is not None):
-            raise ValueError("dwell_s is required for dwell events and only for them")
-        if self.position is not None and self.kind != "impression":
-            raise ValueError("position is for impression events only")
         return self
+
+
+class ImpressionEvent(_EventBase):
+    """The post was on screen."""
+
+    kind: Literal["impression"]
+    position: int | None = Field(
+        None,
+        ge=0,
+        le=999,
+        description="The item's slot in the page it was served on (0 = top): the `position` "
+        "of the feed item. It moves the prefetch along as the user scrolls; absent, the "
+        "service looks the post up in the user's last served page.",
+    )
+    dwell_s: None = Field(None, description="Dwell events only.")
+
+
+class DwellEvent(_EventBase):
+    """How long the post stayed on screen."""
+
+    kind: Literal["dwell"]
+    dwell_s: float = Field(gt=0, le=3600, description="Seconds on screen.")
+    position: None = Field(None, description="Impression events only.")
+
+
+class EngagementEvent(_EventBase):
+    """A like, comment or save."""
+
+    kind: Literal["like", "comment", "save"]
+    dwell_s: None = Field(None, description="Dwell events only.")
+    position: None = Field(None, description="Impression events only.")
+
+
+# One event from the app: its kind says which fields it has (an OpenAPI oneOf on `kind`).
+Event = Annotated[ImpressionEvent | DwellEvent | EngagementEvent, Field(discriminator="kind")]
+MAX_EVENTS = 100  # per batch: 100 of the longest events stay under the default body limit
 
 
 class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    events: list[Event] = Field(min_length=1, max_length=500)
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
 class EventResult(BaseModel):
-    accepted: int = Field(description="Events stored for the first time.")
-    duplicates: int = Field(description="Re-sent events, recognised by id (stored once).")
+    accepted: int = Field(ge=0, le=MAX_EVENTS, description="Events stored for the first time.")
+    duplicates: int = Field(
+        ge=0, le=MAX_EVENTS, description="Re-sent events, recognised by id (stored once)."
+    )
     conflicts: list[str] = Field(description="Ids already stored with different content.")
 
 
@@ -105,7 +128,7 @@ class PostIn(BaseModel):
 
 
 class PostResult(BaseModel):
-    post_id: int
+    post_id: Id
     status: Literal["created", "duplicate"]
     fanout: Literal["queued", "pull"] = Field(
         description="queued: written to followers' timelines in the background; pull: the "

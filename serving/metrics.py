@@ -38,6 +38,7 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 STAGES = ("candidates", "features", "light", "heavy", "rules", "total")
 # Fixed for every replica: the node agent keeps one set of buckets per metric name.
 LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+SESSION_OUTCOMES = ("new", "continued", "retried", "expired", "lost", "unsaved")
 WARM_OUTCOMES = ("submitted", "dropped", "warmed", "already", "refreshed", "absent", "failed")
 CANDIDATE_BUCKETS = [1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0]
 
@@ -94,9 +95,12 @@ class Metrics:
             "found it cached / not), failed.",
             tag_keys=("outcome",),
         )
-        self._pages = Counter(
-            "feedcast_prefetch_pages",
-            description="Later feed pages written to Redis, by outcome (written, failed).",
+        self._sessions = Counter(
+            "feedcast_sessions",
+            description="Feed pages by session outcome: new (a first page stored its session), "
+            "continued (a cursor's page), retried (a cursor asked again), expired / lost "
+            "(a cursor whose session is gone: a fresh first page), unsaved (not stored: no "
+            "cursor given).",
             tag_keys=("outcome",),
         )
         self._version: str | None = None
@@ -151,10 +155,11 @@ class Metrics:
         if n:
             self._warm.inc(n, tags={"outcome": outcome})
 
-    def prefetch_pages(self, outcome: str, n: int) -> None:
-        """Count ``n`` later pages written to Redis (``written``) or not (``failed``)."""
-        if n:
-            self._pages.inc(n, tags={"outcome": outcome})
+    def session(self, outcome: str) -> None:
+        """Count one page by its session outcome (one of :data:`SESSION_OUTCOMES`)."""
+        if outcome not in SESSION_OUTCOMES:
+            raise ValueError(f"unknown session outcome {outcome!r}; one of {SESSION_OUTCOMES}")
+        self._sessions.inc(tags={"outcome": outcome})
 
     def rate_limited(self, key_id: str) -> None:
         """Count one request refused by the rate limit for API key ``key_id``."""
@@ -176,11 +181,11 @@ def scrape_targets(nodes: list[dict[str, Any]]) -> list[str]:
 
 def prefetch_counters(targets: list[str], timeout_s: float = 5.0) -> dict[str, float]:
     """The prefetch counters summed over every replica of every node's endpoint in ``targets``
-    (``scrape_targets``): ``planned:page``, ``warm:failed``, ``pages:written`` ..."""
+    (``scrape_targets``): ``planned:page``, ``warm:failed``, ``sessions:new`` ..."""
     names = {
         "ray_feedcast_prefetch_objects_total": ("planned", "trigger"),
         "ray_feedcast_prefetch_warm_total": ("warm", "outcome"),
-        "ray_feedcast_prefetch_pages_total": ("pages", "outcome"),
+        "ray_feedcast_sessions_total": ("sessions", "outcome"),
     }
     out: dict[str, float] = {}
     for target in targets:

@@ -102,6 +102,23 @@ def _scored(
     ]
 
 
+def subset(b: Batch, idx: np.ndarray) -> Batch:
+    return Batch(b.user_id, b.post_ids[idx], b.author_ids[idx], b.topics[idx], b.features[idx])
+
+
+def light_order(rankers: Rankers, b: Batch) -> np.ndarray:
+    """Rows of ``b`` by light score, best first (stable: ties keep the candidates' order)."""
+    return np.argsort(-light_scores(rankers, b), kind="stable")
+
+
+def heavy_blend(
+    rankers: Rankers, b: Batch, weights: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The heavy ranker's blended score and E[dwell] for every row of ``b`` (batched, no grad)."""
+    heads = heavy_heads(rankers, b)
+    return np.asarray(blend(heads, weights), dtype=np.float64), np.asarray(heads["e_dwell"])
+
+
 def score(
     rankers: Rankers,
     b: Batch,
@@ -118,13 +135,12 @@ def score(
     if not len(b):
         return []
     t = time.perf_counter()
-    top = np.argsort(-light_scores(rankers, b), kind="stable")[:keep]
+    top = light_order(rankers, b)[:keep]
     if observe:
         observe("light", time.perf_counter() - t)
         t = time.perf_counter()
-    kept = Batch(b.user_id, b.post_ids[top], b.author_ids[top], b.topics[top], b.features[top])
-    heads = heavy_heads(rankers, kept)
-    out = _scored(b, top, blend(heads, weights), followed, heads["e_dwell"])
+    scores, dwell = heavy_blend(rankers, subset(b, top), weights)
+    out = _scored(b, top, scores, followed, dwell)
     if observe:
         observe("heavy", time.perf_counter() - t)
     return out
@@ -132,8 +148,12 @@ def score(
 
 def heuristic(b: Batch, followed: set[int]) -> list[Scored]:
     """No model at all: like rate (a prior where unknown) decayed by age, followed first."""
+    return _scored(b, np.arange(len(b)), heuristic_scores(b, followed), followed)
+
+
+def heuristic_scores(b: Batch, followed: set[int]) -> np.ndarray:
+    """The scores of :func:`heuristic`, one per row."""
     rate = np.nan_to_num(b.column("post_like_rate"), nan=0.06)
     age = np.nan_to_num(b.column("post_age_h"), nan=24.0)
     in_net = np.fromiter((a in followed for a in b.author_ids.tolist()), bool, len(b))
-    s = rate * np.exp(-np.clip(age, 0, None) / 24.0) * np.where(in_net, 1.5, 1.0)
-    return _scored(b, np.arange(len(b)), s, followed)
+    return np.asarray(rate * np.exp(-np.clip(age, 0, None) / 24.0) * np.where(in_net, 1.5, 1.0))

@@ -3,7 +3,9 @@
 Everything here runs on the replica's side executor, after the response left: it reads the
 media of the page's posts, plans with :func:`prefetch.planner.plan` and hands the paths to a
 per-replica :class:`~prefetch.warm.EdgeWarmer` (a bounded queue: what does not fit is dropped,
-counted), and writes the later ranked pages to Redis with :class:`~prefetch.warm.RedisWarmer`.
+counted). The pages after the served one are the user's ranked session (``serving.sessions``):
+the feed path hands this module the served page followed by the session's likely next page,
+so an impression near the end of a page warms the first items of the next.
 A failure anywhere is logged and counted in the metrics, never raised into a request.
 
 Where the planner's inputs come from (``prefetch.pages``): media from ``posts_by_id`` behind a
@@ -36,7 +38,7 @@ from prefetch.pages import (
     plan_items,
     read_continuation,
 )
-from prefetch.warm import EdgeWarmer, RedisWarmer
+from prefetch.warm import EdgeWarmer
 from serving.metrics import Metrics
 
 log = logging.getLogger("feedcast.serving.warming")
@@ -70,7 +72,6 @@ class Prefetcher:
         self.media = MediaCache(settings, db)
         self.edge = EdgeWarmer(settings, observe=metrics.prefetch_warm)
         breaker = breaker or Breaker(1.0)
-        self.pages = RedisWarmer(settings, breaker=breaker)
         self.redis = cache.client(
             settings, timeout_s=settings.deadline_redis_ms / 1000, breaker=breaker
         )
@@ -101,19 +102,11 @@ class Prefetcher:
         self.metrics.prefetch_warm("submitted", queued)
         return queued
 
-    def on_page(
-        self,
-        user_id: int,
-        page: Sequence[cache.CachedItem],
-        later: Sequence[Sequence[cache.CachedItem]],
-    ) -> None:
-        """A page was served: warm its objects ahead of the first screen, store later pages."""
+    def on_page(self, user_id: int, items: Sequence[cache.CachedItem]) -> None:
+        """A page was served (``items``: it, then the session's next page): warm its objects
+        ahead of the first screen."""
         c = self.p_continue(user_id)
-        self.submit("page", plan_items(self.s, page, c, at=None, cfg=self.cfg))
-        if later:
-            done = self.pages.warm({user_id: later}, [i for p in later for i in p])
-            self.metrics.prefetch_pages("written", done.pages)
-            self.metrics.prefetch_pages("failed", done.failed)
+        self.submit("page", plan_items(self.s, items, c, at=None, cfg=self.cfg))
 
     def on_impressions(self, seen: Sequence[Seen]) -> None:
         """Impressions arrived: count the users' scrolling, warm ``lookahead`` ahead of each."""
@@ -164,5 +157,4 @@ class Prefetcher:
 
     def close(self) -> None:
         self.edge.close()
-        self.pages.close()
         self.redis.close()

@@ -60,6 +60,12 @@ def up(settings: Settings) -> str:
         "300 1",
         "--appendonly",
         "no",
+        # Bounded: past the cap, keys with a TTL (feed sessions, cached pages, scroll counts)
+        # are evicted least recently used first; Feast's rows (no TTL) never are.
+        "--maxmemory",
+        f"{settings.redis_maxmemory_mb}mb",
+        "--maxmemory-policy",
+        "volatile-lru",
     ]
     pid = proc.launch(
         settings.stack_dir, name(settings), argv, answers=lambda: answers(settings), what="Redis"

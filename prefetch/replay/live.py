@@ -4,10 +4,11 @@ For each user of a sample, a seeded script says how deep they scroll (geometric:
 the next item with their own continuation rate, drawn as the simulator's trace draws it,
 Beta(9, 1): mean 0.9), how long each item stays on screen (exponential,
 mean ``dwell_s``: compressed time) and whether each video plays long enough to stream. Each
-user fetches their feed from the running service, then walks the page: per item an impression
-event (with its position, so the service's rolling prefetch can follow), then the media the app
-loads, requested through the edge and timed — a photo's ``full``, a video's ``thumb`` and, if it
-plays on, its ``full`` after the dwell.
+user fetches their feed from the running service as an app does, page by page with the
+response's ``next_cursor`` (up to ``pages`` pages of ``limit``), and walks it: per item an
+impression event (with its slot in the page, so the service's rolling prefetch can follow),
+then the media the app loads from the item's renditions, requested through the edge and timed
+— a photo's ``full``, a video's ``thumb`` and, if it plays on, its ``full`` after the dwell.
 
 The two runs differ only in the service's live prefetch switch (``core.cache.
 prefetch_switch_key``), and each starts from a cold edge (``cold_edge`` restarts it: the edge
@@ -32,11 +33,8 @@ import numpy as np
 from rich.table import Table
 
 from core import cache
-from core.db import connect
 from core.settings import DEV_API_KEY, Settings
-from core.statements import Statements
 from media import objects as media
-from prefetch.pages import MediaCache
 
 log = logging.getLogger(__name__)
 SWITCH_SETTLE_S = 1.5  # replicas re-read the live switch at least once a second
@@ -49,7 +47,8 @@ class LiveConfig:
     continue_beta: tuple[float, float] = (9.0, 1.0)  # users' continuation rates (mean 0.9)
     dwell_s: float = 0.2  # mean time an item stays on screen (compressed)
     p_video_full: float = 0.3  # a video plays long enough for its stream to be requested
-    limit: int = 20  # items per page
+    limit: int = 10  # items per page
+    pages: int = 3  # most pages one user scrolls (cursor after cursor)
     concurrency: int = 4  # users scrolling at once (mind the API key's rate limit)
     timeout_s: float = 10.0  # limit on each request (feed, event, media)
 
@@ -59,9 +58,9 @@ class Script:
     """One user's scroll, identical in both runs."""
 
     user_id: int
-    depth: int  # items viewed (≥ 1)
-    dwell_s: list[float]  # per position
-    video_full: list[bool]  # per position: a video there plays on
+    depth: int  # items viewed (≥ 1), across pages
+    dwell_s: list[float]  # per position in the session
+    video_full: list[bool]  # per position in the session: a video there plays on
 
 
 @dataclass
@@ -104,9 +103,10 @@ def scripts(users: Sequence[int], cfg: LiveConfig) -> list[Script]:
     for u in users:
         rng = np.random.default_rng([cfg.seed, u])
         c = rng.beta(*cfg.continue_beta)
-        depth = int(min(cfg.limit, rng.geometric(1.0 - c)))
-        dwell = np.clip(rng.exponential(cfg.dwell_s, cfg.limit), cfg.dwell_s / 4, cfg.dwell_s * 4)
-        full = rng.random(cfg.limit) < cfg.p_video_full
+        most = cfg.limit * cfg.pages
+        depth = int(min(most, rng.geometric(1.0 - c)))
+        dwell = np.clip(rng.exponential(cfg.dwell_s, most), cfg.dwell_s / 4, cfg.dwell_s * 4)
+        full = rng.random(most) < cfg.p_video_full
         out.append(Script(u, depth, dwell.tolist(), full.tolist()))
     return out
 
@@ -114,8 +114,8 @@ def scripts(users: Sequence[int], cfg: LiveConfig) -> list[Script]:
 class _Scroller:
     """Plays scripts against the service and the edge, recording into one run's stats."""
 
-    def __init__(self, s: Settings, cfg: LiveConfig, kinds: MediaCache, base_url: str) -> None:
-        self.s, self.cfg, self.kinds = s, cfg, kinds
+    def __init__(self, s: Settings, cfg: LiveConfig, base_url: str) -> None:
+        self.s, self.cfg = s, cfg
         self.api = httpx.Client(
             base_url=base_url, headers={"X-API-Key": DEV_API_KEY}, timeout=cfg.timeout_s
         )
@@ -126,25 +126,36 @@ class _Scroller:
         self.edge.close()
 
     def play(self, sc: Script) -> RunStats:
-        """One user's scroll; its own stats (threads never share a counter)."""
+        """One user's scroll, page after page; its own stats (threads never share a counter)."""
         stats = RunStats("")
-        try:
-            r = self.api.get(f"/v1/feed/{sc.user_id}", params={"limit": self.cfg.limit})
-            r.raise_for_status()
-            ids = [int(i["post_id"]) for i in r.json()["items"]]
-            kinds = self.kinds.get(ids)  # what the app's feed response would say
-        except Exception as exc:
-            log.warning("live check: no feed for %s: %s", sc.user_id, exc)
-            stats.feed_failures += 1
-            return stats
-        stats.feeds += 1
-        for k, post in enumerate(ids[: sc.depth]):
-            self._impression(sc.user_id, post, k, stats)
-            video = kinds.get(post, ("photo", 0))[0] == "video"
-            self._get(media.path(post, "thumb" if video else "full"), stats)
-            time.sleep(sc.dwell_s[k])
-            if video and sc.video_full[k]:
-                self._get(media.path(post, "full"), stats)
+        k, cursor = 0, None
+        while k < sc.depth:
+            params: dict[str, Any] = {"limit": self.cfg.limit}
+            if cursor:
+                params["cursor"] = cursor
+            try:
+                r = self.api.get(f"/v1/feed/{sc.user_id}", params=params)
+                r.raise_for_status()
+                page = r.json()
+            except Exception as exc:
+                log.warning("live check: no feed page for %s: %s", sc.user_id, exc)
+                stats.feed_failures += 1
+                return stats
+            stats.feeds += 1
+            for item in page["items"][: sc.depth - k]:
+                post = int(item["post_id"])
+                self._impression(sc.user_id, post, int(item["position"]), stats)
+                urls = {r["variant"]: r["url"] for r in item["renditions"]}
+                video = item["media_kind"] == "video"
+                variant = "thumb" if video else "full"
+                self._get(urls.get(variant, media.path(post, variant)), stats)
+                time.sleep(sc.dwell_s[k])
+                if video and sc.video_full[k]:
+                    self._get(urls.get("full", media.path(post, "full")), stats)
+                k += 1
+            cursor = page["next_cursor"]
+            if not cursor or not page["items"]:
+                break
         return stats
 
     def _impression(self, user: int, post: int, position: int, stats: RunStats) -> None:
@@ -194,9 +205,7 @@ def run(
     redis = cache.client(s)
     key = cache.prefetch_switch_key(s)
     before: Any = redis.get(key)
-    cluster, session = connect(s)
-    stmts = Statements(session, s)
-    scroller = _Scroller(s, cfg, MediaCache(s, lambda: (session, stmts)), base_url or s.serve_url)
+    scroller = _Scroller(s, cfg, base_url or s.serve_url)
     runs = []
     try:
         for label, switch in (("off", "off"), ("on", "on")):
@@ -217,7 +226,6 @@ def run(
             redis.set(key, before)
         redis.close()
         scroller.close()
-        cluster.shutdown()
     return LiveResult(runs[0], runs[1], counters() if counters else {})
 
 

@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from core.cache import CachedItem, client, load_items, next_page_key, post_meta_key
 from core.db import connect
 from core.settings import Settings
 from core.statements import Statements
 from media import objects as media
-from media.origin import create_app, served_bytes
-from prefetch.warm import EdgeWarmer, RedisWarmer
+from media.objects import served_bytes
+from media.origin import create_app
+from prefetch.warm import EdgeWarmer
 from stack import local, nginx, origin
 
 pytestmark = pytest.mark.integration
@@ -196,42 +196,6 @@ def test_an_edge_that_never_answers_gets_at_most_the_concurrency_in_flight(setti
     assert result.failed == 8  # every path ended by its timeout, none raised
     assert seen["accepted"] == 8  # one connection per path: no retries
     assert 1 < seen["most_open"] <= 4  # concurrent, and never past prefetch_concurrency
-
-
-def _items(post_ids: range) -> list[CachedItem]:
-    return [CachedItem(p, p % 7, p % 5, 1.7e9 + p, 1.0 / p) for p in post_ids]
-
-
-def test_redis_warmer_writes_at_most_max_pages_with_a_ttl_and_clears_older_ones(settings):
-    user = 10**9 + random.randrange(10**6)
-    s = settings.model_copy(update={"prefetch_max_pages": 3, "prefetch_page_items": 20})
-    pages = [_items(range(1 + 30 * i, 31 + 30 * i)) for i in range(5)]  # 5 pages of 30
-    r = client(s)
-    with RedisWarmer(s) as warmer:
-        result = warmer.warm({user: pages}, posts=pages[0][:4])
-        assert (result.pages, result.posts, result.failed) == (3, 4, 0)
-        assert (result.dropped_pages, result.trimmed_items) == (2, 3 * 10)
-        for page in (1, 2, 3):
-            key = next_page_key(s, user, page)
-            assert [i.post_id for i in load_items(r.get(key))] == [
-                i.post_id for i in pages[page - 1][:20]
-            ]
-            assert 0 < r.ttl(key) <= s.prefetch_ttl_s
-        assert not r.exists(next_page_key(s, user, 4), next_page_key(s, user, 5))
-        meta = load_items(r.get(post_meta_key(s, pages[0][0].post_id)))
-        assert meta == [pages[0][0]]
-        assert 0 < r.ttl(post_meta_key(s, pages[0][0].post_id)) <= s.prefetch_ttl_s
-
-        shorter = warmer.warm({user: pages[:1]})
-        assert shorter.pages == 1
-    assert not r.exists(next_page_key(s, user, 2), next_page_key(s, user, 3))
-
-
-def test_redis_warmer_against_a_dead_redis_counts_failures_without_raising(settings):
-    s = settings.model_copy(update={"redis_port": dead_port()})
-    with RedisWarmer(s) as warmer:
-        result = warmer.warm({1: [_items(range(1, 5))]}, posts=_items(range(1, 3)))
-    assert (result.pages, result.posts, result.failed) == (0, 0, 3)
 
 
 def test_an_origin_whose_keyspace_does_not_exist_says_503_not_500(settings):

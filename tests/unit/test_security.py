@@ -85,7 +85,11 @@ def test_settings_refuse_a_malformed_key_hash(monkeypatch):
 
 
 def test_production_refuses_no_keys_and_the_dev_key():
-    prod: dict[str, Any] = {"env": "production", "cassandra_replication_factor": 3}
+    prod: dict[str, Any] = {
+        "env": "production",
+        "cassandra_replication_factor": 3,
+        "cursor_keys": ["k1:a-production-cursor-secret"],
+    }
     with pytest.raises(ValidationError, match="development API key"):
         Settings(**prod)
     with pytest.raises(ValidationError, match="FEEDCAST_API_KEY_HASHES"):

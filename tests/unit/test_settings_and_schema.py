@@ -34,6 +34,23 @@ def test_production_refuses_an_unreplicated_keyspace():
     with pytest.raises(ValidationError, match="REPLICATION_FACTOR"):
         Settings(env="production")
     ok = Settings(
-        env="production", cassandra_replication_factor=3, api_key_hashes=[hash_key("a-real-key")]
+        env="production",
+        cassandra_replication_factor=3,
+        api_key_hashes=[hash_key("a-real-key")],
+        cursor_keys=["k2026:a-real-secret-of-some-length"],
     )
     assert ok.cassandra_write_consistency == "LOCAL_QUORUM"
+
+
+def test_production_refuses_the_development_cursor_key_and_bad_keys_are_named():
+    from serving.security import hash_key
+
+    real = {"cassandra_replication_factor": 3, "api_key_hashes": [hash_key("a-real-key")]}
+    with pytest.raises(ValidationError, match="development cursor key"):
+        Settings(env="production", **real)
+    with pytest.raises(ValidationError, match="'<id>:<secret>'"):
+        Settings(cursor_keys="k1:short")
+    with pytest.raises(ValidationError, match="each id once"):
+        Settings(cursor_keys="k1:0123456789abcdef,k1:fedcba9876543210")
+    two = Settings(cursor_keys="new:0123456789abcdef, old:fedcba9876543210")
+    assert two.cursor_keys == ["new:0123456789abcdef", "old:fedcba9876543210"]

@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 import pytest
 
-from core.cache import next_page_key, page_key, popular_key, post_meta_key
+from core.cache import continuation_key, page_key, popular_key, prefetch_switch_key
 from core.settings import Settings
 from media import objects as media
-from media.origin import content_type, create_app, pattern, served_bytes
+from media.objects import content_type, served_bytes
+from media.origin import create_app, pattern
 from prefetch.warm import EdgeResult
 from stack import nginx, origin
 from stack.proc import StackError
@@ -169,7 +170,7 @@ def test_warm_results_count_each_outcome():
 
 def test_prefetch_keys_are_namespaced_by_project_and_distinct():
     s = Settings(feast_project="p1")
-    keys = {next_page_key(s, 1, 1), next_page_key(s, 1, 2), post_meta_key(s, 1), page_key(s, 1)}
+    keys = {page_key(s, 1), page_key(s, 2), continuation_key(s, 1), prefetch_switch_key(s)}
     assert len(keys) == 4
     assert all(k.startswith("feedcast:p1:") for k in keys | {popular_key(s)})
 

@@ -1,0 +1,232 @@
+"""Feed sessions under load: what a cursor's page costs, and what sessions do to capacity.
+
+Run by ``bench/serve.py`` against its deployed feed (same world, same replicas), with the lean
+raw HTTP client (``bench/rawhttp.py``) as the generator. Every figure is the machine's: busy
+CPU time from ``/proc/stat`` over the window (every process: replicas, Ray, Cassandra, Redis,
+the generator) divided by the requests answered 200.
+
+- ``cpu_ms_per_request_page2``: closed loop, 4 in flight, each request the next page of a
+  session opened before the window (``limit`` items per page, cursor after cursor until the
+  session ends, then the next session);
+- ``cpu_ms_per_request_noop``: the same loop on ``GET /v1/ping``: the same gate, proxy, replica
+  and guard (API key, rate limit in Redis), and nothing else;
+- ``capacity_rps_first_page`` / ``capacity_rps_session_mix``: the highest offered rate,
+  searched in 10 req/s steps, whose requests all answer 200 with p99 ≤ 250 ms (open loop).
+  First pages: every request a first page (no cursor). Session mix: sessions arrive at random
+  (Poisson) and each scrolls as the simulator's users do (``simulator.trace``): a hidden
+  continuation rate c ~ Beta(9, 1) per user, a geometric number of items viewed, so
+  ``ceil(depth / limit)`` pages, the next one asked ``think_s`` after the previous answer.
+  ``mean_pages_per_session`` is what the drawn sessions ask for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench.rawhttp import RawClient
+from core.settings import DEV_API_KEY
+
+LIMIT = 10  # items per page (an app's screenful or two)
+P99_BAR_MS = 250.0
+STEP_RPS = 10
+WINDOW_S = 15.0  # per capacity step
+CPU_WINDOW_S = 20.0
+THINK_S = 0.5  # between a page's answer and the next page's request
+
+
+def busy_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the machine since boot, from the ``cpu`` line of /proc/stat."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]  # noqa: SIM115
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_ms(busy: int) -> float:
+    return busy / os.sysconf("SC_CLK_TCK") * 1000
+
+
+@dataclass
+class Window:
+    ok: int = 0
+    errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    degraded: int = 0
+
+    def p99(self) -> float:
+        return float(np.percentile(self.latencies_ms, 99)) if self.latencies_ms else math.inf
+
+
+def depths(n: int, seed: int = 0) -> np.ndarray:
+    """Items each of ``n`` sessions views: geometric with c ~ Beta(9, 1) (as simulator.trace)."""
+    rng = np.random.default_rng(seed)
+    c = rng.beta(9.0, 1.0, n)
+    return np.asarray(rng.geometric(1.0 - c), dtype=np.int64)
+
+
+def pages_wanted(depth: int, limit: int = LIMIT) -> int:
+    return max(1, math.ceil(depth / limit))
+
+
+async def _first_pages(client: RawClient, users: list[int], n: int) -> list[tuple[int, str]]:
+    """Open ``n`` sessions (outside any window): (user, cursor of page 2)."""
+    out = []
+    for k in range(n):
+        user = users[k % len(users)]
+        r = await client.get(f"/v1/feed/{user}", {"limit": LIMIT})
+        cursor = r.json().get("next_cursor") if r.status == 200 else None
+        if cursor:
+            out.append((user, cursor))
+    return out
+
+
+async def _closed_loop(url: str, next_request: Any, seconds: float, workers: int = 4) -> float:
+    """Machine CPU ms per answered request over ``seconds`` of ``workers`` closed loops."""
+    answered = 0
+    stop = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal answered
+        async with RawClient(url, {"X-API-Key": DEV_API_KEY}, timeout_s=10) as c:
+            while time.monotonic() < stop:
+                if await next_request(c):
+                    answered += 1
+
+    b0, _ = busy_jiffies()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    b1, _ = busy_jiffies()
+    return cpu_ms(b1 - b0) / max(answered, 1)
+
+
+async def cpu_page2(url: str, users: list[int], seconds: float = CPU_WINDOW_S) -> dict[str, Any]:
+    """CPU per continued page, against CPU per ping, in one run."""
+    async with RawClient(url, {"X-API-Key": DEV_API_KEY}, timeout_s=30) as c:
+        opened = await _first_pages(c, users, 120)
+    queue = list(opened)
+    pages = 0
+
+    async def page(c: RawClient) -> bool:
+        nonlocal pages
+        if not queue:
+            return False
+        user, cursor = queue.pop()
+        r = await c.get(f"/v1/feed/{user}", {"limit": LIMIT, "cursor": cursor})
+        if r.status != 200:
+            return False
+        body = r.json()
+        if body["next_cursor"]:
+            queue.insert(0, (user, body["next_cursor"]))
+        pages += 1
+        return body["session"] == "continued"
+
+    async def ping(c: RawClient) -> bool:
+        return (await c.get("/v1/ping")).status == 200
+
+    noop = await _closed_loop(url, ping, seconds)
+    page2 = await _closed_loop(url, page, seconds)
+    return {
+        "cpu_ms_per_request_page2": page2,
+        "cpu_ms_per_request_noop": noop,
+        "page2_minus_noop_ms": page2 - noop,
+        "sessions_opened": len(opened),
+        "continued_pages": pages,
+    }
+
+
+async def _open_loop(url: str, rate: float, session: Any, arrivals_per_s: float) -> Window:
+    """Sessions arriving (Poisson) at ``arrivals_per_s`` for WINDOW_S; each runs ``session``."""
+    w = Window()
+    rng = random.Random(int(rate * 1000))
+    tasks = []
+    async with RawClient(url, {"X-API-Key": DEV_API_KEY}, timeout_s=10, max_idle=256) as c:
+        start = time.monotonic()
+        t = 0.0
+        k = 0
+        while t < WINDOW_S:
+            delay = start + t - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(session(c, k, w)))
+            k += 1
+            t += rng.expovariate(arrivals_per_s)
+        await asyncio.gather(*tasks)
+    return w
+
+
+async def _get(c: RawClient, w: Window, path: str, params: dict[str, Any]) -> dict | None:
+    t = time.perf_counter()
+    try:
+        r = await c.get(path, params)
+    except Exception:
+        w.errors += 1
+        return None
+    w.latencies_ms.append((time.perf_counter() - t) * 1000)
+    if r.status != 200:
+        w.errors += 1
+        return None
+    body = r.json()
+    w.ok += 1
+    w.degraded += bool(body["degraded"])
+    return body
+
+
+async def capacity(
+    url: str, users: list[int], mix: bool, *, start: int = STEP_RPS, most: int = 400
+) -> dict[str, Any]:
+    """Highest offered req/s (10 req/s steps) answered with no error and p99 ≤ 250 ms."""
+    wanted = [pages_wanted(int(d)) for d in depths(4096)]
+    mean_pages = float(np.mean(wanted)) if mix else 1.0
+
+    async def session(c: RawClient, k: int, w: Window) -> None:
+        user = users[k % len(users)]
+        body = await _get(c, w, f"/v1/feed/{user}", {"limit": LIMIT})
+        for _ in range(wanted[k % len(wanted)] - 1 if mix else 0):
+            if not body or not body["next_cursor"]:
+                return
+            await asyncio.sleep(THINK_S)
+            body = await _get(
+                c, w, f"/v1/feed/{user}", {"limit": LIMIT, "cursor": body["next_cursor"]}
+            )
+
+    best, steps = 0, []
+    rate = start
+    while rate <= most:
+        w = await _open_loop(url, rate, session, rate / mean_pages)
+        n = w.ok + w.errors
+        steps.append(
+            {"offered_rps": rate, "requests": n, "errors": w.errors, "p99_ms": w.p99()}
+            | {"degraded": w.degraded}
+        )
+        print(
+            f"{'mix' if mix else 'first'} @ {rate} rps: p99 {w.p99():.0f} ms, "
+            f"errors {w.errors}/{n}",
+            flush=True,
+        )
+        if w.errors or w.p99() > P99_BAR_MS:
+            break
+        best = rate
+        rate += STEP_RPS
+        await asyncio.sleep(3)  # let queues drain between steps
+    return {"capacity_rps": best, "mean_pages_per_session": mean_pages, "steps": steps}
+
+
+def run(url: str, users: list[int]) -> dict[str, Any]:
+    """Every figure above, in one run on the deployed feed at ``url``."""
+    cpu = asyncio.run(cpu_page2(url, users))
+    first = asyncio.run(capacity(url, users, mix=False))
+    mixed = asyncio.run(capacity(url, users, mix=True))
+    return cpu | {
+        "capacity_rps_first_page": first["capacity_rps"],
+        "capacity_rps_session_mix": mixed["capacity_rps"],
+        "session_mix_vs_first_page": mixed["capacity_rps"] / max(first["capacity_rps"], 1),
+        "mean_pages_per_session": mixed["mean_pages_per_session"],
+        "session_limit": LIMIT,
+        "session_runs": {"first_page": first["steps"], "session_mix": mixed["steps"]},
+    }

@@ -1,0 +1,187 @@
+"""Scrolling a ranked session on the real stack: cursors page through one ranking with no
+repeats, a retried cursor is safe, bad cursors are 400s that say why, an expired or lost session
+restarts, every media URL of a page is served by the edge, impressions record the session, and
+prefetch off leaves sessions on. (Page 2 with Cassandra or Redis stopped: test_serving.py.)"""
+
+import base64
+import time
+
+import httpx
+import pandas as pd
+import pytest
+
+from core import cache
+from core import constants as C
+from core.db import connect
+from core.settings import DEV_API_KEY
+from core.time import day_bucket
+from serving import cursor, sessions
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+API = {"X-API-Key": DEV_API_KEY}
+
+
+def _readers(world, settings, n: int, skip: int) -> list[int]:
+    """Users with many recent timeline posts (long sessions), past the ``skip`` busiest (which
+    other test files read), so these tests start from users no other test served."""
+    from simulator.writer import timeline_rows
+
+    tl = timeline_rows(world, settings.pull_follower_threshold)
+    recent = tl[tl["created_at"] > pd.Timestamp(world.config.end) - pd.Timedelta(days=2)]
+    return [int(u) for u in recent[C.USER_ID].value_counts().index[skip : skip + n]]
+
+
+def _page(service: str, user: int, **params) -> httpx.Response:
+    params = {k: v for k, v in params.items() if v is not None}
+    return httpx.get(f"{service}/v1/feed/{user}", headers=API, params=params, timeout=30)
+
+
+def _ok(service: str, user: int, **params) -> dict:
+    r = _page(service, user, **params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _ids(body: dict) -> list[int]:
+    return [i["post_id"] for i in body["items"]]
+
+
+def test_five_pages_never_repeat_a_post_and_every_media_url_is_served(service, settings, world):
+    user = _readers(world, settings, 1, skip=20)[0]
+    limits = [5, 3, 6, 4, 5]  # the limit may change from page to page
+    pages, cur = [], None
+    for n, limit in enumerate(limits):
+        body = _ok(service, user, limit=limit, cursor=cur)
+        assert (body["session"], body["page"]) == ("new" if n == 0 else "continued", n)
+        assert len(body["items"]) == limit, body
+        assert [i["position"] for i in body["items"]] == list(range(limit))
+        assert body["degraded"] == []
+        pages.append(body)
+        cur = body["next_cursor"]
+        assert isinstance(cur, str) and cur.startswith("c1.")
+    served = [p for body in pages for p in _ids(body)]
+    assert len(served) == len(set(served)) == sum(limits)
+
+    items = [i for body in pages for i in body["items"]]
+    assert all("score" not in i for i in items)  # debug only
+    assert {i["source"] for i in items} <= {"timeline", "pull", "explore"}
+    assert all(i["created_at"].endswith("Z") for i in items)
+    assert all(i["media_kind"] in ("photo", "video") and i["renditions"] for i in items)
+    with httpx.Client(timeout=10) as edge:
+        for item in items:
+            for r in item["renditions"]:
+                assert r["url"].startswith(settings.media_url + "/media/")
+                got = edge.get(r["url"])
+                assert got.status_code == 200, r
+                assert len(got.content) == r["bytes"] == int(got.headers["content-length"]), r
+                assert (
+                    got.headers["content-type"]
+                    == f"{'video' if r['format'] == 'mp4' else 'image'}/{r['format']}"
+                )
+
+
+def test_debug_shows_each_items_score_in_ranked_order(service, settings, world):
+    user = _readers(world, settings, 1, skip=21)[0]
+    body = _ok(service, user, limit=6, debug="true")
+    scores = [i["score"] for i in body["items"]]
+    assert all(isinstance(s, float) for s in scores)
+    assert scores == sorted(scores, reverse=True) or len(body["items"]) < 6
+
+
+def test_a_retried_cursor_returns_the_same_page(service, settings, world):
+    user = _readers(world, settings, 1, skip=22)[0]
+    first = _ok(service, user, limit=4)
+    again = [_ok(service, user, limit=4, cursor=first["next_cursor"]) for _ in range(2)]
+    assert _ids(again[0]) == _ids(again[1]) and again[0]["next_cursor"] == again[1]["next_cursor"]
+    assert not set(_ids(first)) & set(_ids(again[0]))
+    # A retry with another limit still gets the page that was served for that cursor.
+    assert _ids(_ok(service, user, limit=9, cursor=first["next_cursor"])) == _ids(again[0])
+
+
+def _edited(text: str) -> str:
+    v, kid, body, tag = text.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    raw[11] ^= 0x01  # the page number
+    return f"{v}.{kid}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}.{tag}"
+
+
+def test_bad_cursors_are_400s_that_name_the_problem(service, settings, world):
+    user, other = _readers(world, settings, 2, skip=23)
+    cur = _ok(service, user, limit=3)["next_cursor"]
+    cases = {
+        "another user": _page(service, other, limit=3, cursor=cur),
+        "signature": _page(service, user, limit=3, cursor=_edited(cur)),
+        "not a feedcast cursor": _page(service, user, cursor="garbage"),
+        "unknown key id": _page(service, user, cursor="c1.nokey.AAAA.AAAA"),
+    }
+    for says, r in cases.items():
+        assert r.status_code == 400, (says, r.text)
+        assert says in r.json()["detail"], (says, r.text)
+    assert _page(service, user, limit=3, cursor=cur).status_code == 200  # the real one still works
+
+
+def test_an_expired_or_lost_session_restarts_with_a_fresh_first_page(service, settings, world):
+    user = _readers(world, settings, 1, skip=24)[0]
+    keys = cursor.Keys.parse(settings.cursor_keys)
+    first = _ok(service, user, limit=4)
+    c = cursor.decode(first["next_cursor"], keys, user_id=user)
+    stale = cursor.encode(
+        cursor.Cursor(user, c.session_id, c.page, c.offset, int(time.time()) - 1), keys
+    )
+    body = _ok(service, user, limit=4, cursor=stale)
+    assert (body["session"], body["page"]) == ("restarted", 0)
+    assert body["items"] and body["next_cursor"]
+
+    r = cache.client(settings)
+    try:  # what a Redis restart or an eviction does to a session
+        assert r.delete(sessions.key(settings, c.session_hex)) == 1
+    finally:
+        r.close()
+    lost = _ok(service, user, limit=4, cursor=first["next_cursor"])
+    assert (lost["session"], lost["page"]) == ("restarted", 0) and lost["items"]
+    assert lost["degraded"] == []  # Redis answered: the session is gone, nothing failed
+
+
+def test_impressions_record_the_session_the_page_and_the_session_position(service, settings, world):
+    user = _readers(world, settings, 1, skip=25)[0]
+    first = _ok(service, user, limit=4)
+    second = _ok(service, user, limit=3, cursor=first["next_cursor"])
+    sid = cursor.decode(first["next_cursor"], cursor.Keys.parse(settings.cursor_keys), user_id=user)
+    cluster, session = connect(settings)
+    try:
+        stmt = session.prepare(
+            "SELECT post_id, position, session_id, page, session_position, request_id "
+            "FROM impressions_by_user WHERE user_id = ? AND day = ?"
+        )
+
+        def rows() -> list:
+            out = list(session.execute(stmt, (user, day_bucket(pd.Timestamp.now("UTC")))))
+            return [x for x in out if x.session_id == sid.session_hex]
+
+        got = wait_until(lambda: len(rows()) == 7 and rows(), timeout=10, what="7 impressions")
+    finally:
+        cluster.shutdown()
+    by_post = {x.post_id: x for x in got}
+    for page, body, offset in ((0, first, 0), (1, second, 4)):
+        for k, post in enumerate(_ids(body)):
+            x = by_post[post]
+            assert (x.page, x.position, x.session_position) == (page, k, offset + k)
+            assert x.request_id == body["request_id"]
+
+
+def test_prefetch_off_never_turns_sessions_off(service, settings, world):
+    user = _readers(world, settings, 1, skip=26)[0]
+    r = cache.client(settings)
+    key = cache.prefetch_switch_key(settings)
+    r.set(key, "off")
+    try:
+        time.sleep(1.2)  # pacing, not a condition: replicas re-read the switch once a second
+        first = _ok(service, user, limit=5)
+        second = _ok(service, user, limit=5, cursor=first["next_cursor"])
+        assert second["session"] == "continued" and second["items"]
+        assert not set(_ids(first)) & set(_ids(second))
+    finally:
+        r.delete(key)
+        r.close()
+        time.sleep(1.2)  # the next test finds every replica with prefetch on again
