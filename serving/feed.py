@@ -304,13 +304,13 @@ class FeedPath:
             m.degraded("candidates")
             return self._fallback_page(user_id, limit, request_id, popular, rankers, degraded)
         m.observe_stage("candidates", time.perf_counter() - t)
+        # Hard filters once, for the whole session: posts engaged with, authors blocked.
+        cands = [x for x in cands if x.post_id not in ctx.seen and x.author_id not in ctx.blocked]
         sources: dict[str, int] = {}
         for cand in cands:
             sources[cand.source] = sources.get(cand.source, 0) + 1
         for name, n in sources.items():
             m.candidates(name, n)
-        # Hard filters once, for the whole session: posts engaged with, authors blocked.
-        cands = [x for x in cands if x.post_id not in ctx.seen and x.author_id not in ctx.blocked]
 
         t = time.perf_counter()
         feats = self._features(user_id, cands, now, request_id, degraded)

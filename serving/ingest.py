@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from core.statements import Statements
 from core.time import as_utc, day_bucket
@@ -29,7 +29,27 @@ from core.time import as_utc, day_bucket
 log = logging.getLogger("feedcast.serving.ingest")
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+def _number(v: object) -> object:
+    """JSON Schema's numbers: 7 and 7.0 are the integer 7; "7" and true are not numbers."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError("must be a JSON number")
+    return v
+
+
+Number = BeforeValidator(_number)
+Id = Annotated[int, Field(ge=1, le=2**63 - 1), Number]
+
+
+def _text(v: object) -> object:
+    if not isinstance(v, str):
+        raise ValueError("must be an RFC 3339 date-time string, e.g. 2026-01-01T12:00:00Z")
+    return v
+
+
+# A time as the schema says it: a string (never a number of seconds).
+Timestamp = Annotated[datetime, BeforeValidator(_text)]
 
 
 class _EventBase(BaseModel):
@@ -41,7 +61,7 @@ class _EventBase(BaseModel):
     user_id: Id
     post_id: Id
     author_id: Id | None = Field(None, description="The post's author, when the app knows it.")
-    ts: datetime = Field(
+    ts: Timestamp = Field(
         description="When it happened (RFC 3339 with a zone); not later than the server's "
         "clock plus 5 minutes."
     )
@@ -59,10 +79,8 @@ class ImpressionEvent(_EventBase):
     """The post was on screen."""
 
     kind: Literal["impression"]
-    position: int | None = Field(
+    position: Annotated[int, Field(ge=0, le=999), Number] | None = Field(
         None,
-        ge=0,
-        le=999,
         description="The item's slot in the page it was served on (0 = top): the `position` "
         "of the feed item. It moves the prefetch along as the user scrolls; absent, the "
         "service looks the post up in the user's last served page.",
@@ -74,7 +92,7 @@ class DwellEvent(_EventBase):
     """How long the post stayed on screen."""
 
     kind: Literal["dwell"]
-    dwell_s: float = Field(gt=0, le=3600, description="Seconds on screen.")
+    dwell_s: Annotated[float, Number] = Field(gt=0, le=3600, description="Seconds on screen.")
     position: None = Field(None, description="Impression events only.")
 
 
@@ -112,10 +130,10 @@ class PostIn(BaseModel):
 
     post_id: Id
     author_id: Id
-    topic: int = Field(ge=0, le=1023)
+    topic: Annotated[int, Number] = Field(ge=0, le=1023)
     media_kind: Literal["photo", "video"]
-    media_bytes: int = Field(ge=1, le=2**31 - 1)
-    created_at: datetime | None = Field(None, description="Upload time; default now.")
+    media_bytes: Annotated[int, Number] = Field(ge=1, le=2**31 - 1)
+    created_at: Timestamp | None = Field(None, description="Upload time; default now.")
 
     @model_validator(mode="after")
     def _not_future(self) -> PostIn:

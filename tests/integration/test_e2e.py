@@ -34,7 +34,9 @@ def _label(settings, trained) -> str:
 
 def test_feed_is_ranked_by_the_champions(service, settings, world, trained):
     user = _reader_with_candidates(world, settings)
-    r = httpx.get(f"{service}/v1/feed/{user}", params={"limit": 10}, headers=API, timeout=30)
+    r = httpx.get(
+        f"{service}/v1/feed/{user}", params={"limit": 10, "debug": "true"}, headers=API, timeout=30
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model_version"] == _label(settings, trained) == r.headers["x-model-version"]
