@@ -25,7 +25,9 @@ ABOUT = {
     "serve": "The feed and a no-op Ray Serve app side by side on one world (~467 candidates "
     "per request), open-loop load at 50, 100 and 200 req/s (30 s each), everything on the "
     "same 2 cores. `feature_read_speedup_500`: Feast's `get_online_features` ÷ our reader "
-    "on the same 500 rows.",
+    "on the same 500 rows. Sessions (bench/sessions.py, `limit=10`): machine CPU per "
+    "continued page (cursor) against `GET /v1/ping` through the same guard, and capacity "
+    "(p99 ≤ 250 ms, no error) with first pages only against the simulator's scrolling mix.",
     "ranking": "Each world generated, trained (LightGBM light ranker, PyTorch MMoE heavy "
     "ranker) and judged against the simulator's truth on held-out days; `learnability` is "
     "the structured-MLE reference fitted on the same rows (evaluation/learnability.py).",
