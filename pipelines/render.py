@@ -8,15 +8,12 @@ from rich.table import Table
 
 
 def feed_table(page: dict[str, Any]) -> Table:
-    """One feed page: rank in the session, post, author, source, media kind, score (when the
-    page was asked for with debug) and the URL of the object an app shows first."""
+    """One feed page: slot, post, author, source, media kind, the score (only when the page was
+    asked for with debug) and the URL of the post's full rendition at the edge."""
+    scored = any(isinstance(i.get("score"), float) for i in page["items"])
+    columns = ["#", "post_id", "author_id", "source", "media", *(["score"] if scored else [])]
     table = Table(
-        "#",
-        "post_id",
-        "author_id",
-        "source",
-        "media",
-        "score",
+        *columns,
         "media URL (full)",
         title=f"feed of user {page['user_id']} — page {page.get('page', 0) + 1} "
         f"({page.get('session', 'new')} session) — model {page['model_version']}"
@@ -25,16 +22,16 @@ def feed_table(page: dict[str, Any]) -> Table:
     )
     for item in page["items"]:
         full = next((r["url"] for r in item.get("renditions", []) if r["variant"] == "full"), "")
-        score = item.get("score")
-        table.add_row(
+        cells = [
             str(item.get("position", 0) + 1),
             str(item["post_id"]),
             str(item["author_id"]),
             item.get("source", ""),
             item.get("media_kind", ""),
-            f"{score:.3f}" if isinstance(score, float) else "",
-            full,
-        )
+        ]
+        if scored:
+            cells.append(f"{item['score']:.3f}")
+        table.add_row(*cells, full)
     return table
 
 
