@@ -111,7 +111,7 @@ def scripts(users: Sequence[int], cfg: LiveConfig) -> list[Script]:
     return out
 
 
-class _Scroller:
+class Scroller:
     """Plays scripts against the service and the edge, recording into one run's stats."""
 
     def __init__(self, s: Settings, cfg: LiveConfig, base_url: str) -> None:
@@ -205,7 +205,7 @@ def run(
     redis = cache.client(s)
     key = cache.prefetch_switch_key(s)
     before: Any = redis.get(key)
-    scroller = _Scroller(s, cfg, base_url or s.serve_url)
+    scroller = Scroller(s, cfg, base_url or s.serve_url)
     runs = []
     try:
         for label, switch in (("off", "off"), ("on", "on")):

@@ -185,3 +185,20 @@ def test_prefetch_off_never_turns_sessions_off(service, settings, world):
         r.delete(key)
         r.close()
         time.sleep(1.2)  # the next test finds every replica with prefetch on again
+
+
+def test_the_live_check_scrolls_page_after_page_by_cursor(service, settings, world):
+    from prefetch.replay import live
+
+    user = _readers(world, settings, 1, skip=27)[0]
+    cfg = live.LiveConfig(limit=10, pages=3)
+    # 25 items: two full pages and half a third; 0.06 s on each keeps under the key's rate.
+    script = live.Script(user, 25, [0.06] * 30, [False] * 30)
+    scroller = live.Scroller(settings, cfg, service)
+    try:
+        stats = scroller.play(script)
+    finally:
+        scroller.close()
+    assert (stats.feeds, stats.feed_failures) == (3, 0)
+    assert (stats.events, stats.event_failures) == (25, 0)
+    assert stats.media >= 25 and stats.media_failures == 0
