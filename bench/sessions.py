@@ -30,6 +30,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,15 +47,12 @@ CPU_WINDOW_S = 20.0
 THINK_S = 0.5  # between a page's answer and the next page's request
 
 
-def busy_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of the machine since boot, from the ``cpu`` line of /proc/stat."""
-    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]  # noqa: SIM115
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def cpu_ms(busy: int) -> float:
-    return busy / os.sysconf("SC_CLK_TCK") * 1000
+def busy_ms() -> float:
+    """Busy CPU time of the whole machine since boot (every core, all but idle and iowait), in
+    ms, from the ``cpu`` line of /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK") * 1000
 
 
 @dataclass
@@ -109,10 +107,9 @@ async def _closed_loop(url: str, next_request: Any, seconds: float, workers: int
                 if await next_request(c):
                     answered += 1
 
-    b0, _ = busy_jiffies()
+    before = busy_ms()
     await asyncio.gather(*(worker() for _ in range(workers)))
-    b1, _ = busy_jiffies()
-    return cpu_ms(b1 - b0) / max(answered, 1)
+    return (busy_ms() - before) / max(answered, 1)
 
 
 async def cpu_page2(url: str, users: list[int], seconds: float = CPU_WINDOW_S) -> dict[str, Any]:

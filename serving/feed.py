@@ -109,13 +109,11 @@ class FeedPage(BaseModel):
 class Served:
     """A page just served: what the side work and the impression log need."""
 
-    user_id: int
     request_id: str
-    session: sessions.FeedSession | None
+    session: sessions.FeedSession
     page: int
-    offset: int
+    offset: int  # session position of the page's first item
     items: list[cache.CachedItem]
-    label: str
 
 
 def _cached(
@@ -313,27 +311,28 @@ class FeedPath:
             m.candidates(name, n)
 
         t = time.perf_counter()
-        feats = self._features(user_id, cands, now, request_id, degraded)
+        posts, authors, topics = ranking.ids(cands)
+        feats = self._features(user_id, posts, authors, topics, now, request_id, degraded)
         m.observe_stage("features", time.perf_counter() - t)
-        b = ranking.batch(cands, feats, user_id)
+        b = ranking.Batch(user_id, posts, authors, topics, feats)
+        rows, label = self._rank(b, cands, ctx.followed, rankers, degraded)
         sess = sessions.FeedSession(
             user_id,
             secrets.token_bytes(cursor.SESSION_ID_BYTES).hex(),
-            ranking.HEURISTIC_LABEL,
+            label,
             now.timestamp(),
-            sessions.pack([], [], [], [], [], []),
+            rows,
         )
-        sess.rows, sess.model_version = self._rank(b, cands, ctx.followed, rankers, degraded)
 
         t = time.perf_counter()
-        rows = sessions.next_page(sess, limit, self.rules)
+        first = sessions.next_page(sess, limit, self.rules)
         m.observe_stage("rules", time.perf_counter() - t)
-        page = self._with_media(sess, rows, degraded)
-        _, stored = self._redis_call("session", lambda: self.store.create(sess, page), None)
+        page = self._with_media(sess, first, degraded)
+        sess.pages = [page]
+        _, stored = self._redis_call("session", lambda: self.store.create(sess), None)
         if stored:
             m.session("new")
         else:
-            sess.pages = [page]
             degraded.append("session")
             m.degraded("session")
             m.session("unsaved")
@@ -372,10 +371,9 @@ class FeedPath:
         degraded: list[str] = []
         n = c.page
         stored = True
-        if len(sess.pages) > n:
+        if len(sess.pages) > n:  # loaded up to page n: a retry of this cursor
             self.metrics.session("retried")
             page = sess.pages[n]
-            del sess.pages[n + 1 :]
         else:
             rows = sessions.next_page(sess, limit, self.rules)
             if len(rows) < limit and sessions.unscored_left(sess):
@@ -411,9 +409,9 @@ class FeedPath:
         candidates_n: int,
     ) -> FeedPage:
         """Log the page's impressions, hand the side work its page, and build the answer."""
-        offset = sum(len(p) for p in sess.pages[:n])
+        offset = sess.offset(n)
         items = _cached(sess, page)
-        served = Served(sess.user_id, request_id, sess, n, offset, items, sess.model_version)
+        served = Served(request_id, sess, n, offset, items)
         self._log_impressions(served, degraded)
         side.submit(self._after_page, served)
         more = resumable and bool(page) and sessions.remaining(sess) > 0
@@ -472,21 +470,19 @@ class FeedPath:
     def _features(
         self,
         user_id: int,
-        cands: Sequence[candidates.Candidate],
+        posts: np.ndarray,
+        authors: np.ndarray,
+        topics: np.ndarray,
         now: datetime,
         request_id: str,
         degraded: list[str],
     ) -> np.ndarray:
-        """The candidates' feature rows; every feature unknown when the online store fails."""
-        if not cands:
+        """The posts' feature rows; every feature unknown when the online store fails."""
+        if not len(posts):
             return ranking.unknown_features(0)
         feats, ok = self.redis_breaker.call(
             lambda: self.reader.read(
-                user_id,
-                [c.post_id for c in cands],
-                [c.author_id for c in cands],
-                [c.topic for c in cands],
-                now.timestamp(),
+                user_id, posts.tolist(), authors.tolist(), topics.tolist(), now.timestamp()
             ),
             None,
             lambda exc: log.warning("features unavailable for %s: %s", request_id, exc),
@@ -496,7 +492,7 @@ class FeedPath:
         if "features" not in degraded:
             degraded.append("features")
             self.metrics.degraded("features")
-        return ranking.unknown_features(len(cands))
+        return ranking.unknown_features(len(posts))
 
     def _rank(
         self,
@@ -558,18 +554,12 @@ class FeedPath:
         start = sess.scored_until()
         stop = min(len(sess.rows), start + self.s.light_keep)
         r = sess.rows[start:stop]
-        cands = [
-            candidates.Candidate(
-                int(p), int(a), datetime.fromtimestamp(float(t), UTC), int(tp), "timeline"
-            )
-            for p, a, t, tp in zip(
-                r["post"].tolist(), r["author"].tolist(), r["created"].tolist(),
-                r["topic"].tolist(), strict=True,
-            )
-        ]  # fmt: skip
+        # Contiguous copies: a field of the packed records is a strided view.
+        posts, authors = np.ascontiguousarray(r["post"]), np.ascontiguousarray(r["author"])
+        topics = r["topic"].astype(np.int64)
         now = datetime.now(UTC)
-        feats = self._features(sess.user_id, cands, now, "extend", degraded)
-        b = ranking.batch(cands, feats, sess.user_id)
+        feats = self._features(sess.user_id, posts, authors, topics, now, "extend", degraded)
+        b = ranking.Batch(sess.user_id, posts, authors, topics, feats)
         pair = self.models.current
         try:
             if pair is None:
@@ -644,22 +634,20 @@ class FeedPath:
     def _after_page(self, served: Served) -> None:
         """Cache the page with the session's likely next page after it (the Cassandra-down
         fallback, and what impressions plan from), then warm the edge from both."""
+        sess, items = served.session, served.items
         try:
-            items = served.items
-            sess = served.session
             on = self.prefetch.enabled()
             later: list[cache.CachedItem] = []
-            if on and sess is not None and items:
-                rows = sessions.next_page(sess, len(items), self.rules)
-                try:
-                    later = _cached(sess, self._with_media(sess, rows, []))
-                except Exception as exc:  # Cassandra: the next page is not warmed
-                    log.warning("next page of %s unreadable: %s", served.user_id, exc)
-            self._cache_page(served.user_id, items + later)
+            if on and items:  # unknown media when Cassandra cannot say: then it is not warmed
+                later = _cached(
+                    sess,
+                    self._with_media(sess, sessions.next_page(sess, len(items), self.rules), []),
+                )
+            self._cache_page(sess.user_id, items + later)
             if on:
-                self.prefetch.on_page(served.user_id, items + later)
+                self.prefetch.on_page(sess.user_id, items + later)
         except Exception:  # side work never raises into the executor unseen
-            log.exception("side work after %s's page failed", served.user_id)
+            log.exception("side work after %s's page failed", sess.user_id)
             self.metrics.degraded("prefetch")
 
     def after_impressions(self, seen: list[Seen]) -> None:
@@ -699,28 +687,28 @@ class FeedPath:
             degraded.append("impressions")
             self.metrics.degraded("impressions")
             return
+        sess = served.session
         now = datetime.now(UTC)
         batch = BatchStatement(
             batch_type=BatchType.UNLOGGED,
             consistency_level=consistency(self.s.cassandra_write_consistency),
         )
         day = day_bucket(now)
-        sid = served.session.session_hex if served.session else None
         for pos, item in enumerate(served.items):
             batch.add(
                 stmts.insert_impression,
                 (
-                    served.user_id,
+                    sess.user_id,
                     day,
                     now,
                     served.request_id,
                     pos,
                     item.post_id,
                     item.author_id,
-                    served.label,
+                    sess.model_version,
                     item.score,
                     1.0,
-                    sid,
+                    sess.session_hex,
                     served.page,
                     served.offset + pos,
                 ),

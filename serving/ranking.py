@@ -1,14 +1,14 @@
 """Two-stage scoring as plain Python: callable from a test without Ray.
 
-The light ranker (LightGBM) scores every candidate and keeps the best ``keep``; the heavy ranker
-(MMoE) predicts its four heads for those, blended into one score with configurable weights.
+The light ranker (LightGBM) orders every candidate (:func:`light_order`); the heavy ranker (MMoE)
+predicts its four heads for the best of them, blended into one score with configurable weights
+(:func:`heavy_blend`). ``serving.feed`` keeps both in the user's session.
 Everything runs on arrays: at 500 candidates a DataFrame per request costs more than the models.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +17,6 @@ from core import constants as C
 from features.store import FEATURE_COLUMNS
 from serving.candidates import Candidate
 from serving.model import Rankers
-from serving.rules import Scored
 from training.heavy import blend, encode
 from training.light import LIGHT_FEATURES
 
@@ -46,13 +45,14 @@ class Batch:
         return self.features[:, _COLUMN[name]]
 
 
-def batch(candidates: Sequence[Candidate], features: np.ndarray, user_id: int) -> Batch:
-    return Batch(
-        user_id,
-        np.fromiter((c.post_id for c in candidates), np.int64, len(candidates)),
-        np.fromiter((c.author_id for c in candidates), np.int64, len(candidates)),
-        np.fromiter((c.topic for c in candidates), np.int64, len(candidates)),
-        features,
+def ids(candidates: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(post ids, author ids, topics) of ``candidates`` as arrays: a Batch's rows, before its
+    features are read."""
+    n = len(candidates)
+    return (
+        np.fromiter((c.post_id for c in candidates), np.int64, n),
+        np.fromiter((c.author_id for c in candidates), np.int64, n),
+        np.fromiter((c.topic for c in candidates), np.int64, n),
     )
 
 
@@ -82,26 +82,6 @@ def heavy_heads(rankers: Rankers, b: Batch) -> dict[str, np.ndarray]:
     return rankers.heavy.predict_tensors(inputs)
 
 
-def _scored(
-    b: Batch,
-    idx: np.ndarray,
-    scores: np.ndarray,
-    followed: set[int],
-    e_dwell: np.ndarray | None = None,
-) -> list[Scored]:
-    dwell = e_dwell.tolist() if e_dwell is not None else [None] * len(idx)
-    return [
-        Scored(
-            int(b.post_ids[i]),
-            int(b.author_ids[i]),
-            float(s),
-            int(b.author_ids[i]) in followed,
-            d,
-        )
-        for i, s, d in zip(idx.tolist(), scores.tolist(), dwell, strict=True)
-    ]
-
-
 def subset(b: Batch, idx: np.ndarray) -> Batch:
     return Batch(b.user_id, b.post_ids[idx], b.author_ids[idx], b.topics[idx], b.features[idx])
 
@@ -119,40 +99,8 @@ def heavy_blend(
     return np.asarray(blend(heads, weights), dtype=np.float64), np.asarray(heads["e_dwell"])
 
 
-def score(
-    rankers: Rankers,
-    b: Batch,
-    followed: set[int],
-    *,
-    keep: int,
-    weights: dict[str, float],
-    observe: Callable[[str, float], None] | None = None,
-) -> list[Scored]:
-    """Light ranker prunes to ``keep``, heavy ranker scores the rest (batched, no grad).
-
-    ``observe(stage, seconds)`` is told how long each stage ("light", "heavy") took.
-    """
-    if not len(b):
-        return []
-    t = time.perf_counter()
-    top = light_order(rankers, b)[:keep]
-    if observe:
-        observe("light", time.perf_counter() - t)
-        t = time.perf_counter()
-    scores, dwell = heavy_blend(rankers, subset(b, top), weights)
-    out = _scored(b, top, scores, followed, dwell)
-    if observe:
-        observe("heavy", time.perf_counter() - t)
-    return out
-
-
-def heuristic(b: Batch, followed: set[int]) -> list[Scored]:
-    """No model at all: like rate (a prior where unknown) decayed by age, followed first."""
-    return _scored(b, np.arange(len(b)), heuristic_scores(b, followed), followed)
-
-
 def heuristic_scores(b: Batch, followed: set[int]) -> np.ndarray:
-    """The scores of :func:`heuristic`, one per row."""
+    """No model at all: like rate (a prior where unknown) decayed by age, followed first."""
     rate = np.nan_to_num(b.column("post_like_rate"), nan=0.06)
     age = np.nan_to_num(b.column("post_age_h"), nan=24.0)
     in_net = np.fromiter((a in followed for a in b.author_ids.tolist()), bool, len(b))

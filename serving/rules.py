@@ -12,7 +12,6 @@ class Scored:
     author_id: int
     score: float
     in_network: bool
-    e_dwell: float | None = None  # the heavy ranker's E[dwell] in seconds; None if it did not run
 
 
 @dataclass(frozen=True)
@@ -59,31 +58,3 @@ def apply_rules(
         page.extend(held[: limit - len(page)])
         page.sort(key=lambda i: i.score, reverse=True)
     return page
-
-
-def later_pages(
-    items: Sequence[Scored],
-    served: Sequence[Scored],
-    limit: int,
-    pages: int,
-    *,
-    seen: Collection[int] = (),
-    blocked_authors: Collection[int] = (),
-    config: RuleConfig | None = None,
-) -> list[list[Scored]]:
-    """The pages that would follow ``served``: the same rules over what no earlier page took."""
-    taken = {i.post_id for i in served}
-    out: list[list[Scored]] = []
-    for _ in range(pages):
-        page = apply_rules(
-            [i for i in items if i.post_id not in taken],
-            limit,
-            seen=seen,
-            blocked_authors=blocked_authors,
-            config=config,
-        )
-        if not page:
-            break
-        out.append(page)
-        taken.update(i.post_id for i in page)
-    return out

@@ -80,8 +80,9 @@ class FeedSession:
     def served(self) -> set[int]:
         return {i.row for p in self.pages for i in p}
 
-    def offset(self) -> int:
-        return sum(len(p) for p in self.pages)
+    def offset(self, page: int | None = None) -> int:
+        """Session position of ``page``'s first item (default: after every page held)."""
+        return sum(len(p) for p in self.pages[:page])
 
     def scored_until(self) -> int:
         """Rows heavy-scored: they are a prefix of the light order."""
@@ -124,9 +125,9 @@ def unscored_left(sess: FeedSession) -> int:
     return len(sess.rows) - sess.scored_until()
 
 
-def remaining(sess: FeedSession, extra: Sequence[int] = ()) -> int:
-    """Rows neither served nor in ``extra`` (the page being served)."""
-    return len(sess.rows) - len(sess.served() | set(extra))
+def remaining(sess: FeedSession) -> int:
+    """Rows not served by any page held."""
+    return len(sess.rows) - len(sess.served())
 
 
 # -- Redis ---------------------------------------------------------------------------------
@@ -146,17 +147,21 @@ class SessionStore:
     def __init__(self, settings: Settings, r: redis.Redis) -> None:
         self.s, self.r = settings, r
 
-    def create(self, sess: FeedSession, first: Sequence[PageItem]) -> None:
+    def create(self, sess: FeedSession) -> None:
+        """Store a new session with its first page (``sess.pages[0]``)."""
         meta = {"u": sess.user_id, "v": sess.model_version, "t": sess.created_s}
         k = key(self.s, sess.session_hex)
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(
             k,
-            mapping={"m": json.dumps(meta), "c": sess.rows.tobytes(), "p:0": _page_json(first)},
+            mapping={
+                "m": json.dumps(meta),
+                "c": sess.rows.tobytes(),
+                "p:0": _page_json(sess.pages[0]),
+            },
         )
         pipe.expire(k, self.s.session_ttl_s)
         pipe.execute()
-        sess.pages = [list(first)]
 
     def load(self, session_hex: str, upto_page: int) -> FeedSession | None:
         """The session with its pages 0..``upto_page`` that exist; None when it is gone."""
@@ -191,9 +196,6 @@ class SessionStore:
     def put_rows(self, sess: FeedSession) -> None:
         """Rows after more of them were heavy-scored (the same values whoever writes them)."""
         self.r.hset(key(self.s, sess.session_hex), "c", sess.rows.tobytes())  # type: ignore[arg-type]
-
-    def touch(self, sess: FeedSession) -> None:
-        self.r.expire(key(self.s, sess.session_hex), self.s.session_ttl_s)
 
 
 def finite(x: float) -> float | None:

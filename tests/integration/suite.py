@@ -1,10 +1,12 @@
-"""The integration suite's own ports and API keys (its stack runs beside a demo's), and
-free loopback ports for the components a session or a test starts for itself."""
+"""The integration suite's own ports and API keys (its stack runs beside a demo's), free
+loopback ports for the components a session or a test starts for itself, and the readers the
+feed tests pick from the session's world."""
 
 from __future__ import annotations
 
 import socket
 from contextlib import ExitStack
+from typing import Any
 
 TEST_SERVE_PORT = 8011
 # The suite's own Redis (beside a demo's on 6379): degraded-mode tests stop and restart it.
@@ -30,3 +32,18 @@ def free_ports(n: int) -> list[int]:
         for s in socks:
             s.bind(("127.0.0.1", 0))
         return [s.getsockname()[1] for s in socks]
+
+
+def readers(world: Any, settings: Any, n: int, skip: int = 0) -> list[int]:
+    """Users with many recent timeline posts (full pages, long sessions), most first, past the
+    ``skip`` busiest: each test file takes its own slice, so that its tests start from users no
+    other test served (test_serving reads the busiest, test_prefetch_serving 1-29,
+    test_sessions 30-38)."""
+    import pandas as pd  # lazy: suite.py is imported for its constants alone
+
+    from core import constants as C
+    from simulator.writer import timeline_rows
+
+    tl = timeline_rows(world, settings.pull_follower_threshold)
+    recent = tl[tl["created_at"] > pd.Timestamp(world.config.end) - pd.Timedelta(days=2)]
+    return [int(u) for u in recent[C.USER_ID].value_counts().index[skip : skip + n]]

@@ -51,10 +51,15 @@ def test_schemathesis_checks_all_over_every_route_finds_nothing(service, tmp_pat
         str(events),
         "--no-color",
     ]
-    env = os.environ | {"SCHEMATHESIS_HOOKS": "tests.integration.st_hooks"}
-    done = subprocess.run(
-        cmd, cwd=HERE.parent.parent, env=env, capture_output=True, text=True, timeout=1200
-    )
+    root = str(HERE.parent.parent)  # where the hooks module imports from
+    env = os.environ | {
+        "SCHEMATHESIS_HOOKS": "tests.integration.st_hooks",
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+    }
+    # Run from the test's own folder: st keeps a cache of past failures (.schemathesis/) in its
+    # working directory and replays them, which must neither land in the repository nor make
+    # one run depend on another.
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-8000:]
 

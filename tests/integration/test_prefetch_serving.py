@@ -18,20 +18,11 @@ from core.settings import DEV_API_KEY, Settings
 from core.time import day_bucket
 from prefetch.pages import plan_items, read_continuation
 from stack import nginx
+from tests.integration.suite import readers
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 API = {"X-API-Key": DEV_API_KEY}
-
-
-def _readers(world, settings: Settings, n: int, skip: int = 0) -> list[int]:
-    """Users with many recent timeline posts (full pages), most first; ``skip`` the busiest
-    (test_serving's reader), so that these tests start from users no other test served."""
-    from simulator.writer import timeline_rows
-
-    tl = timeline_rows(world, settings.pull_follower_threshold)
-    recent = tl[tl["created_at"] > pd.Timestamp(world.config.end) - pd.Timedelta(days=2)]
-    return [int(u) for u in recent[C.USER_ID].value_counts().index[skip : skip + n]]
 
 
 def _feed(service: str, user: int, **params) -> httpx.Response:
@@ -91,7 +82,7 @@ def _scrape(pattern: str) -> float:
 
 
 def test_a_served_page_warms_its_planned_objects_at_the_edge(service, settings, world):
-    user = _readers(world, settings, 1, skip=1)[0]
+    user = readers(world, settings, 1, skip=1)[0]
     c = _deep_scroller(settings, user)
     assert c**2 >= settings.prefetch_threshold  # two items ahead are sure enough to fetch
     r = _feed(service, user, limit=10)
@@ -116,7 +107,7 @@ def test_a_served_page_warms_its_planned_objects_at_the_edge(service, settings, 
 
 
 def test_the_served_page_is_cached_with_the_sessions_next_page_after_it(service, settings, world):
-    user = _readers(world, settings, 1, skip=2)[0]
+    user = readers(world, settings, 1, skip=2)[0]
     first = _feed(service, user, limit=5).json()
     items = _cached_page(settings, user, [i["post_id"] for i in first["items"]])
     nxt = _feed(service, user, limit=5, cursor=first["next_cursor"]).json()
@@ -127,7 +118,7 @@ def test_the_served_page_is_cached_with_the_sessions_next_page_after_it(service,
 
 
 def test_impressions_roll_the_prefetch_along_the_page(service, settings, world):
-    user = _readers(world, settings, 1, skip=3)[0]
+    user = readers(world, settings, 1, skip=3)[0]
     served = [i["post_id"] for i in _feed(service, user, limit=12).json()["items"]]
     items = _cached_page(settings, user, served)
     assert len(items) >= 8
@@ -165,7 +156,7 @@ def test_impressions_roll_the_prefetch_along_the_page(service, settings, world):
 
 
 def test_a_dead_edge_changes_no_feed_response_and_counts_failures(service, settings, world):
-    user = _readers(world, settings, 1, skip=4)[0]
+    user = readers(world, settings, 1, skip=4)[0]
     failed = r'ray_feedcast_prefetch_warm_total\{.*outcome="failed"'
     before = _scrape(failed)
     if not nginx.down(settings):
@@ -277,7 +268,7 @@ def test_the_live_check_hits_more_at_the_edge_with_prefetch_on(service, settings
         nginx.up(settings)
 
     # 20 readers: with 10 (~135 media requests a run) the gap was within noise once in CI.
-    users = _readers(world, settings, 20, skip=10)
+    users = readers(world, settings, 20, skip=10)
     # One page of 20 each, as this test ran before sessions (scrolling by cursor is
     # test_sessions.py's; the demo's live check does both).
     cfg = live.LiveConfig(users=20, seed=3, concurrency=3, limit=20, pages=1)

@@ -11,25 +11,15 @@ import pandas as pd
 import pytest
 
 from core import cache
-from core import constants as C
 from core.db import connect
 from core.settings import DEV_API_KEY
 from core.time import day_bucket
 from serving import cursor, sessions
+from tests.integration.suite import readers
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 API = {"X-API-Key": DEV_API_KEY}
-
-
-def _readers(world, settings, n: int, skip: int) -> list[int]:
-    """Users with many recent timeline posts (long sessions), past the ``skip`` busiest (which
-    other test files read), so these tests start from users no other test served."""
-    from simulator.writer import timeline_rows
-
-    tl = timeline_rows(world, settings.pull_follower_threshold)
-    recent = tl[tl["created_at"] > pd.Timestamp(world.config.end) - pd.Timedelta(days=2)]
-    return [int(u) for u in recent[C.USER_ID].value_counts().index[skip : skip + n]]
 
 
 def _page(service: str, user: int, **params) -> httpx.Response:
@@ -48,7 +38,7 @@ def _ids(body: dict) -> list[int]:
 
 
 def test_five_pages_never_repeat_a_post_and_every_media_url_is_served(service, settings, world):
-    user = _readers(world, settings, 1, skip=20)[0]
+    user = readers(world, settings, 1, skip=30)[0]
     limits = [5, 3, 6, 4, 5]  # the limit may change from page to page
     pages, cur = [], None
     for n, limit in enumerate(limits):
@@ -82,7 +72,7 @@ def test_five_pages_never_repeat_a_post_and_every_media_url_is_served(service, s
 
 
 def test_debug_shows_each_items_score_in_ranked_order(service, settings, world):
-    user = _readers(world, settings, 1, skip=21)[0]
+    user = readers(world, settings, 1, skip=31)[0]
     body = _ok(service, user, limit=6, debug="true")
     scores = [i["score"] for i in body["items"]]
     assert all(isinstance(s, float) for s in scores)
@@ -90,7 +80,7 @@ def test_debug_shows_each_items_score_in_ranked_order(service, settings, world):
 
 
 def test_a_retried_cursor_returns_the_same_page(service, settings, world):
-    user = _readers(world, settings, 1, skip=22)[0]
+    user = readers(world, settings, 1, skip=32)[0]
     first = _ok(service, user, limit=4)
     again = [_ok(service, user, limit=4, cursor=first["next_cursor"]) for _ in range(2)]
     assert _ids(again[0]) == _ids(again[1]) and again[0]["next_cursor"] == again[1]["next_cursor"]
@@ -107,7 +97,7 @@ def _edited(text: str) -> str:
 
 
 def test_bad_cursors_are_400s_that_name_the_problem(service, settings, world):
-    user, other = _readers(world, settings, 2, skip=23)
+    user, other = readers(world, settings, 2, skip=33)
     cur = _ok(service, user, limit=3)["next_cursor"]
     cases = {
         "another user": _page(service, other, limit=3, cursor=cur),
@@ -122,7 +112,7 @@ def test_bad_cursors_are_400s_that_name_the_problem(service, settings, world):
 
 
 def test_an_expired_or_lost_session_restarts_with_a_fresh_first_page(service, settings, world):
-    user = _readers(world, settings, 1, skip=24)[0]
+    user = readers(world, settings, 1, skip=35)[0]
     keys = cursor.Keys.parse(settings.cursor_keys)
     first = _ok(service, user, limit=4)
     c = cursor.decode(first["next_cursor"], keys, user_id=user)
@@ -144,7 +134,7 @@ def test_an_expired_or_lost_session_restarts_with_a_fresh_first_page(service, se
 
 
 def test_impressions_record_the_session_the_page_and_the_session_position(service, settings, world):
-    user = _readers(world, settings, 1, skip=25)[0]
+    user = readers(world, settings, 1, skip=36)[0]
     first = _ok(service, user, limit=4)
     second = _ok(service, user, limit=3, cursor=first["next_cursor"])
     sid = cursor.decode(first["next_cursor"], cursor.Keys.parse(settings.cursor_keys), user_id=user)
@@ -171,7 +161,7 @@ def test_impressions_record_the_session_the_page_and_the_session_position(servic
 
 
 def test_prefetch_off_never_turns_sessions_off(service, settings, world):
-    user = _readers(world, settings, 1, skip=26)[0]
+    user = readers(world, settings, 1, skip=37)[0]
     r = cache.client(settings)
     key = cache.prefetch_switch_key(settings)
     r.set(key, "off")
@@ -190,7 +180,7 @@ def test_prefetch_off_never_turns_sessions_off(service, settings, world):
 def test_the_live_check_scrolls_page_after_page_by_cursor(service, settings, world):
     from prefetch.replay import live
 
-    user = _readers(world, settings, 1, skip=27)[0]
+    user = readers(world, settings, 1, skip=38)[0]
     cfg = live.LiveConfig(limit=10, pages=3)
     # 25 items: two full pages and half a third; 0.06 s on each keeps under the key's rate.
     script = live.Script(user, 25, [0.06] * 30, [False] * 30)

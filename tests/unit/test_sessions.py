@@ -16,8 +16,8 @@ SID = bytes.fromhex("00112233aabbccdd")
 
 
 def _c(**kw) -> cursor.Cursor:
-    return cursor.Cursor(**({"user_id": 7, "session_id": SID, "page": 2, "offset": 40} | kw
-                            | {"expires_at": kw.get("expires_at", 2_000_000_000)}))  # fmt: skip
+    mine = {"user_id": 7, "session_id": SID, "page": 2, "offset": 40, "expires_at": 2_000_000_000}
+    return cursor.Cursor(**(mine | kw))
 
 
 def test_a_cursor_round_trips_and_is_short_and_url_safe():
