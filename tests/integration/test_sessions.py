@@ -192,3 +192,16 @@ def test_the_live_check_scrolls_page_after_page_by_cursor(service, settings, wor
     assert (stats.feeds, stats.feed_failures) == (3, 0)
     assert (stats.events, stats.event_failures) == (25, 0)
     assert stats.media >= 25 and stats.media_failures == 0
+
+
+def test_a_page_past_the_heavy_scored_part_scores_more_of_the_session(service, settings, world):
+    user = readers(world, settings, 1, skip=39)[0]
+    first = _ok(service, user, limit=settings.light_keep)  # takes every heavy-scored row
+    assert first["candidates"] > settings.light_keep, first["candidates"]
+    assert len(first["items"]) == settings.light_keep
+    second = _ok(service, user, limit=10, cursor=first["next_cursor"], debug="true")
+    # Ranked by the heavy ranker then (not the degraded fallback), nothing repeated.
+    assert second["session"] == "continued" and second["degraded"] == [], second
+    assert 0 < len(second["items"]) <= 10
+    assert not set(_ids(first)) & set(_ids(second))
+    assert all(isinstance(i["score"], float) for i in second["items"])
