@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     # Serving
     serve_host: str = Field("127.0.0.1", description="Ray Serve HTTP host.")
     serve_port: int = Field(8000, description="Ray Serve HTTP port.")
+    serve_ingress: Literal["haproxy", "python"] = Field(
+        "haproxy",
+        description="What takes HTTP in front of the replicas: Ray Serve's HAProxy (in C, "
+        "replicas take requests directly; ~5x less CPU per request) or its Python proxy. Read "
+        "where Ray starts (the stack's head, a local deploy); a cluster sets Ray's variables "
+        "on its nodes (stack/ingress.py).",
+    )
+    serve_haproxy_ports: tuple[int, int] | None = Field(
+        None,
+        description="Ports of HAProxy's stats page and Prometheus endpoint, both on serve_host; "
+        "unset: serve_port + 1 and + 2 (one pair per Ray head on a machine).",
+    )
     ray_address: str | None = Field(
         None, description="Ray cluster address; unset = the stack's local head."
     )
@@ -444,6 +456,14 @@ class Settings(BaseSettings):
     @property
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
+
+    @property
+    def haproxy_stats_port(self) -> int:
+        return self.serve_haproxy_ports[0] if self.serve_haproxy_ports else self.serve_port + 1
+
+    @property
+    def haproxy_metrics_port(self) -> int:
+        return self.serve_haproxy_ports[1] if self.serve_haproxy_ports else self.serve_port + 2
 
     @property
     def gate_url(self) -> str:

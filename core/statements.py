@@ -18,8 +18,23 @@ _WRITES = {
     "insert_follow": "INSERT INTO follows_by_user (user_id, followee_id, followee_followers) "
     "VALUES (?, ?, ?)",
     "insert_follower": "INSERT INTO followers_by_user (user_id, follower_id) VALUES (?, ?)",
-    "insert_timeline": "INSERT INTO timeline_by_user (user_id, day, created_at, post_id, "
-    "author_id, topic) VALUES (?, ?, ?, ?, ?, ?)",
+    # The recent timeline (schema v6): TTL = what is left of the window (core.context.ttl_s).
+    "insert_feed": "INSERT INTO feed_by_user (user_id, created_ms, post_id, author_id, topic) "
+    "VALUES (?, ?, ?, ?, ?) USING TTL ?",
+    # The user's context (schema v6), kept by core.context where it changes.
+    "context_known": "UPDATE user_context SET known = true WHERE user_id = ?",
+    "context_follow": "UPDATE user_context SET followees = followees + ? WHERE user_id = ?",
+    "context_unfollow": "UPDATE user_context SET followees = followees - ? WHERE user_id = ?",
+    "context_block": "UPDATE user_context SET blocked = blocked + ? WHERE user_id = ?",
+    "context_unblock": "UPDATE user_context SET blocked = blocked - ? WHERE user_id = ?",
+    "context_engaged": "UPDATE user_context USING TTL ? SET engaged = engaged + ? "
+    "WHERE user_id = ?",
+    "context_replace": "UPDATE user_context SET known = ?, followees = ?, blocked = ?, "
+    "engaged = null WHERE user_id = ?",
+    "insert_block": "INSERT INTO blocks_by_user (user_id, blocked_id) VALUES (?, ?)",
+    "delete_block": "DELETE FROM blocks_by_user WHERE user_id = ? AND blocked_id = ?",
+    "delete_follow": "DELETE FROM follows_by_user WHERE user_id = ? AND followee_id = ?",
+    "delete_follower": "DELETE FROM followers_by_user WHERE user_id = ? AND follower_id = ?",
     "insert_interaction_by_user": "INSERT INTO interactions_by_user (user_id, day, event_ts, "
     "event_id, post_id, author_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
     "insert_interaction_by_post": "INSERT INTO interactions_by_post (post_id, event_ts, event_id, "
@@ -47,6 +62,11 @@ _READS = {
     "WHERE user_id = ?",
     "timeline_day": "SELECT post_id, author_id, created_at, topic FROM timeline_by_user "
     "WHERE user_id = ? AND day = ? LIMIT ?",
+    "feed_recent": "SELECT post_id, author_id, created_ms, topic FROM feed_by_user "
+    "WHERE user_id = ? LIMIT ?",
+    "get_context": "SELECT known, followees, blocked, engaged FROM user_context WHERE user_id = ?",
+    "engaged_since": "SELECT post_id, event_ts FROM interactions_by_user WHERE user_id = ? "
+    "AND day = ? AND event_ts >= ?",
     "big_followees": "SELECT followee_id, followee_followers FROM follows_by_user "
     "WHERE user_id = ?",
     "blocked": "SELECT blocked_id FROM blocks_by_user WHERE user_id = ?",

@@ -150,6 +150,24 @@ def world_advance(
     console.print_json(json.dumps(written))
 
 
+@world_app.command("rebuild-context")
+def world_rebuild_context(
+    user: Annotated[
+        list[int] | None, typer.Option(help="Only this user (repeatable); default: every user.")
+    ] = None,
+) -> None:
+    """Rewrite each user's read context (follows, blocks, posts engaged with lately) and recent
+    timeline from the tables of record: after the schema v6 migration, or to repair a context
+    whose write failed. Idempotent; the feed keeps serving meanwhile."""
+    from pipelines.steps import rebuild_context  # lazy: the Cassandra driver
+
+    try:
+        counts = rebuild_context(settings(), user or None, progress=True)
+    except Exception as exc:
+        fail(f"context rebuild failed: {type(exc).__name__}: {exc}")
+    console.print_json(json.dumps(counts))
+
+
 @world_app.command("stats")
 def world_stats() -> None:
     """Realism figures of the current world: follower exponent, request Zipf, churn."""

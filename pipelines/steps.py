@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
 
+from core import context
 from core.db import connect
 from core.schema import apply_schema
 from core.settings import Settings
@@ -48,6 +49,8 @@ WORLD_TABLES = (
     "follows_by_user",
     "followers_by_user",
     "timeline_by_user",
+    "feed_by_user",
+    "user_context",
     "interactions_by_user",
     "interactions_by_post",
     "impressions_by_user",
@@ -108,6 +111,40 @@ def generate_world(
     rows = {n: len(getattr(lake, n)) for n in writer.LOG_TABLES}
     rows |= {f"future_{n}": len(f) for n, f in future.items() if hold_back_days}
     return world, WorldSummary(rows, written, str(out))
+
+
+def rebuild_context(
+    settings: Settings, users: list[int] | None = None, *, progress: bool = False
+) -> dict[str, int]:
+    """``core.context.rebuild`` for ``users`` (default: every user in the keyspace), applying
+    the schema first (v6 adds the tables it writes); summed counts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    apply_schema(settings)
+    cluster, session = connect(settings)
+    try:
+        stmts = Statements(session, settings)
+        ids = users or [r.user_id for r in session.execute(stmts.all_users)]
+        now = datetime.now(UTC)
+        totals = {"users": 0, "followees": 0, "blocked": 0, "engaged": 0, "timeline": 0}
+
+        def one(user: int) -> dict[str, int]:
+            return context.rebuild(session, stmts, user, now=now, days=settings.timeline_days)
+
+        with (
+            ThreadPoolExecutor(8) as pool,
+            tqdm(total=len(ids), desc="context", unit="user", disable=not progress) as bar,
+        ):
+            for counts in pool.map(one, ids):
+                totals["users"] += 1
+                for k, v in counts.items():
+                    totals[k] += v
+                bar.update()
+        return totals
+    finally:
+        cluster.shutdown()
 
 
 def advance_world(settings: Settings, days: float, *, progress: bool = False) -> dict[str, int]:

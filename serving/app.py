@@ -286,6 +286,7 @@ class FeedService:
                 self.path.stmts(),
                 body.events,
                 timeout_s=self.settings.cassandra_request_timeout_s,
+                days=self.settings.timeline_days,
             )
         except Exception as exc:  # Cassandra unavailable: not acknowledged, the client retries
             log.warning("events not stored: %s", exc)
@@ -323,7 +324,7 @@ class FeedService:
             self.path.metrics.degraded("posts")
             return _unavailable(f"post not stored, retry: {type(exc).__name__}")
         if not claimed.pull:
-            self.background.submit(ingest.fan_out, session, stmts, claimed)
+            self.background.submit(ingest.fan_out, session, stmts, claimed, days=s.timeline_days)
         return ingest.PostResult(
             post_id=body.post_id,
             status="created" if claimed.created else "duplicate",

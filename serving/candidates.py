@@ -1,28 +1,74 @@
-"""Candidate generation: fan-out timeline partitions, big accounts pulled at read time, and an
-explore source (recent popular posts), each under a cap of its own."""
+"""Candidate generation: the user's recent timeline (fan-out on write), the recent posts of the
+big accounts they follow (pulled at read time), and an explore source (recent popular posts),
+each under a cap of its own.
+
+Two Cassandra reads, sent together (schema v6, ``core.context``): the user's context row (who
+they follow, whom they blocked, what they engaged with lately) and the newest ``cap_timeline``
+rows of their one timeline partition. Big accounts' posts come from a per-replica cache
+(:class:`PullCache`) and cost a read only when it is stale. Rows stay tuples and become arrays
+(:class:`Candidates`); no Python object per candidate.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
+import numpy as np
 from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import PreparedStatement
 
+from core import context
 from core.db import TUPLES
 from core.statements import Statements
-from core.time import as_utc, day_bucket
+from core.time import day_bucket
+
+SOURCES = ("timeline", "pull", "explore")
+TIMELINE, PULL, EXPLORE = range(3)
 
 
 @dataclass(frozen=True)
-class Candidate:
-    post_id: int
-    author_id: int
-    created_at: datetime
-    topic: int
-    source: str  # "timeline", "pull" or "explore"
+class Candidates:
+    """Candidates as parallel arrays: ids, creation time (epoch ms), topic, source code."""
+
+    post: np.ndarray  # int64
+    author: np.ndarray  # int64
+    created_ms: np.ndarray  # int64
+    topic: np.ndarray  # int64
+    source: np.ndarray  # int8, index into SOURCES
+
+    def __len__(self) -> int:
+        return len(self.post)
+
+    @staticmethod
+    def from_rows(rows: Sequence[tuple[int, int, int, int]], source: int) -> Candidates:
+        """``(post, author, created_ms, topic)`` rows (topic may be None)."""
+        n = len(rows)
+        if not n:
+            return EMPTY
+        a = np.array([(p, au, t, tp or 0) for p, au, t, tp in rows], dtype=np.int64).reshape(n, 4)
+        return Candidates(a[:, 0], a[:, 1], a[:, 2], a[:, 3], np.full(n, source, np.int8))
+
+    def take(self, idx: np.ndarray) -> Candidates:
+        return Candidates(*(getattr(self, f)[idx] for f in _FIELDS))
+
+    @staticmethod
+    def concat(parts: Sequence[Candidates]) -> Candidates:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return EMPTY
+        return Candidates(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+    def source_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.source, minlength=len(SOURCES))
+        return {SOURCES[k]: int(n) for k, n in enumerate(counts) if n}
+
+
+_FIELDS = ("post", "author", "created_ms", "topic", "source")
+_I64 = np.zeros(0, np.int64)
+EMPTY = Candidates(_I64, _I64, _I64, _I64, np.zeros(0, np.int8))
 
 
 @dataclass(frozen=True)
@@ -33,15 +79,6 @@ class Caps:
     pull: int = 100
     explore: int = 50
     total: int = 500
-
-
-@dataclass(frozen=True)
-class Context:
-    """What the page rules need besides the candidates."""
-
-    seen: set[int]
-    blocked: set[int]
-    followed: set[int]
 
 
 class PullCache:
@@ -55,15 +92,15 @@ class PullCache:
 
     def __init__(self, ttl_s: float, max_authors: int = 10_000) -> None:
         self.ttl_s, self.max_authors = ttl_s, max_authors
-        self._posts: dict[tuple[int, int], tuple[float, list[Candidate]]] = {}
+        self._posts: dict[tuple[int, int], tuple[float, Candidates]] = {}
 
-    def get(self, author: int, day: int) -> list[Candidate] | None:
+    def get(self, author: int, day: int) -> Candidates | None:
         hit = self._posts.get((author, day))
         if hit is None or time.monotonic() - hit[0] > self.ttl_s:
             return None
         return hit[1]
 
-    def put(self, author: int, day: int, posts: list[Candidate]) -> None:
+    def put(self, author: int, day: int, posts: Candidates) -> None:
         if self.ttl_s <= 0:
             return
         if len(self._posts) >= self.max_authors:  # bounded: start over rather than grow
@@ -75,74 +112,95 @@ def gather(
     session: Session,
     stmts: Statements,
     user_id: int,
-    now: datetime,
+    now_ms: int,
     *,
     days: int,
     pull_threshold: int,
     caps: Caps,
     timeout_s: float,
-    explore: Sequence[Candidate] = (),
+    explore: Candidates = EMPTY,
     pull_cache: PullCache | None = None,
-) -> tuple[list[Candidate], Context]:
-    """The user's recent timeline, the recent posts of the big accounts they follow, the
-    ``explore`` posts (popular, out of network), and the rule context (posts already engaged
-    with, blocked authors, followed accounts).
+) -> tuple[Candidates, context.UserContext]:
+    """The candidates and the user's context (``known`` False: no such user).
 
-    Every partition is read concurrently, each with ``timeout_s`` (the step's deadline); a
-    Cassandra error propagates so the caller can fall back to a cached page. A post comes from
-    the first source that has it (timeline, then pull, then explore), each source capped.
-    Big accounts' posts come from ``pull_cache`` while fresh there.
+    Seen posts and blocked authors are left out; a post comes from the first source that has it
+    (timeline, then pull, then explore), each source capped, newest first within a source, and
+    nothing created after ``now_ms``. Every read has ``timeout_s`` (the step's deadline); a
+    Cassandra error propagates so the caller can fall back to a cached page.
     """
-    today = day_bucket(now)
-    buckets = [today - d for d in range(days)]
 
     def read(stmt: PreparedStatement, args: tuple[object, ...]) -> ResponseFuture:
         return session.execute_async(stmt, args, timeout=timeout_s, execution_profile=TUPLES)
 
-    first_day = read(stmts.timeline_day, (user_id, buckets[0], max(1, caps.timeline)))
-    engaged = [read(stmts.engaged_day, (user_id, b)) for b in buckets]
-    follows = read(stmts.big_followees, (user_id,))
-    blocked = read(stmts.blocked, (user_id,))
-    follow_rows = list(follows.result())  # (followee_id, followee_followers)
-    big = [a for a, n in follow_rows if (n or 0) > pull_threshold]
-    pulled: list[Candidate] = []
+    ctx_fut = read(stmts.get_context, (user_id,))
+    feed_fut = read(stmts.feed_recent, (user_id, max(1, caps.timeline)))
+    ctx = context.parse(ctx_fut.result().one())
+    if not ctx.known:
+        return EMPTY, ctx
+    today = day_bucket_ms(now_ms)
+    buckets = [today - d for d in range(days)]
+    pulled: list[Candidates] = []
     pulls = []
-    for a in big:
+    for a in ctx.big(pull_threshold):
         for b in buckets:
             hit = pull_cache.get(a, b) if pull_cache else None
             if hit is None:
                 pulls.append((a, b, read(stmts.author_day, (a, b, max(1, caps.pull)))))
             else:
-                pulled.extend(hit)
-    # Day partitions newest first, each read only for what the newer ones left of the cap:
-    # ~cap rows instead of days × cap (the older days cost a round trip when they are needed).
-    tl: list[Candidate] = []
-    fut = first_day
-    for i in range(len(buckets)):  # rows: (post_id, author_id, created_at, topic)
-        tl += [
-            Candidate(p, a, as_utc(t), topic or 0, "timeline") for p, a, t, topic in fut.result()
-        ]
-        left = caps.timeline - len(tl)
-        if left <= 0 or i + 1 == len(buckets):
-            break
-        fut = read(stmts.timeline_day, (user_id, buckets[i + 1], left))
+                pulled.append(hit)
+    timeline = Candidates.from_rows(feed_fut.result().all(), TIMELINE)
     for a, b, fut in pulls:  # (post_id, created_at, topic)
-        posts = [Candidate(p, a, as_utc(t), topic or 0, "pull") for p, t, topic in fut.result()]
+        rows = [(p, a, context.to_ms(t), topic) for p, t, topic in fut.result()]
+        posts = Candidates.from_rows(rows, PULL)
         if pull_cache:
             pull_cache.put(a, b, posts)
-        pulled.extend(posts)
-    context = Context(
-        seen={r[0] for fut in engaged for r in fut.result()},
-        blocked={r[0] for r in blocked.result()},
-        followed={r[0] for r in follow_rows},
-    )
-    out: dict[int, Candidate] = {}
-    for source, cap_n in ((tl, caps.timeline), (pulled, caps.pull), (explore, caps.explore)):
-        fresh = sorted(
-            (c for c in source if c.created_at <= now and c.post_id not in out),
-            key=lambda c: (c.created_at, c.post_id),
-            reverse=True,
-        )
-        for c in fresh[: max(0, min(cap_n, caps.total - len(out)))]:
-            out[c.post_id] = c
-    return list(out.values()), context
+        pulled.append(posts)
+    sources = [(timeline, caps.timeline), (Candidates.concat(pulled), caps.pull)]
+    return select(
+        [*sources, (explore, caps.explore)],
+        total=caps.total,
+        now_ms=now_ms,
+        seen=ctx.engaged,
+        blocked=ctx.blocked,
+    ), ctx
+
+
+def day_bucket_ms(at_ms: int) -> int:
+    return day_bucket(datetime.fromtimestamp(at_ms / 1000, UTC))
+
+
+def select(
+    sources: Sequence[tuple[Candidates, int]],
+    *,
+    total: int,
+    now_ms: int,
+    seen: frozenset[int] = frozenset(),
+    blocked: frozenset[int] = frozenset(),
+) -> Candidates:
+    """Each source's newest posts up to its cap (and all together up to ``total``), in source
+    order; a post only from the first source that has it; no seen post, blocked author or
+    post from the future."""
+    taken: list[Candidates] = []
+    have: np.ndarray = _I64
+    left = total
+    for cands, cap in sources:
+        if not len(cands) or left <= 0:
+            continue
+        ok = cands.created_ms <= now_ms
+        if seen:
+            ok &= ~np.isin(cands.post, np.fromiter(seen, np.int64, len(seen)))
+        if blocked:
+            ok &= ~np.isin(cands.author, np.fromiter(blocked, np.int64, len(blocked)))
+        if len(have):
+            ok &= ~np.isin(cands.post, have)
+        idx = np.flatnonzero(ok)
+        # Newest first, ties by post id (descending), as the tables cluster them.
+        order = np.lexsort((-cands.post[idx], -cands.created_ms[idx]))
+        idx = idx[order]
+        _, first = np.unique(cands.post[idx], return_index=True)  # duplicates within a source
+        idx = idx[np.sort(first)][: max(0, min(cap, left))]
+        part = cands.take(idx)
+        taken.append(part)
+        have = np.concatenate([have, part.post])
+        left -= len(part)
+    return Candidates.concat(taken)

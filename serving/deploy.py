@@ -11,6 +11,7 @@ from ray import serve
 
 from core.settings import Settings
 from serving.app import AppArgs, build_app
+from stack import ingress
 
 APP_NAME = "feedcast"
 
@@ -20,6 +21,7 @@ def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
     if not ray.is_initialized():
         if address == "local":  # replicas at normal priority, not Ray's default nice 15
             os.environ.setdefault("RAY_worker_niceness", "0")
+            ingress.export(settings)  # a local Ray starts with this process's environment
         ray.init(
             address=address,
             namespace="feedcast",

@@ -153,10 +153,10 @@ class FeedPath:
         self._db: tuple[Cluster, Session, Statements] | None = None
         self._db_lock = threading.Lock()
         self._db_breaker = Breaker(2.0)
-        self._popular: tuple[float, list[cache.CachedItem], list[candidates.Candidate]] = (
+        self._popular: tuple[float, list[cache.CachedItem], candidates.Candidates] = (
             0.0,
             [],
-            [],
+            candidates.EMPTY,
         )
         self._pulls = candidates.PullCache(settings.pull_cache_s)
         self.prefetch = Prefetcher(
@@ -205,7 +205,7 @@ class FeedPath:
             fn, default, lambda exc: log.warning("redis %s failed: %s", what, exc)
         )
 
-    def _explore(self) -> tuple[list[candidates.Candidate], list[cache.CachedItem]]:
+    def _explore(self) -> tuple[candidates.Candidates, list[cache.CachedItem]]:
         """The popular list, as explore candidates and as items; re-read (and converted) from
         Redis at most every ``POPULAR_REFRESH_S``, not on every request."""
         at, items, cands = self._popular
@@ -215,16 +215,13 @@ class FeedPath:
             )
             if ok:
                 items = cache.load_items(raw)
-                cands = [
-                    candidates.Candidate(
-                        i.post_id,
-                        i.author_id,
-                        datetime.fromtimestamp(i.created_epoch_s, UTC),
-                        i.topic,
-                        "explore",
-                    )
-                    for i in items
-                ]
+                cands = candidates.Candidates.from_rows(
+                    [
+                        (i.post_id, i.author_id, int(i.created_epoch_s * 1000), i.topic)
+                        for i in items
+                    ],
+                    candidates.EXPLORE,
+                )
                 self._popular = (time.monotonic(), items, cands)
         return cands, items
 
@@ -279,43 +276,38 @@ class FeedPath:
         t = time.perf_counter()
         try:
             _, session, stmts = self._connect()
-            deadline = s.deadline_candidates_ms / 1000
-            user = session.execute_async(stmts.get_user, (user_id,), timeout=deadline)
             cands, ctx = candidates.gather(
                 session,
                 stmts,
                 user_id,
-                now,
+                int(now.timestamp() * 1000),
                 days=s.timeline_days,
                 pull_threshold=s.pull_follower_threshold,
                 caps=candidates.Caps(
                     s.cap_timeline, s.cap_pull, s.cap_explore, s.feed_max_candidates
                 ),
-                timeout_s=deadline,
+                timeout_s=s.deadline_candidates_ms / 1000,
                 explore=explore,
                 pull_cache=self._pulls,
             )
-            if user.result().one() is None:
+            if not ctx.known:
                 return None
         except Exception as exc:  # Cassandra down or past the deadline: a page from Redis
             log.warning("candidates unavailable for %s: %s", request_id, exc)
             m.degraded("candidates")
             return self._fallback_page(user_id, limit, request_id, popular, rankers, degraded)
         m.observe_stage("candidates", time.perf_counter() - t)
-        # Hard filters once, for the whole session: posts engaged with, authors blocked.
-        cands = [x for x in cands if x.post_id not in ctx.seen and x.author_id not in ctx.blocked]
-        sources: dict[str, int] = {}
-        for cand in cands:
-            sources[cand.source] = sources.get(cand.source, 0) + 1
+        sources = cands.source_counts()
         for name, n in sources.items():
             m.candidates(name, n)
 
         t = time.perf_counter()
-        posts, authors, topics = ranking.ids(cands)
-        feats = self._features(user_id, posts, authors, topics, now, request_id, degraded)
+        feats = self._features(
+            user_id, cands.post, cands.author, cands.topic, now, request_id, degraded
+        )
         m.observe_stage("features", time.perf_counter() - t)
-        b = ranking.Batch(user_id, posts, authors, topics, feats)
-        rows, label = self._rank(b, cands, ctx.followed, rankers, degraded)
+        b = ranking.Batch(user_id, cands.post, cands.author, cands.topic, feats)
+        rows, label = self._rank(b, cands, frozenset(ctx.followees), rankers, degraded)
         sess = sessions.FeedSession(
             user_id,
             secrets.token_bytes(cursor.SESSION_ID_BYTES).hex(),
@@ -497,28 +489,37 @@ class FeedPath:
     def _rank(
         self,
         b: ranking.Batch,
-        cands: Sequence[candidates.Candidate],
-        followed: set[int],
+        cands: candidates.Candidates,
+        followed: frozenset[int],
         rankers: Rankers | None,
         degraded: list[str],
     ) -> tuple[np.ndarray, str]:
         """Session rows in the light ranker's order, the top ``light_keep`` heavy-scored; with
         the current pair, else the previous one, else the heuristic (each fallback named)."""
         order, scores, dwell, label = self._order(b, followed, rankers, degraded)
+        in_net = (
+            np.isin(cands.author, np.fromiter(followed, np.int64, len(followed)))
+            if followed
+            else np.zeros(len(cands), bool)
+        )
         rows = sessions.pack(
             b.post_ids[order],
             b.author_ids[order],
-            [cands[k].created_at.timestamp() for k in order.tolist()],
+            cands.created_ms[order] / 1000.0,
             b.topics[order],
-            [cands[k].source for k in order.tolist()],
-            [int(a) in followed for a in b.author_ids[order].tolist()],
+            cands.source[order],
+            in_net[order],
         )
         rows["score"][: len(scores)] = scores
         rows["dwell"][: len(dwell)] = dwell
         return rows, label
 
     def _order(
-        self, b: ranking.Batch, followed: set[int], rankers: Rankers | None, degraded: list[str]
+        self,
+        b: ranking.Batch,
+        followed: frozenset[int],
+        rankers: Rankers | None,
+        degraded: list[str],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         s, m = self.s, self.metrics
         for pair in (rankers, self.models.previous):

@@ -23,6 +23,7 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from core import context
 from core.statements import Statements
 from core.time import as_utc, day_bucket
 
@@ -175,14 +176,14 @@ def _ms(ts: datetime) -> datetime:
 
 
 def ingest_events(
-    session: Session, stmts: Statements, events: list[Event], *, timeout_s: float
+    session: Session, stmts: Statements, events: list[Event], *, timeout_s: float, days: int = 3
 ) -> EventResult:
     """Claim every event by id, then write the interaction rows of the claimed and the re-sent."""
-    return store_events(session, stmts, events, timeout_s=timeout_s)[0]
+    return store_events(session, stmts, events, timeout_s=timeout_s, days=days)[0]
 
 
 def store_events(
-    session: Session, stmts: Statements, events: list[Event], *, timeout_s: float
+    session: Session, stmts: Statements, events: list[Event], *, timeout_s: float, days: int
 ) -> tuple[EventResult, list[Event]]:
     """:func:`ingest_events`, and the events stored for the first time (not the re-sent)."""
     claims = execute_concurrent_with_args(
@@ -226,6 +227,14 @@ def store_events(
             for e, t in zip(write, ts, strict=True)
         ],
         concurrency=32,
+    )
+    # The readers' context: posts engaged with leave their next first pages (core.context).
+    context.add_engaged(
+        session,
+        stmts,
+        [(e.user_id, e.post_id, context.to_ms(t)) for e, t in zip(write, ts, strict=True)],
+        now_ms=context.to_ms(datetime.now(UTC)),
+        days=days,
     )
     return EventResult(accepted=new, duplicates=dup, conflicts=conflicts), fresh
 
@@ -273,20 +282,25 @@ def claim_post(
     return Claimed(post, created_at, created, pull)
 
 
-def fan_out(session: Session, stmts: Statements, c: Claimed, *, batch: int = 200) -> int:
-    """Write the post into every follower's timeline, ``batch`` followers at a time."""
+def fan_out(session: Session, stmts: Statements, c: Claimed, *, days: int, batch: int = 200) -> int:
+    """Write the post into every follower's recent timeline (``feed_by_user``, with the TTL
+    left of the ``days`` window), ``batch`` followers at a time."""
     if c.pull:
         return 0
-    p, day, done = c.post, day_bucket(c.created_at), 0
+    p, done = c.post, 0
+    created_ms = context.to_ms(c.created_at)
+    ttl = context.ttl_s(created_ms, context.to_ms(datetime.now(UTC)), days)
+    if ttl <= 0:  # older than the window: no timeline would show it
+        return 0
     rows = session.execute(stmts.followers_of, (p.author_id,))  # pages through large lists
     chunk: list[tuple[object, ...]] = []
     for r in rows:
-        chunk.append((r.follower_id, day, c.created_at, p.post_id, p.author_id, p.topic))
+        chunk.append((r.follower_id, created_ms, p.post_id, p.author_id, p.topic, ttl))
         if len(chunk) == batch:
-            execute_concurrent_with_args(session, stmts.insert_timeline, chunk, concurrency=32)
+            execute_concurrent_with_args(session, stmts.insert_feed, chunk, concurrency=32)
             done, chunk = done + len(chunk), []
     if chunk:
-        execute_concurrent_with_args(session, stmts.insert_timeline, chunk, concurrency=32)
+        execute_concurrent_with_args(session, stmts.insert_feed, chunk, concurrency=32)
         done += len(chunk)
     log.info("fanned out post %s to %d timelines", p.post_id, done)
     return done

@@ -8,14 +8,12 @@ Everything runs on arrays: at 500 candidates a DataFrame per request costs more 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from core import constants as C
 from features.store import FEATURE_COLUMNS
-from serving.candidates import Candidate
 from serving.model import Rankers
 from training.heavy import blend, encode
 from training.light import LIGHT_FEATURES
@@ -43,17 +41,6 @@ class Batch:
 
     def column(self, name: str) -> np.ndarray:
         return self.features[:, _COLUMN[name]]
-
-
-def ids(candidates: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(post ids, author ids, topics) of ``candidates`` as arrays: a Batch's rows, before its
-    features are read."""
-    n = len(candidates)
-    return (
-        np.fromiter((c.post_id for c in candidates), np.int64, n),
-        np.fromiter((c.author_id for c in candidates), np.int64, n),
-        np.fromiter((c.topic for c in candidates), np.int64, n),
-    )
 
 
 def unknown_features(n: int) -> np.ndarray:
@@ -99,7 +86,7 @@ def heavy_blend(
     return np.asarray(blend(heads, weights), dtype=np.float64), np.asarray(heads["e_dwell"])
 
 
-def heuristic_scores(b: Batch, followed: set[int]) -> np.ndarray:
+def heuristic_scores(b: Batch, followed: frozenset[int] | set[int]) -> np.ndarray:
     """No model at all: like rate (a prior where unknown) decayed by age, followed first."""
     rate = np.nan_to_num(b.column("post_like_rate"), nan=0.06)
     age = np.nan_to_num(b.column("post_age_h"), nan=24.0)

@@ -38,9 +38,9 @@ import numpy as np
 import redis
 
 from core.settings import Settings
+from serving.candidates import SOURCES
 from serving.rules import RuleConfig, Scored, apply_rules
 
-SOURCES = ("timeline", "pull", "explore")
 ROW = np.dtype(
     [
         ("post", "<i8"),
@@ -95,12 +95,14 @@ def pack(
     author: Sequence[int],
     created_s: Sequence[float],
     topic: Sequence[int],
-    source: Sequence[str],
-    in_net: Sequence[bool],
+    source: Sequence[str] | np.ndarray,  # names, or codes (index into SOURCES)
+    in_net: Sequence[bool] | np.ndarray,
 ) -> np.ndarray:
     rows = np.zeros(len(post), dtype=ROW)
     rows["post"], rows["author"], rows["created"], rows["topic"] = post, author, created_s, topic
-    rows["source"] = [SOURCES.index(s) for s in source]
+    rows["source"] = (
+        source if isinstance(source, np.ndarray) else [SOURCES.index(s) for s in source]
+    )
     rows["in_net"] = in_net
     rows["score"] = np.nan
     rows["dwell"] = np.nan

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from cassandra.query import PreparedStatement
 from tqdm import tqdm
 
 from core import constants as C
+from core import context
 from core.settings import Settings
 from core.statements import LogStatements, Statements
 from core.time import day_buckets
@@ -124,14 +125,55 @@ def write_cassandra(
         desc="followers",
         **kw,
     )
+    now_ms = context.to_ms(datetime.now(UTC))
+    days = settings.timeline_days
+    tl = timeline_rows(world, settings.pull_follower_threshold)
     counts["timeline"] = _write(
         session,
-        s.insert_timeline,
-        _tuples(
-            timeline_rows(world, settings.pull_follower_threshold),
-            [C.USER_ID, "day", "created_at", C.POST_ID, C.AUTHOR_ID, "topic"],
+        s.insert_feed,
+        context.feed_args(
+            zip(
+                tl[C.USER_ID].tolist(),
+                _epoch_ms(tl["created_at"]),
+                tl[C.POST_ID].tolist(),
+                tl[C.AUTHOR_ID].tolist(),
+                tl["topic"].fillna(0).astype(int).tolist(),
+                strict=True,
+            ),
+            now_ms,
+            days,
         ),
         desc="timelines",
+        **kw,
+    )
+    # Each user's read context (core.context): known, whom they follow.
+    _write(
+        session,
+        s.context_known,
+        [(u,) for u in world.users[C.USER_ID].tolist()],
+        desc="users' context",
+        **kw,
+    )
+    followees: dict[int, dict[int, int]] = {}
+    for u, f, n in zip(
+        follows[C.USER_ID].tolist(),
+        follows["followee_id"].tolist(),
+        follows["followee_followers"].tolist(),
+        strict=True,
+    ):
+        followees.setdefault(int(u), {})[int(f)] = int(n)
+    _write(
+        session,
+        s.context_follow,
+        [(m, u) for u, m in followees.items()],
+        desc="follows' context",
+        **kw,
+    )
+    _write(
+        session,
+        s.context_engaged,
+        _engaged(world.interactions, now_ms, days),
+        desc="engaged context",
         **kw,
     )
     counts["interactions"] = _write(
@@ -149,6 +191,26 @@ def write_cassandra(
         **kw,
     )
     return counts
+
+
+def _epoch_ms(times: pd.Series) -> list[int]:
+    return (pd.to_datetime(times, utc=True).astype("int64") // 1_000_000).tolist()
+
+
+def _engaged(events: pd.DataFrame, now_ms: int, days: int) -> list[tuple[Any, ...]]:
+    """``context_engaged`` arguments for the posts of interaction rows (core.context)."""
+    return list(
+        context.engaged_args(
+            zip(
+                events[C.USER_ID].tolist(),
+                events[C.POST_ID].tolist(),
+                _epoch_ms(events[C.EVENT_TS]),
+                strict=True,
+            ),
+            now_ms,
+            days,
+        )
+    )
 
 
 def replace_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -316,6 +378,17 @@ def write_served_log(
         s.insert_event_by_post,
         _tuples(dwell, [*by_post, "dwell_s"]),
         desc="dwell by post",
+        **kw,
+    )
+    now_ms = context.to_ms(datetime.now(UTC))
+    engaged = pd.concat(
+        [inter[[C.USER_ID, C.POST_ID, C.EVENT_TS]], dwell[[C.USER_ID, C.POST_ID, C.EVENT_TS]]]
+    )
+    _write(
+        session,
+        s.context_engaged,
+        _engaged(engaged, now_ms, settings.timeline_days),
+        desc="engaged context",
         **kw,
     )
     return counts

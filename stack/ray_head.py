@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from core.settings import Settings
-from stack import proc
+from stack import ingress, proc
 
 NAME = "ray"
 
@@ -59,7 +59,12 @@ def up(settings: Settings) -> str:
         return f"using the cluster at {settings.ray_address}"
     # Ray starts workers at nice 15 by default; replicas serving requests must not yield the
     # CPU to the databases and load generators beside them.
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0", **auth_env(settings)}
+    env = {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_worker_niceness": "0",
+        **auth_env(settings),
+        **ingress.environment(settings),
+    }
     if running(settings):
         return "already running"
     tmp = Path("/tmp") / f"ray-feedcast-{settings.ray_port}"

@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from core import constants as C
+from core import context
 from core.db import connect
 from core.settings import DEV_API_KEY
+from core.statements import Statements
 from core.time import day_bucket
 from tests.waiting import wait_until
 
@@ -99,15 +101,14 @@ def test_blocked_authors_and_engaged_posts_never_come_back(service, settings, wo
     ).json()
     top_author = first["items"][0]["author_id"]
     cluster, session = connect(settings)
+    stmts = Statements(session, settings)
     try:
-        session.execute(
-            "INSERT INTO blocks_by_user (user_id, blocked_id) VALUES (%s, %s)", (user, top_author)
-        )
+        context.block(session, stmts, user, top_author)  # the table of record and the context
         again = httpx.get(
             f"{service}/v1/feed/{user}", params={"limit": 20}, headers=API, timeout=30
         ).json()
     finally:
-        session.execute("DELETE FROM blocks_by_user WHERE user_id = %s", (user,))
+        context.unblock(session, stmts, user, top_author)
         cluster.shutdown()
     assert again["items"]
     assert top_author not in {i["author_id"] for i in again["items"]}

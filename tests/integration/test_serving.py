@@ -157,8 +157,7 @@ def test_an_upload_is_stored_once_and_fanned_out_to_followers(service, settings,
 
         def landed() -> bool:
             rows = session.execute(
-                "SELECT post_id FROM timeline_by_user WHERE user_id = %s AND day = %s",
-                (follower, day),
+                "SELECT post_id FROM feed_by_user WHERE user_id = %s LIMIT 50", (follower,)
             )
             return post_id in {r.post_id for r in rows}
 
@@ -175,11 +174,11 @@ def test_an_upload_is_stored_once_and_fanned_out_to_followers(service, settings,
             "AND post_id = %s",
             (author, day, created, post_id),
         )
+        created_ms = int(created.replace(tzinfo=UTC).timestamp() * 1000)
         for f in world.follows.loc[world.follows["followee_id"] == author, C.USER_ID]:
             session.execute(
-                "DELETE FROM timeline_by_user WHERE user_id = %s AND day = %s AND created_at = %s "
-                "AND post_id = %s",
-                (int(f), day, created, post_id),
+                "DELETE FROM feed_by_user WHERE user_id = %s AND created_ms = %s AND post_id = %s",
+                (int(f), created_ms, post_id),
             )
         cluster.shutdown()
     assert len(mine) == 1

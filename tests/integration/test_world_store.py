@@ -28,21 +28,33 @@ def test_every_user_and_post_is_in_cassandra(world, session):
 
 
 def test_timelines_fan_out_small_authors_and_leave_big_ones_to_pull(world, session, settings):
+    """Each follower's recent timeline (feed_by_user) holds the posts of the small authors they
+    follow from the last timeline_days, and nothing older (each row's TTL is what was left of
+    the window when it was written)."""
     expected = timeline_rows(world, settings.pull_follower_threshold)
     user = int(expected[C.USER_ID].value_counts().index[0])
-    rows = []
-    for day in expected.loc[expected[C.USER_ID] == user, "day"].unique():
-        rows += list(
-            session.execute(
-                "SELECT post_id, author_id FROM timeline_by_user WHERE user_id=%s AND day=%s",
-                (user, int(day)),
-            )
+    mine = expected[expected[C.USER_ID] == user]
+    rows = list(
+        session.execute(
+            "SELECT post_id, author_id, created_ms, TTL(author_id) AS ttl FROM feed_by_user "
+            "WHERE user_id=%s",
+            (user,),
         )
+    )
     world_posts = set(world.posts[C.POST_ID].tolist())  # API uploads of other tests aside
     rows = [r for r in rows if r.post_id in world_posts]
-    assert {r.post_id for r in rows} == set(expected.loc[expected[C.USER_ID] == user, C.POST_ID])
+    now = pd.Timestamp.now(tz="UTC")
+    window = pd.Timedelta(days=settings.timeline_days)
+    # Clear of the window's edge by an hour either way: a row at the edge may expire meanwhile.
+    inside = set(mine.loc[mine["created_at"] > now - window + pd.Timedelta(hours=1), C.POST_ID])
+    ever = set(mine.loc[mine["created_at"] > now - window - pd.Timedelta(hours=1), C.POST_ID])
+    got = {r.post_id for r in rows}
+    assert inside and inside <= got <= ever
     followers = world.users.set_index(C.USER_ID)["follower_count"]
     assert all(followers[r.author_id] <= settings.pull_follower_threshold for r in rows)
+    for r in rows:  # expires when the post leaves the window, not later
+        age_s = (now - pd.Timestamp(r.created_ms, unit="ms", tz="UTC")).total_seconds()
+        assert 0 < r.ttl <= window.total_seconds() - age_s + 60
 
 
 def test_a_second_world_is_refused_and_the_first_is_kept(world, session, settings):
