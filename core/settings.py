@@ -103,6 +103,17 @@ class Settings(BaseSettings):
         "where Ray starts (the stack's head, a local deploy); a cluster sets Ray's variables "
         "on its nodes (stack/ingress.py).",
     )
+    serve_compile_light: bool = Field(
+        True,
+        description="Compile the light ranker to native code in each replica (treelite + "
+        "tl2cgen, needs gcc; cached under <home>/compiled by the model's sha256; used only if "
+        "it gives LightGBM's scores to 1e-6, else LightGBM's predict).",
+    )
+    serve_access_log: bool = Field(
+        False,
+        description="Ray Serve's access log line per request (CPU on every request; the feed's "
+        "metrics count every response by status, and degraded pages are logged anyway).",
+    )
     serve_haproxy_ports: tuple[int, int] | None = Field(
         None,
         description="Ports of HAProxy's stats page and Prometheus endpoint, both on serve_host; "

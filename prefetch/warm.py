@@ -13,15 +13,16 @@ was not warmed is merely slower, while a warmer that raised could fail the work 
 
 from __future__ import annotations
 
+import http.client
 import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-
-import httpx
+from urllib.parse import urlsplit
 
 from core.settings import Settings
 
@@ -33,7 +34,8 @@ STORED = frozenset({"MISS", "EXPIRED"})
 ALREADY = frozenset({"HIT", "STALE", "UPDATING", "REVALIDATED"})
 _READ_BYTES = 64 * 1024
 REFRESH_PREFIX = "/refresh/"  # media.objects.refresh_path: look up, never fetch
-_HTTP_ERRORS = (httpx.HTTPError, httpx.InvalidURL, TimeoutError, OSError)
+_HTTP_ERRORS = (http.client.HTTPException, TimeoutError, OSError, ValueError)
+REPORT_EVERY_S = 1.0  # background outcomes reach the observer at most this often (batched)
 
 
 @dataclass
@@ -85,13 +87,16 @@ class EdgeWarmer:
         self.base_url = (base_url or settings.edge_url or local).rstrip("/")
         self.timeout_s = settings.prefetch_timeout_s
         self.concurrency = settings.prefetch_concurrency
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(self.timeout_s),
-            limits=httpx.Limits(
-                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-            ),
-            headers={"User-Agent": "feedcast-warmer"},
-        )
+        # Plain http.client on kept-alive connections, one per slot in use: a warm request is
+        # a GET whose body is dropped, and httpx's machinery cost ~5x its CPU (a replica warms
+        # after every page it serves).
+        url = urlsplit(self.base_url)
+        if url.scheme != "http" or not url.hostname:
+            raise ValueError(f"the edge is warmed over plain http: {self.base_url!r}")
+        self._host, self._port, self._prefix = url.hostname, url.port or 80, url.path
+        self._idle: list[http.client.HTTPConnection] = []
+        self._pending: Counter[str] = Counter()  # background outcomes not yet reported
+        self._reported_at = time.monotonic()
         # One bound for warm() and the background threads together: the edge (and through it
         # the origin) never sees more than `concurrency` warm requests from this warmer.
         self._slots = threading.BoundedSemaphore(self.concurrency)
@@ -170,7 +175,11 @@ class EdgeWarmer:
         deadline = time.monotonic() + timeout_s
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
-        self._client.close()
+        self._report(force=True)
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def __enter__(self) -> EdgeWarmer:
         return self
@@ -193,17 +202,60 @@ class EdgeWarmer:
                 outcome, nbytes = self._fetch(path)
                 with self._lock:
                     self._done.count(outcome, nbytes)
-                self._tell(outcome, 1)
+                    self._pending[outcome] += 1
+                self._report(force=self._queue.qsize() == 0)
             finally:
                 self._queue.task_done()
 
     def _tell(self, outcome: str, n: int) -> None:
+        with self._lock:
+            self._pending[outcome] += n
+        self._report()
+
+    def _report(self, force: bool = False) -> None:
+        """Hand the observer what ended since the last report: at most once a second (or
+        when the queue runs dry), one call per outcome, not one per path."""
         if self._observe is None:
             return
+        with self._lock:
+            if not self._pending or (
+                not force and time.monotonic() - self._reported_at < REPORT_EVERY_S
+            ):
+                return
+            pending, self._pending = self._pending, Counter()
+            self._reported_at = time.monotonic()
+        for outcome, n in pending.items():
+            try:
+                self._observe(outcome, n)
+            except Exception:  # an observer's bug must not kill a warm thread
+                log.exception("edge warm observer failed")
+
+    def _request(self, method: str, path: str) -> tuple[int, str, int]:
+        """One request on a kept-alive connection: (status, X-Cache-Status, body bytes read),
+        the body read and dropped within ``timeout_s``; a connection that failed is closed."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
+        deadline = time.monotonic() + self.timeout_s
         try:
-            self._observe(outcome, n)
-        except Exception:  # an observer's bug must not kill a warm thread
-            log.exception("edge warm observer failed")
+            conn.request(method, self._prefix + path, headers={"User-Agent": "feedcast-warmer"})
+            r = conn.getresponse()
+            got = 0
+            while chunk := r.read(_READ_BYTES):
+                got += len(chunk)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"body not read within {self.timeout_s} s")
+            status = (r.getheader("x-cache-status") or "").upper()
+        except BaseException:
+            conn.close()
+            raise
+        if r.will_close:
+            conn.close()
+        else:
+            with self._lock:
+                self._idle.append(conn)
+        return r.status, status, got
 
     def _fetch(self, path: str) -> tuple[str, int]:
         """GET one path through the edge, reading and discarding its body within the timeout
@@ -214,22 +266,15 @@ class EdgeWarmer:
         """
         if path.startswith(REFRESH_PREFIX):
             return self._refresh(path), 0
-        got = 0
         with self._slots:
-            deadline = time.monotonic() + self.timeout_s
             try:
-                with self._client.stream("GET", self.base_url + path) as r:
-                    if r.status_code != 200:
-                        log.debug("edge warm %s: HTTP %d", path, r.status_code)
-                        return "failed", got
-                    for chunk in r.iter_raw(_READ_BYTES):
-                        got += len(chunk)
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"body not read within {self.timeout_s} s")
-                    status = r.headers.get("x-cache-status", "").upper()
+                code, status, got = self._request("GET", path)
             except _HTTP_ERRORS as exc:
                 log.debug("edge warm %s: %r", path, exc)
-                return "failed", got
+                return "failed", 0
+        if code != 200:
+            log.debug("edge warm %s: HTTP %d", path, code)
+            return "failed", got
         if status in STORED:
             return "warmed", got
         if status in ALREADY:
@@ -241,14 +286,13 @@ class EdgeWarmer:
         """HEAD a refresh path: HIT marks the cached object used; a miss is ``absent``."""
         with self._slots:
             try:
-                r = self._client.head(self.base_url + path)
+                code, status, _ = self._request("HEAD", path)
             except _HTTP_ERRORS as exc:
                 log.debug("edge refresh %s: %r", path, exc)
                 return "failed"
-        status = r.headers.get("x-cache-status", "").upper()
-        if r.status_code == 200 and status in ALREADY:
+        if code == 200 and status in ALREADY:
             return "refreshed"
-        if r.status_code in (200, 204) and status in STORED:
+        if code in (200, 204) and status in STORED:
             return "absent"
-        log.debug("edge refresh %s: HTTP %d, X-Cache-Status %r", path, r.status_code, status)
+        log.debug("edge refresh %s: HTTP %d, X-Cache-Status %r", path, code, status)
         return "failed"

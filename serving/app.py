@@ -356,6 +356,7 @@ def build_app(args: AppArgs) -> Application:
         backpressure_config={"status_code": 503, "retry_after_s": 1},
         autoscaling_config=autoscaling_config(s),
         user_config={"model_alias": s.model_alias},
+        logging_config={"enable_access_log": s.serve_access_log},
     ).bind(args.settings)
 
 

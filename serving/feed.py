@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
 import numpy as np
+import torch
 from cassandra.cluster import Cluster, Session
 from cassandra.query import BatchStatement, BatchType
 from pydantic import BaseModel, Field
@@ -147,6 +148,7 @@ class FeedPath:
         # call of every request.
         self.redis_breaker = Breaker(1.0)
         self.reader: FeatureReader = reader_for(settings, self.redis)
+        torch.set_num_threads(1)  # one core per replica: intra-op threads only contend
         self.models = ModelHolder(settings)
         self.models.refresh()
         self.models.poll()
@@ -339,7 +341,9 @@ class FeedPath:
         )  # fmt: skip
         m.observe_stage("total", time.perf_counter() - t0)
         m.model_version(sess.model_version)
-        log.info(
+        # A line per degraded page; the others at DEBUG (the metrics count every page).
+        log.log(
+            logging.INFO if degraded else logging.DEBUG,
             "feed user=%s request=%s candidates=%d degraded=%s ms=%.1f",
             user_id,
             request_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -18,6 +18,7 @@ import mlflow
 import yaml
 
 from core.settings import Settings
+from serving.compiled import Compiled, compile_light
 from training import registry
 from training.heavy import HeavyModel
 
@@ -36,6 +37,8 @@ class Rankers:
     heavy_version: str
     light_name: str
     heavy_name: str
+    # The light ranker compiled to native code (serving.compiled); None: LightGBM's predict.
+    light_compiled: Compiled | None = None
 
     @property
     def label(self) -> str:
@@ -139,6 +142,11 @@ class ModelHolder:
                     self.error = "alias points at versions of different runs"
                     return False
                 new = load_versions(self.settings, p.light_version, p.heavy_version)
+                if self.settings.serve_compile_light:
+                    new = replace(
+                        new,
+                        light_compiled=compile_light(new.light, self.settings.home / "compiled"),
+                    )
             except Exception as exc:  # registry down, alias missing, unsafe artifact
                 self.error = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("model refresh failed: %s", self.error)

@@ -8,6 +8,7 @@ Everything runs on arrays: at 500 candidates a DataFrame per request costs more 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,11 @@ class Batch:
         return self.features[:, _COLUMN[name]]
 
 
+@functools.cache
+def _dense_columns(names: tuple[str, ...]) -> np.ndarray:
+    return np.array([_COLUMN[f] for f in names], dtype=np.int64)
+
+
 def unknown_features(n: int) -> np.ndarray:
     """Every feature unknown (NaN): what the models see when the online store is down."""
     return np.full((n, len(FEATURE_COLUMNS)), np.nan)
@@ -51,13 +57,15 @@ def unknown_features(n: int) -> np.ndarray:
 def light_scores(rankers: Rankers, b: Batch) -> np.ndarray:
     x = np.zeros((len(b), len(LIGHT_FEATURES)))
     x[:, _LIGHT_DST] = b.features[:, _LIGHT_SRC]
+    if rankers.light_compiled is not None:  # the same scores, a third of the CPU
+        return rankers.light_compiled(x)
     return np.asarray(rankers.light.predict(x, num_threads=1), dtype=np.float64)
 
 
 def heavy_heads(rankers: Rankers, b: Batch) -> dict[str, np.ndarray]:
     """The heavy ranker's heads (p_like, p_comment, p_save, e_dwell) for every row of ``b``."""
     spec = rankers.heavy.spec
-    dense = b.features[:, [_COLUMN[f] for f in spec.dense]]
+    dense = b.features[:, _dense_columns(tuple(spec.dense))]
     inputs = encode(
         spec,
         dense,
@@ -65,6 +73,7 @@ def heavy_heads(rankers: Rankers, b: Batch) -> dict[str, np.ndarray]:
         b.author_ids,
         b.topics,
         b.column("hour_of_day"),
+        rankers.heavy.arrays,
     )
     return rankers.heavy.predict_tensors(inputs)
 

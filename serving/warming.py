@@ -18,6 +18,7 @@ second per replica.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from serving.metrics import Metrics
 log = logging.getLogger("feedcast.serving.warming")
 
 SWITCH_CHECK_S = 1.0  # how often a replica re-reads the live switch
+RECENT_S = 30.0  # a path this replica queued that recently is not queued again
+RECENT_MAX = 50_000  # paths remembered (bounded: start over rather than grow)
 SCROLL_TTL_S = 30 * 86_400  # a user's scrolling counts expire after a month without impressions
 
 
@@ -77,6 +80,10 @@ class Prefetcher:
         )
         self.cfg = plan_config(settings)
         self._switch = (float("-inf"), settings.prefetch_enabled)
+        # Popular posts are on many users' pages: the edge warmed (or refreshed) one seconds
+        # ago still holds it, and asking again costs a request on both sides for nothing.
+        self._recent: dict[str, float] = {}
+        self._recent_lock = threading.Lock()
 
     def enabled(self) -> bool:
         """``prefetch_enabled``, unless the live switch in Redis says ``off`` (read ≤ 1/s)."""
@@ -96,9 +103,21 @@ class Prefetcher:
         return read_continuation(self.redis, self.s, user_id)
 
     def submit(self, trigger: str, actions: list[planner.WarmAction]) -> int:
-        """Queue the actions' paths at the edge; returns how many were queued."""
+        """Queue the actions' paths at the edge, but those this replica queued within
+        ``RECENT_S`` (counted as ``already``); returns how many were queued."""
         self.metrics.prefetch_planned(trigger, len(actions))
-        queued = self.edge.submit(a.path for a in actions)
+        now = time.monotonic()
+        with self._recent_lock:
+            if len(self._recent) > RECENT_MAX:
+                self._recent.clear()
+            fresh = [
+                a.path for a in actions if now - self._recent.get(a.path, -RECENT_S) >= RECENT_S
+            ]
+            for path in fresh:
+                self._recent[path] = now
+        if len(fresh) < len(actions):
+            self.metrics.prefetch_warm("already", len(actions) - len(fresh))
+        queued = self.edge.submit(fresh)
         self.metrics.prefetch_warm("submitted", queued)
         return queued
 

@@ -123,16 +123,37 @@ class MMoE(nn.Module):
         return torch.cat(outs, dim=1)  # B × heads: logits (3) and pre-softplus dwell
 
 
+@dataclass(frozen=True)
+class SpecArrays:
+    """A spec's lists as arrays, built once per model (serving encodes every request)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    users: np.ndarray
+    authors: np.ndarray
+    calibration: torch.Tensor  # heads × positions
+
+    @staticmethod
+    def of(spec: Spec) -> SpecArrays:
+        return SpecArrays(
+            np.asarray(spec.mean, dtype=np.float64),
+            np.asarray(spec.std, dtype=np.float64),
+            np.asarray(spec.users, dtype=np.int64),
+            np.asarray(spec.authors, dtype=np.int64),
+            torch.tensor(spec.calibration, dtype=torch.float32),
+        )
+
+
 def _index(ids: np.ndarray, vocab: np.ndarray) -> np.ndarray:
     pos = np.searchsorted(vocab, ids)
     pos = np.clip(pos, 0, len(vocab) - 1)
     return np.where(vocab[pos] == ids, pos + 1, 0)
 
 
-def _dense(x: np.ndarray, spec: Spec) -> np.ndarray:
+def _dense(x: np.ndarray, a: SpecArrays) -> np.ndarray:
     """Raw dense features (rows × spec.dense) → signed log1p, standardised, float32."""
     x = np.sign(x) * np.log1p(np.abs(x))
-    x = (x - np.asarray(spec.mean)) / np.asarray(spec.std)
+    x = (x - a.mean) / a.std
     return np.nan_to_num(x, nan=0.0).astype(np.float32)  # unknown → the training mean
 
 
@@ -143,12 +164,15 @@ def encode(
     authors: np.ndarray,
     topics: np.ndarray,
     hours: np.ndarray,
+    arrays: SpecArrays | None = None,
 ) -> list[torch.Tensor]:
-    """The network's inputs from plain arrays (the serving path builds no DataFrame)."""
+    """The network's inputs from plain arrays (the serving path builds no DataFrame);
+    ``arrays``: the spec's :class:`SpecArrays` when the caller keeps them."""
+    a = arrays or SpecArrays.of(spec)
     return [
-        torch.from_numpy(_dense(np.asarray(dense, dtype=np.float64), spec)),
-        torch.from_numpy(_index(np.asarray(users, dtype=np.int64), np.asarray(spec.users))),
-        torch.from_numpy(_index(np.asarray(authors, dtype=np.int64), np.asarray(spec.authors))),
+        torch.from_numpy(_dense(np.asarray(dense, dtype=np.float64), a)),
+        torch.from_numpy(_index(np.asarray(users, dtype=np.int64), a.users)),
+        torch.from_numpy(_index(np.asarray(authors, dtype=np.int64), a.authors)),
         torch.from_numpy(np.clip(np.asarray(topics, dtype=np.int64) + 1, 0, spec.topics)),
         torch.from_numpy(np.nan_to_num(np.asarray(hours, dtype=np.float64)).astype(np.int64) % 24),
     ]
@@ -191,6 +215,10 @@ def observed(
 class HeavyModel:
     net: MMoE
     spec: Spec
+    arrays: SpecArrays = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arrays = SpecArrays.of(self.spec)
 
     def predict(self, frame: pd.DataFrame, *, serving_like: bool = True) -> dict[str, np.ndarray]:
         """Head predictions; ``serving_like`` scores every item as if shown first."""
@@ -198,7 +226,7 @@ class HeavyModel:
             tensors(frame, self.spec), None if serving_like else _positions(frame)
         )
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_tensors(
         self, inputs: list[torch.Tensor], position: torch.Tensor | None = None
     ) -> dict[str, np.ndarray]:
@@ -213,7 +241,7 @@ class HeavyModel:
         """:meth:`predict_tensors` from the net's outputs ``out``, calibrated."""
         pos = torch.zeros(len(out), dtype=torch.long) if position is None else position
         probs, dwell = observed(self.net, out, pos, self.spec.dwell_map)  # e_0 = 1: the heads
-        scale = torch.tensor(self.spec.calibration, dtype=torch.float32)[:, pos].T  # rows × heads
+        scale = self.arrays.calibration[:, pos].T  # rows × heads
         probs, dwell = (probs * scale[:, :3]).clamp(0, 1), dwell * scale[:, 3]
         res = {h: probs[:, i].numpy().astype(np.float64) for i, h in enumerate(HEADS[:3])}
         res["e_dwell"] = dwell.numpy().astype(np.float64)
@@ -393,7 +421,7 @@ def train(
     spec.dwell_map = fit_dwell_map(val_df[TARGETS["e_dwell"]].to_numpy(), head, exam, skim)
     if spec.dwell_map is not None:  # the map replaces the per-slot scale for dwell
         spec.calibration[HEADS.index("e_dwell")] = [1.0] * N_POSITIONS
-    return model
+    return HeavyModel(net, spec)  # anew: its arrays are the spec's final calibration
 
 
 def examination_from_randomised(frame: pd.DataFrame, min_events: int = 200) -> np.ndarray | None:
