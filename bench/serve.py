@@ -1,32 +1,37 @@
-"""The feed under open-loop load, beside Ray Serve's own floor, in one run.
+"""The feed's machine CPU per request and capacity, beside its floor, in one run.
 
 What it does:
 1. Builds a world of its own (keyspace ``feedcast_bench``, Feast project ``bench``) where a
    reader's sources give about 500 candidates: many follows, busy authors, a few big accounts
-   pulled at read time. Trains both rankers on it (few epochs: latency, not quality, is measured
+   pulled at read time. Trains both rankers on it (few epochs: cost, not quality, is measured
    here) and registers them as ``@champion`` under bench-only model names.
 2. Feature reads, Feast's ``get_online_features`` vs our reader, on the same 500 rows.
-3. Deploys the feed and the no-op app (``serving.noop.build_noop_app``) side by side on one Ray
-   Serve instance, then drives each with locust, headless, in a process of its own, at 50, 100
-   and 200 requests/s (noop then feed at each rate, so both see the same machine).
-4. Sessions (``bench/sessions.py``): machine CPU per continued page against ``/v1/ping`` (the
-   same gate and guard), and capacity with first pages only against a session mix.
+3. Deploys the feed (the stack's ingress: HAProxy unless ``serve_ingress`` says otherwise) and
+   drives it open loop with the raw HTTP generator (``bench/load.py``), first pages of random
+   readers, ``limit`` 20, against its floor: ``GET /v1/ping`` on the same replicas (the same
+   ingress, API key check and Redis rate limit, and nothing else):
+   - ``at_rps``: 50, 80, 100 and 200 req/s offered, feed and floor: p50, p99, error rate (a
+     page whose ``degraded`` list is not empty counts as an error);
+   - ``cpu_ms_per_request_feed`` / ``_noop``: the machine's busy CPU (``/proc/stat``) over the
+     100 req/s window ÷ requests answered (the capacity window if that is lower), with
+     ``cpu_ms_by_group`` (nginx, ingress, replicas, Ray, origin, Cassandra, Redis, MLflow, the
+     generator, other: they sum to the total); ``cpu_ms_marginal_feed``: the slope of busy CPU
+     between 50 and 100 req/s ÷ the extra requests answered;
+   - ``capacity_rps_feed`` / ``_noop``: the highest offered rate, in 10 req/s steps, answered
+     with p99 ≤ 250 ms and no error (``bench.load.capacity``).
+4. Sessions (``bench/sessions.py``): machine CPU per continued page against ``/v1/ping``, and
+   capacity with first pages only against a session mix.
 
-Writes ``feature_read_speedup_500``, ``feed_p50_ms`` / ``feed_p99_ms`` / ``feed_error_rate`` and
-``noop_p50_ms`` per rate, and ``feed_vs_noop_p50_ratio`` (at 50 rps). Absolute times on a
-2-core machine that also runs Cassandra, Redis, MLflow and the load generator are indicative
-only: read the ratios.
+Everything shares the 2 cores with Cassandra, Redis, MLflow and the generator: read the CPU
+figures and the ratios, not the absolute latencies.
 """
 
 from __future__ import annotations
 
-import csv
+import asyncio
 import json
-import math
 import os
-import subprocess
-import sys
-import tempfile
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -38,10 +43,10 @@ import pandas as pd
 from core import constants as C
 from core.settings import DEV_API_KEY, Settings
 
-RATES = (50, 100, 200)
-DURATION_S = 30
-USER_RPS = 2.0  # one simulated client asks every 0.5 s: idle most of the time (open loop)
-LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+RATES = (50, 80, 100, 200)
+WINDOW_S = 20.0  # one open-loop window at a rate
+LIMIT = 20
+P99_BAR_MS = 250.0
 BENCH_PORT = 8021
 
 
@@ -77,7 +82,7 @@ def _world(s: Settings) -> list[int]:
 
     config = WorldConfig(users=800, days=3, seed=0, mean_follows=120, posts_per_author_day=2.5)
     manifest = s.world_dir / "manifest.json"
-    done = s.world_dir / "bench-ready"
+    done = s.world_dir / "bench-ready-v6"  # written by the schema v6 writer (feed_by_user)
     if (
         done.exists()
         and manifest.exists()
@@ -122,59 +127,51 @@ def _settle(s: Settings, busy_share: float = 0.15, limit_s: float = 180) -> None
             return
 
 
-def _locust(url: str, target: str, rate: int, users_file: Path, out: Path) -> dict[str, Any]:
-    """One headless locust run at ``rate`` requests/s against ``target``; its figures."""
-    clients = max(1, math.ceil(rate / USER_RPS))
-    prefix = out / f"{target}_{rate}"
-    detail = out / f"{target}_{rate}_detail.json"
-    env = os.environ | {
-        "BENCH_TARGET": target,
-        "BENCH_USER_RPS": str(USER_RPS),
-        "BENCH_USERS": str(users_file),
-        "BENCH_API_KEY": DEV_API_KEY,
-        "BENCH_DETAIL": str(detail),
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "--host",
-        url,
-        "--users",
-        str(clients),
-        "--spawn-rate",
-        str(clients * USER_RPS),  # all clients within one period: their phases spread evenly
-        "--run-time",
-        f"{DURATION_S}s",
-        "--reset-stats",  # count from the moment every client runs
-        "--csv",
-        str(prefix),
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
-    ]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=DURATION_S + 60)
-    stats = out / f"{target}_{rate}_stats.csv"
-    if not stats.exists():
-        raise RuntimeError(f"locust wrote no stats ({proc.returncode}): {proc.stderr[-800:]}")
-    with stats.open() as f:
-        row = next(r for r in csv.DictReader(f) if r["Name"] == target)
-    n, failed = int(row["Request Count"]), int(row["Failure Count"])
-    result: dict[str, Any] = {
-        "offered_rps": rate,
-        "achieved_rps": float(row["Requests/s"]),
-        "requests": n,
-        "p50_ms": float(row["50%"]),
-        "p90_ms": float(row["90%"]),
-        "p99_ms": float(row["99%"]),
-        "error_rate": failed / n if n else 1.0,
-    }
-    if detail.exists():
-        result |= json.loads(detail.read_text())
-    return result
+async def _measure(url: str, readers: list[int]) -> dict[str, Any]:
+    from bench import load
+
+    headers = {"X-API-Key": DEV_API_KEY}
+    rng = random.Random(0)
+
+    def feed(_: int) -> tuple[str, dict[str, Any]]:
+        return f"/v1/feed/{readers[rng.randrange(len(readers))]}", {"limit": LIMIT}
+
+    def ping(_: int) -> tuple[str, dict[str, Any]]:
+        return "/v1/ping", {}
+
+    async def window(target: str, rate: float, seconds: float = WINDOW_S) -> load.Run:
+        fn, page = (feed, True) if target == "feed" else (ping, False)
+        r = await load.open_loop(url, headers, fn, rate, seconds, is_page=page)
+        print(
+            f"{target:>4} @ {rate:>4.0f} req/s: answered {r.answered_rps:6.1f}, "
+            f"p50 {r.quantile(50):7.1f} ms, p99 {r.quantile(99):7.1f} ms, "
+            f"errors {r.errors}, degraded {r.degraded}, "
+            f"CPU {r.cpu_ms_per_request:5.1f} ms/request",
+            flush=True,
+        )
+        await asyncio.sleep(2)  # queues drain between windows
+        return r
+
+    runs: dict[str, dict[float, load.Run]] = {"noop": {}, "feed": {}}
+    for rate in RATES:
+        for target in ("noop", "feed"):
+            runs[target][rate] = await window(target, rate)
+    capacity = {}
+    for target in ("noop", "feed"):
+        best, found = await load.capacity(
+            lambda rate, t=target: window(t, rate, 15.0),
+            P99_BAR_MS,
+            known=runs[target],
+            most=600 if target == "noop" else 300,
+        )
+        runs[target] |= found
+        capacity[target] = best
+    return {"runs": runs, "capacity": capacity}
+
+
+def _cpu_at(runs: dict[float, Any], capacity: float) -> Any:
+    """The 100 req/s window, or the capacity's window when the feed cannot answer 100."""
+    return runs[100] if capacity >= 100 or capacity not in runs else runs[capacity]
 
 
 def run(settings: Settings) -> dict[str, Any]:
@@ -184,53 +181,62 @@ def run(settings: Settings) -> dict[str, Any]:
     from bench import sessions
     from bench.features import feature_read_speedup
     from serving.deploy import deploy
-    from serving.noop import build_noop_app
 
     s = bench_settings(settings)
     readers = _world(s)
     features = feature_read_speedup(s, n=500)
     url = deploy(s, address="local")
-    out: dict[str, Any] = {"features": features}
     try:
-        serve.run(build_noop_app(s), name="noop", route_prefix="/noop", blocking=False)
-        httpx.get(f"{url}/noop/", timeout=30).raise_for_status()
-        with tempfile.TemporaryDirectory() as tmp:
-            users_file = Path(tmp) / "users.txt"
-            users_file.write_text("\n".join(map(str, readers)))
-            # Warm both (connections, JIT-free but cache-cold paths) before anything is measured.
-            with httpx.Client(headers={"X-API-Key": DEV_API_KEY}, timeout=30) as c:
-                for u in readers[:30]:
-                    c.get(f"{url}/v1/feed/{u}")
-                    c.get(f"{url}/noop/")
-            for rate in RATES:
-                for target in ("noop", "feed"):
-                    r = _locust(url, target, rate, users_file, Path(tmp))
-                    out[f"{target}_{rate}"] = r
-                    print(
-                        f"{target:>4} @ {rate:>3} rps: p50 {r['p50_ms']:.0f} ms, "
-                        f"p99 {r['p99_ms']:.0f} ms, errors {r['error_rate']:.2%}, "
-                        f"achieved {r['achieved_rps']:.0f} rps",
-                        flush=True,
-                    )
-        out["sessions"] = sessions.run(url, readers)
+        # Warm every replica (connections, model caches, compiled forest) before measuring.
+        with httpx.Client(headers={"X-API-Key": DEV_API_KEY}, timeout=30) as c:
+            for u in readers[:60]:
+                c.get(f"{url}/v1/feed/{u}", params={"limit": LIMIT})
+        measured = asyncio.run(_measure(url, readers))
+        session_figures = sessions.run(url, readers)
     finally:
         serve.shutdown()
         ray.shutdown()
-    flat: dict[str, Any] = {"feature_read_speedup_500": features["feature_read_speedup_500"]}
-    flat |= {k: v for k, v in out["sessions"].items() if not isinstance(v, dict)}
-    for rate in RATES:
-        feed, noop = out[f"feed_{rate}"], out[f"noop_{rate}"]
-        flat[f"feed_p50_ms_{rate}"] = feed["p50_ms"]
-        flat[f"feed_p99_ms_{rate}"] = feed["p99_ms"]
-        flat[f"feed_error_rate_{rate}"] = feed["error_rate"]
-        flat[f"noop_p50_ms_{rate}"] = noop["p50_ms"]
-        flat[f"feed_vs_noop_p50_ratio_{rate}"] = feed["p50_ms"] / max(noop["p50_ms"], 1e-9)
-    flat["noop_p50_ms"] = flat["noop_p50_ms_50"]
-    flat["feed_vs_noop_p50_ratio"] = flat["feed_vs_noop_p50_ratio_50"]
-    flat["mean_candidates"] = float(np.mean([out[f"feed_{r}"]["mean_candidates"] for r in RATES]))
+    runs, capacity = measured["runs"], measured["capacity"]
+    feed_cpu = _cpu_at(runs["feed"], capacity["feed"])
+    noop_cpu = _cpu_at(runs["noop"], capacity["noop"])
+    lo, hi = runs["feed"][50], runs["feed"][100]
+    extra = (hi.ok - lo.ok) / hi.seconds
+    slope = (hi.cpu_total_ms / hi.seconds - lo.cpu_total_ms / lo.seconds) / max(extra, 1e-9)
+    flat: dict[str, Any] = {
+        "cpu_ms_per_request_feed": feed_cpu.cpu_ms_per_request,
+        "cpu_ms_per_request_noop": noop_cpu.cpu_ms_per_request,
+        "cpu_ms_marginal_feed": slope,
+        "cpu_ms_by_group": {k: round(v, 3) for k, v in feed_cpu.cpu_ms_by_group.items()},
+        "cpu_ms_by_group_noop": {k: round(v, 3) for k, v in noop_cpu.cpu_ms_by_group.items()},
+        "capacity_rps_feed": capacity["feed"],
+        "capacity_rps_noop": capacity["noop"],
+        "at_rps": {
+            str(rate): {
+                "feed_p50_ms": runs["feed"][rate].quantile(50),
+                "feed_p99_ms": runs["feed"][rate].quantile(99),
+                "feed_error_rate": runs["feed"][rate].error_rate,
+                "noop_p50_ms": runs["noop"][rate].quantile(50),
+                "noop_p99_ms": runs["noop"][rate].quantile(99),
+            }
+            for rate in RATES
+        },
+        "mean_candidates": float(
+            np.mean([c for r in runs["feed"].values() for c in r.candidates] or [0.0])
+        ),
+        "feature_read_speedup_500": features["feature_read_speedup_500"],
+        "ingress": s.serve_ingress,
+    }
+    flat |= {k: v for k, v in session_figures.items() if not isinstance(v, dict)}
     return flat | {
-        "runs": out,
-        "note": "open loop (locust, constant rate per client, many idle clients), "
-        f"{DURATION_S} s per run after all clients started; 2-core machine shared with "
-        "Cassandra, Redis, MLflow and the load generator: absolute times are indicative only",
+        "runs": {
+            "features": features,
+            "windows": {
+                target: {str(rate): r.summary() for rate, r in sorted(by_rate.items())}
+                for target, by_rate in runs.items()
+            },
+            "sessions": session_figures,
+        },
+        "note": f"open loop (bench/load.py), {WINDOW_S:.0f} s per headline window, 15 s per "
+        "capacity step; the feed's floor is GET /v1/ping on the same replicas; 2-core machine "
+        "shared with Cassandra, Redis, MLflow and the generator",
     }

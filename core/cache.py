@@ -88,6 +88,16 @@ def page_key(settings: Settings, user_id: int) -> str:
     return f"feedcast:{settings.feast_project}:page:{user_id}"
 
 
+def timeline_key(settings: Settings, user_id: int) -> str:
+    """A copy of the user's recent timeline (``serving.candidates.TimelineCache``)."""
+    return f"feedcast:{settings.feast_project}:timeline:{user_id}"
+
+
+def context_key(settings: Settings, user_id: int) -> str:
+    """A copy of the user's read context (``serving.candidates.ContextCache``)."""
+    return f"feedcast:{settings.feast_project}:context:{user_id}"
+
+
 def popular_key(settings: Settings) -> str:
     """Recent popular posts: the explore candidate source and the last-resort page."""
     return f"feedcast:{settings.feast_project}:popular"

@@ -17,7 +17,7 @@ when a write of the context failed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -75,30 +75,53 @@ def parse(row: Sequence[Any] | None) -> UserContext:
     )
 
 
+Forget = Callable[[list[int]], None]  # drops cached copies of these users' context
+
+
 def follow(
-    session: Session, stmts: Statements, user: int, followee: int, followee_followers: int
+    session: Session,
+    stmts: Statements,
+    user: int,
+    followee: int,
+    followee_followers: int,
+    forget: Forget | None = None,
 ) -> None:
-    """``user`` follows ``followee``: the graph's tables, then the user's context."""
+    """``user`` follows ``followee``: the graph's tables, then the user's context, then
+    ``forget([user])`` (a serving cache of the context, e.g. ``ContextCache.drop``)."""
     session.execute(stmts.insert_follow, (user, followee, followee_followers))
     session.execute(stmts.insert_follower, (followee, user))
     session.execute(stmts.context_follow, ({followee: followee_followers}, user))
+    if forget:
+        forget([user])
 
 
-def unfollow(session: Session, stmts: Statements, user: int, followee: int) -> None:
+def unfollow(
+    session: Session, stmts: Statements, user: int, followee: int, forget: Forget | None = None
+) -> None:
     session.execute(stmts.delete_follow, (user, followee))
     session.execute(stmts.delete_follower, (followee, user))
     session.execute(stmts.context_unfollow, ({followee}, user))
+    if forget:
+        forget([user])
 
 
-def block(session: Session, stmts: Statements, user: int, blocked: int) -> None:
+def block(
+    session: Session, stmts: Statements, user: int, blocked: int, forget: Forget | None = None
+) -> None:
     """``user`` blocks ``blocked``: their posts leave the user's next first page."""
     session.execute(stmts.insert_block, (user, blocked))
     session.execute(stmts.context_block, ({blocked}, user))
+    if forget:
+        forget([user])
 
 
-def unblock(session: Session, stmts: Statements, user: int, blocked: int) -> None:
+def unblock(
+    session: Session, stmts: Statements, user: int, blocked: int, forget: Forget | None = None
+) -> None:
     session.execute(stmts.delete_block, (user, blocked))
     session.execute(stmts.context_unblock, ({blocked}, user))
+    if forget:
+        forget([user])
 
 
 def engaged_args(

@@ -170,6 +170,20 @@ class Settings(BaseSettings):
 
     # Serving: candidate sources, caches, live reload, deadlines
     cap_timeline: int = Field(350, ge=0, description="Most candidates from timeline partitions.")
+    context_cache_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long a Redis copy of a user's read context (follows, blocks, posts "
+        "engaged with) spares the Cassandra read; events and the follow/block functions drop "
+        "it, a racing read can keep it stale this long at most. 0: read Cassandra every time.",
+    )
+    timeline_cache_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long a Redis copy of a user's recent timeline spares the Cassandra "
+        "read (fan-out drops the followers' copies; a racing read can keep a post out this "
+        "long at most). 0: read Cassandra every time.",
+    )
     cap_pull: int = Field(100, ge=0, description="Most candidates pulled from big accounts.")
     cap_explore: int = Field(50, ge=0, description="Most candidates from the popular list.")
     popular_size: int = Field(200, ge=1, description="Posts kept in the popular list in Redis.")
@@ -280,6 +294,12 @@ class Settings(BaseSettings):
         le=1,
         description="Share of a media object's simulated size the local origin serves "
         "(0.1: a tenth, so loopback and disk are not what a run measures).",
+    )
+    prefetch_requeue_s: float = Field(
+        30.0,
+        ge=0,
+        description="A media path a replica queued for warming is not queued again for this "
+        "long (popular posts are on many pages; the edge still holds them). 0: every time.",
     )
     prefetch_concurrency: int = Field(
         4, ge=1, le=64, description="Edge warm requests in flight at once (per warmer)."

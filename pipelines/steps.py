@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlflow
 
-from core import context
+from core import cache, context
 from core.db import connect
 from core.schema import apply_schema
 from core.settings import Settings
@@ -142,6 +142,15 @@ def rebuild_context(
                 for k, v in counts.items():
                     totals[k] += v
                 bar.update()
+        # The service's Redis copies of what was rewritten are stale now.
+        r = cache.client(settings)
+        try:
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                keys = [cache.context_key(settings, u) for u in chunk]
+                r.delete(*keys, *[cache.timeline_key(settings, u) for u in chunk])
+        finally:
+            r.close()
         return totals
     finally:
         cluster.shutdown()

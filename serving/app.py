@@ -292,6 +292,8 @@ class FeedService:
             log.warning("events not stored: %s", exc)
             self.path.metrics.degraded("events")
             return _unavailable(f"events not stored, retry: {type(exc).__name__}")
+        # Engaged posts leave the users' next first pages: their context copies are stale.
+        self.path.contexts.drop(sorted({e.user_id for e in body.events}))
         seen = [Seen(e.user_id, e.post_id, e.position) for e in fresh if e.kind == "impression"]
         if seen:  # the rolling prefetch, off the response path
             self.background.submit(self.path.after_impressions, seen)
@@ -324,7 +326,14 @@ class FeedService:
             self.path.metrics.degraded("posts")
             return _unavailable(f"post not stored, retry: {type(exc).__name__}")
         if not claimed.pull:
-            self.background.submit(ingest.fan_out, session, stmts, claimed, days=s.timeline_days)
+            self.background.submit(
+                ingest.fan_out,
+                session,
+                stmts,
+                claimed,
+                days=s.timeline_days,
+                written=self.path.timelines.drop,
+            )
         return ingest.PostResult(
             post_id=body.post_id,
             status="created" if claimed.created else "duplicate",

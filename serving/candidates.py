@@ -4,7 +4,8 @@ each under a cap of its own.
 
 Two Cassandra reads, sent together (schema v6, ``core.context``): the user's context row (who
 they follow, whom they blocked, what they engaged with lately) and the newest ``cap_timeline``
-rows of their one timeline partition. Big accounts' posts come from a per-replica cache
+rows of their one timeline partition, which a Redis copy (:class:`TimelineCache`) spares for
+``timeline_cache_s`` after it was read. Big accounts' posts come from a per-replica cache
 (:class:`PullCache`) and cost a read only when it is stale. Rows stay tuples and become arrays
 (:class:`Candidates`); no Python object per candidate.
 """
@@ -15,13 +16,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
+import redis
 from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import PreparedStatement
 
 from core import context
+from core.breaker import Breaker
+from core.cache import context_key, timeline_key
 from core.db import TUPLES
+from core.settings import Settings
 from core.statements import Statements
 from core.time import day_bucket
 
@@ -108,6 +114,117 @@ class PullCache:
         self._posts[(author, day)] = (time.monotonic(), posts)
 
 
+PACKED = np.dtype([("post", "<i8"), ("author", "<i8"), ("created_ms", "<i8"), ("topic", "<i4")])
+
+
+class TimelineCache:
+    """A Redis copy of users' recent timelines, newest first, as packed records.
+
+    Cassandra's ``feed_by_user`` stays the store of record: a miss reads it and writes the copy
+    with a TTL of ``ttl_s``; fan-out drops the copies of the followers it wrote to
+    (:meth:`drop`), so a new post shows on the follower's next first page. A read that raced
+    a fan-out may put back a copy without the new post: it lasts ``ttl_s`` at most (the same
+    bound as :class:`PullCache`). Every Redis call goes through the replica's breaker; Redis
+    down is a miss, never an error.
+    """
+
+    def __init__(self, settings: Settings, client: redis.Redis, breaker: Breaker) -> None:
+        self.s, self.redis, self.breaker = settings, client, breaker
+        self.ttl_s = settings.timeline_cache_s
+
+    def get(self, user_id: int) -> Candidates | None:
+        if self.ttl_s <= 0:
+            return None
+        raw: Any
+        raw, _ = self.breaker.call(lambda: self.redis.get(timeline_key(self.s, user_id)), None)
+        if not isinstance(raw, bytes) or len(raw) % PACKED.itemsize:
+            return None
+        rows = np.frombuffer(raw, dtype=PACKED)
+        return Candidates(
+            rows["post"].astype(np.int64),
+            rows["author"].astype(np.int64),
+            rows["created_ms"].astype(np.int64),
+            rows["topic"].astype(np.int64),
+            np.full(len(rows), TIMELINE, np.int8),
+        )
+
+    def put(self, user_id: int, timeline: Candidates) -> None:
+        if self.ttl_s <= 0:
+            return
+        rows = np.empty(len(timeline), dtype=PACKED)
+        rows["post"], rows["author"] = timeline.post, timeline.author
+        rows["created_ms"], rows["topic"] = timeline.created_ms, timeline.topic
+        key, ttl_ms = timeline_key(self.s, user_id), max(1, int(self.ttl_s * 1000))
+        self.breaker.call(lambda: self.redis.set(key, rows.tobytes(), px=ttl_ms), None)
+
+    def drop(self, user_ids: Sequence[int]) -> None:
+        """Forget the copies of ``user_ids`` (their timelines just changed)."""
+        if self.ttl_s <= 0 or not user_ids:
+            return
+        keys = [timeline_key(self.s, u) for u in user_ids]
+        self.breaker.call(lambda: self.redis.delete(*keys), None)
+
+
+class ContextCache:
+    """A Redis copy of users' read context (``core.context.UserContext``) for ``ttl_s``.
+
+    Cassandra's ``user_context`` stays the store of record; whatever changes it drops the copy
+    (event ingest here, ``forget`` in ``core.context``'s follow and block functions), so the
+    next first page reads it afresh. A read that raced such a change may put back the old copy:
+    it lasts ``ttl_s`` at most. With the timeline copy, a warm first page touches Cassandra only
+    to log its impressions (in bursts: ``serving.impressions``).
+    """
+
+    _HEAD = np.dtype(
+        [("known", "<i8"), ("followees", "<i8"), ("blocked", "<i8"), ("engaged", "<i8")]
+    )
+
+    def __init__(self, settings: Settings, client: redis.Redis, breaker: Breaker) -> None:
+        self.s, self.redis, self.breaker = settings, client, breaker
+        self.ttl_s = settings.context_cache_s
+
+    def get(self, user_id: int) -> context.UserContext | None:
+        if self.ttl_s <= 0:
+            return None
+        raw: Any
+        raw, _ = self.breaker.call(lambda: self.redis.get(context_key(self.s, user_id)), None)
+        if not isinstance(raw, bytes) or len(raw) < self._HEAD.itemsize:
+            return None
+        head = np.frombuffer(raw[: self._HEAD.itemsize], dtype=self._HEAD)[0]
+        nf, nb, ne = int(head["followees"]), int(head["blocked"]), int(head["engaged"])
+        body = np.frombuffer(raw[self._HEAD.itemsize :], dtype="<i8")
+        if len(body) != 2 * nf + nb + ne:
+            return None
+        ids, counts = body[:nf].tolist(), body[nf : 2 * nf].tolist()
+        return context.UserContext(
+            bool(head["known"]),
+            dict(zip(ids, counts, strict=True)),
+            frozenset(body[2 * nf : 2 * nf + nb].tolist()),
+            frozenset(body[2 * nf + nb :].tolist()),
+        )
+
+    def put(self, user_id: int, ctx: context.UserContext) -> None:
+        if self.ttl_s <= 0:
+            return
+        head = np.array(
+            [(int(ctx.known), len(ctx.followees), len(ctx.blocked), len(ctx.engaged))],
+            dtype=self._HEAD,
+        )
+        body = np.array(
+            [*ctx.followees, *ctx.followees.values(), *ctx.blocked, *ctx.engaged], dtype="<i8"
+        )
+        key, ttl_ms = context_key(self.s, user_id), max(1, int(self.ttl_s * 1000))
+        blob = head.tobytes() + body.tobytes()
+        self.breaker.call(lambda: self.redis.set(key, blob, px=ttl_ms), None)
+
+    def drop(self, user_ids: Sequence[int]) -> None:
+        """Forget the copies of ``user_ids`` (their context just changed)."""
+        if self.ttl_s <= 0 or not user_ids:
+            return
+        keys = [context_key(self.s, u) for u in user_ids]
+        self.breaker.call(lambda: self.redis.delete(*keys), None)
+
+
 def gather(
     session: Session,
     stmts: Statements,
@@ -120,6 +237,8 @@ def gather(
     timeout_s: float,
     explore: Candidates = EMPTY,
     pull_cache: PullCache | None = None,
+    timeline_cache: TimelineCache | None = None,
+    context_cache: ContextCache | None = None,
 ) -> tuple[Candidates, context.UserContext]:
     """The candidates and the user's context (``known`` False: no such user).
 
@@ -132,9 +251,18 @@ def gather(
     def read(stmt: PreparedStatement, args: tuple[object, ...]) -> ResponseFuture:
         return session.execute_async(stmt, args, timeout=timeout_s, execution_profile=TUPLES)
 
-    ctx_fut = read(stmts.get_context, (user_id,))
-    feed_fut = read(stmts.feed_recent, (user_id, max(1, caps.timeline)))
-    ctx = context.parse(ctx_fut.result().one())
+    cached_ctx = context_cache.get(user_id) if context_cache else None
+    ctx_fut = None if cached_ctx is not None else read(stmts.get_context, (user_id,))
+    timeline = timeline_cache.get(user_id) if timeline_cache else None
+    if timeline is None:
+        feed_fut = read(stmts.feed_recent, (user_id, max(1, caps.timeline)))
+    if cached_ctx is not None:
+        ctx = cached_ctx
+    else:
+        assert ctx_fut is not None
+        ctx = context.parse(ctx_fut.result().one())
+        if context_cache and ctx.known:
+            context_cache.put(user_id, ctx)
     if not ctx.known:
         return EMPTY, ctx
     today = day_bucket_ms(now_ms)
@@ -148,7 +276,10 @@ def gather(
                 pulls.append((a, b, read(stmts.author_day, (a, b, max(1, caps.pull)))))
             else:
                 pulled.append(hit)
-    timeline = Candidates.from_rows(feed_fut.result().all(), TIMELINE)
+    if timeline is None:
+        timeline = Candidates.from_rows(feed_fut.result().all(), TIMELINE)
+        if timeline_cache:
+            timeline_cache.put(user_id, timeline)
     for a, b, fut in pulls:  # (post_id, created_at, topic)
         rows = [(p, a, context.to_ms(t), topic) for p, t, topic in fut.result()]
         posts = Candidates.from_rows(rows, PULL)

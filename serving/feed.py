@@ -31,18 +31,17 @@ from typing import Annotated, Literal, TypeVar
 import numpy as np
 import torch
 from cassandra.cluster import Cluster, Session
-from cassandra.query import BatchStatement, BatchType
 from pydantic import BaseModel, Field
 
 from core import cache
 from core.breaker import Breaker
-from core.db import connect, consistency
+from core.db import connect
 from core.settings import Settings
 from core.statements import Statements
 from core.time import day_bucket
 from features.online import FeatureReader, reader_for
 from media import objects
-from serving import candidates, cursor, ranking, sessions
+from serving import candidates, cursor, impressions, ranking, sessions
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
 from serving.rules import RuleConfig
@@ -161,10 +160,15 @@ class FeedPath:
             candidates.EMPTY,
         )
         self._pulls = candidates.PullCache(settings.pull_cache_s)
+        self.timelines = candidates.TimelineCache(settings, self.redis, self.redis_breaker)
+        self.contexts = candidates.ContextCache(settings, self.redis, self.redis_breaker)
         self.prefetch = Prefetcher(
             settings, self.metrics, lambda: self._connect()[1:], breaker=self.redis_breaker
         )
         self.store = sessions.SessionStore(settings, self.redis)
+        self.impressions = impressions.ImpressionLog(
+            settings, self.metrics, lambda: self._connect()[1:]
+        )
         self.keys = cursor.Keys.parse(settings.cursor_keys)
         self.rules = RuleConfig(
             max_per_author=settings.max_per_author,
@@ -291,6 +295,8 @@ class FeedPath:
                 timeout_s=s.deadline_candidates_ms / 1000,
                 explore=explore,
                 pull_cache=self._pulls,
+                timeline_cache=self.timelines,
+                context_cache=self.contexts,
             )
             if not ctx.known:
                 return None
@@ -676,17 +682,16 @@ class FeedPath:
             )
 
     def _log_impressions(self, served: Served, degraded: list[str]) -> None:
-        """Write what was shown (asynchronous, errors only logged and counted).
+        """Queue what was shown for the next burst of impression writes
+        (``serving.impressions``; errors only logged and counted).
 
-        Every row of a page lands in the same (user, day) partition, so the page is one
-        unlogged single-partition batch: one round trip, applied atomically. ``position`` is
-        the slot in the page; ``session_position`` the place in the session's ranking. The
-        page is deterministic given its inputs, so each item's propensity is 1.
+        ``position`` is the slot in the page; ``session_position`` the place in the session's
+        ranking. The page is deterministic given its inputs, so each item's propensity is 1.
         """
         if not served.items:
             return
         try:
-            _, session, stmts = self._connect()
+            self._connect()
         except Exception as exc:  # Cassandra down: the page is served, not logged
             log.warning("impressions of %s not logged: %s", served.request_id, exc)
             degraded.append("impressions")
@@ -694,39 +699,23 @@ class FeedPath:
             return
         sess = served.session
         now = datetime.now(UTC)
-        batch = BatchStatement(
-            batch_type=BatchType.UNLOGGED,
-            consistency_level=consistency(self.s.cassandra_write_consistency),
-        )
         day = day_bucket(now)
-        for pos, item in enumerate(served.items):
-            batch.add(
-                stmts.insert_impression,
-                (
-                    sess.user_id,
-                    day,
-                    now,
-                    served.request_id,
-                    pos,
-                    item.post_id,
-                    item.author_id,
-                    sess.model_version,
-                    item.score,
-                    1.0,
-                    sess.session_hex,
-                    served.page,
-                    served.offset + pos,
-                ),
+        rows = [
+            (
+                sess.user_id,
+                day,
+                now,
+                served.request_id,
+                pos,
+                item.post_id,
+                item.author_id,
+                sess.model_version,
+                item.score,
+                1.0,
+                sess.session_hex,
+                served.page,
+                served.offset + pos,
             )
-        try:
-            fut = session.execute_async(batch, timeout=self.s.cassandra_request_timeout_s)
-        except Exception as exc:
-            log.warning("impression write failed: %s", exc)
-            self.metrics.degraded("impressions")
-            return
-
-        def failed(exc: BaseException) -> None:
-            log.warning("impression write failed: %s", exc)
-            self.metrics.degraded("impressions")
-
-        fut.add_errback(failed)
+            for pos, item in enumerate(served.items)
+        ]
+        self.impressions.add(impressions.Page(served.request_id, rows))

@@ -15,6 +15,7 @@ Plain Python over a Cassandra session (no Ray): the app calls these, and so can 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
@@ -282,9 +283,18 @@ def claim_post(
     return Claimed(post, created_at, created, pull)
 
 
-def fan_out(session: Session, stmts: Statements, c: Claimed, *, days: int, batch: int = 200) -> int:
+def fan_out(
+    session: Session,
+    stmts: Statements,
+    c: Claimed,
+    *,
+    days: int,
+    written: Callable[[list[int]], None] | None = None,
+    batch: int = 200,
+) -> int:
     """Write the post into every follower's recent timeline (``feed_by_user``, with the TTL
-    left of the ``days`` window), ``batch`` followers at a time."""
+    left of the ``days`` window), ``batch`` followers at a time; ``written(followers)`` after
+    each batch (the replica drops their cached timelines)."""
     if c.pull:
         return 0
     p, done = c.post, 0
@@ -297,10 +307,23 @@ def fan_out(session: Session, stmts: Statements, c: Claimed, *, days: int, batch
     for r in rows:
         chunk.append((r.follower_id, created_ms, p.post_id, p.author_id, p.topic, ttl))
         if len(chunk) == batch:
-            execute_concurrent_with_args(session, stmts.insert_feed, chunk, concurrency=32)
+            _write_feed(session, stmts, chunk, written)
             done, chunk = done + len(chunk), []
     if chunk:
-        execute_concurrent_with_args(session, stmts.insert_feed, chunk, concurrency=32)
+        _write_feed(session, stmts, chunk, written)
         done += len(chunk)
     log.info("fanned out post %s to %d timelines", p.post_id, done)
     return done
+
+
+def _write_feed(
+    session: Session,
+    stmts: Statements,
+    rows: list[tuple[object, ...]],
+    written: Callable[[list[int]], None] | None,
+) -> None:
+    execute_concurrent_with_args(
+        session, stmts.insert_feed, rows, concurrency=32, raise_on_first_error=True
+    )
+    if written is not None:
+        written([int(str(r[0])) for r in rows])

@@ -45,7 +45,6 @@ from serving.metrics import Metrics
 log = logging.getLogger("feedcast.serving.warming")
 
 SWITCH_CHECK_S = 1.0  # how often a replica re-reads the live switch
-RECENT_S = 30.0  # a path this replica queued that recently is not queued again
 RECENT_MAX = 50_000  # paths remembered (bounded: start over rather than grow)
 SCROLL_TTL_S = 30 * 86_400  # a user's scrolling counts expire after a month without impressions
 
@@ -104,15 +103,13 @@ class Prefetcher:
 
     def submit(self, trigger: str, actions: list[planner.WarmAction]) -> int:
         """Queue the actions' paths at the edge, but those this replica queued within
-        ``RECENT_S`` (counted as ``already``); returns how many were queued."""
+        ``prefetch_requeue_s`` (counted as ``already``); returns how many were queued."""
         self.metrics.prefetch_planned(trigger, len(actions))
-        now = time.monotonic()
+        now, again_s = time.monotonic(), self.s.prefetch_requeue_s
         with self._recent_lock:
             if len(self._recent) > RECENT_MAX:
                 self._recent.clear()
-            fresh = [
-                a.path for a in actions if now - self._recent.get(a.path, -RECENT_S) >= RECENT_S
-            ]
+            fresh = [a.path for a in actions if now - self._recent.get(a.path, -again_s) >= again_s]
             for path in fresh:
                 self._recent[path] = now
         if len(fresh) < len(actions):

@@ -231,7 +231,8 @@ class HeavyModel:
         self, inputs: list[torch.Tensor], position: torch.Tensor | None = None
     ) -> dict[str, np.ndarray]:
         """Heads for encoded inputs (:func:`encode`); no ``position`` = every item at slot 0."""
-        self.net.eval()
+        if self.net.training:  # eval() walks every module: only when it is needed
+            self.net.eval()
         return self.heads(self.net(*inputs), position)
 
     @torch.no_grad()

@@ -50,6 +50,8 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             hash_key(FUZZ_KEY),
             hash_key(OVERLOAD_KEY),
         ],
+        # Tests serve the same users' pages seconds apart and count each warm attempt.
+        prefetch_requeue_s=0.0,
         serve_max_ongoing_requests=4,
         serve_max_queued_requests=4,
         rate_limit_per_s=TEST_RATE_PER_S,

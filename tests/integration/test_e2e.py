@@ -6,8 +6,8 @@ import httpx
 import pandas as pd
 import pytest
 
+from core import cache, context
 from core import constants as C
-from core import context
 from core.db import connect
 from core.settings import DEV_API_KEY
 from core.statements import Statements
@@ -102,14 +102,20 @@ def test_blocked_authors_and_engaged_posts_never_come_back(service, settings, wo
     top_author = first["items"][0]["author_id"]
     cluster, session = connect(settings)
     stmts = Statements(session, settings)
-    try:
-        context.block(session, stmts, user, top_author)  # the table of record and the context
+    r = cache.client(settings)
+
+    def forget(users: list[int]) -> None:  # the service's copy of the context (ContextCache)
+        r.delete(*[cache.context_key(settings, u) for u in users])
+
+    try:  # the table of record, the context, and the serving copy of it
+        context.block(session, stmts, user, top_author, forget=forget)
         again = httpx.get(
             f"{service}/v1/feed/{user}", params={"limit": 20}, headers=API, timeout=30
         ).json()
     finally:
-        context.unblock(session, stmts, user, top_author)
+        context.unblock(session, stmts, user, top_author, forget=forget)
         cluster.shutdown()
+        r.close()
     assert again["items"]
     assert top_author not in {i["author_id"] for i in again["items"]}
     served = pd.read_parquet(settings.world_dir / "interactions.parquet")  # what Cassandra holds
