@@ -22,12 +22,17 @@ RESULTS_MD = ROOT / "docs" / "RESULTS.md"
 
 # What each benchmark measures, in the order the page shows them.
 ABOUT = {
-    "serve": "The feed and a no-op Ray Serve app side by side on one world (~467 candidates "
-    "per request), open-loop load at 50, 100 and 200 req/s (30 s each), everything on the "
-    "same 2 cores. `feature_read_speedup_500`: Feast's `get_online_features` ÷ our reader "
-    "on the same 500 rows. Sessions (bench/sessions.py, `limit=10`): machine CPU per "
-    "continued page (cursor) against `GET /v1/ping` through the same guard, and capacity "
-    "(p99 ≤ 250 ms, no error) with first pages only against the simulator's scrolling mix.",
+    "serve": "First pages (`limit=20`, ~456 candidates) of random readers of the bench world, "
+    "open loop (bench/load.py) at 50, 80, 100 and 200 req/s, against the floor `GET /v1/ping` "
+    "on the same replicas (same ingress, key check and rate limit), everything on the same 2 "
+    "cores. `cpu_ms_per_request_*`: the machine's busy CPU (/proc/stat) ÷ requests answered at "
+    "100 req/s (at capacity if lower), by process group in `cpu_ms_by_group`; "
+    "`cpu_ms_marginal_feed`: the slope between 50 and 100 req/s; `capacity_rps_*`: the highest "
+    "rate in 10 req/s steps answered with p99 ≤ 250 ms and no error (a degraded page is an "
+    "error). `feature_read_speedup_500`: Feast's `get_online_features` ÷ our reader on the "
+    "same 500 rows. Sessions (bench/sessions.py, `limit=10`): machine CPU per continued page "
+    "(cursor) against `GET /v1/ping`, and capacity with first pages only against the "
+    "simulator's scrolling mix. docs/PERFORMANCE.md explains the figures.",
     "ranking": "Each world generated, trained (LightGBM light ranker, PyTorch MMoE heavy "
     "ranker) and judged against the simulator's truth on held-out days; `learnability` is "
     "the structured-MLE reference fitted on the same rows (evaluation/learnability.py).",

@@ -22,6 +22,7 @@ def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
         if address == "local":  # replicas at normal priority, not Ray's default nice 15
             os.environ.setdefault("RAY_worker_niceness", "0")
             ingress.export(settings)  # a local Ray starts with this process's environment
+            ingress.stop_orphans(settings)  # a HAProxy left by a Ray killed without shutdown
         ray.init(
             address=address,
             namespace="feedcast",

@@ -20,8 +20,11 @@ stack's head, ``serving.deploy`` for a local instance. A Ray cluster sets them o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
+import time
 from pathlib import Path
 
 from core.settings import Settings
@@ -83,6 +86,44 @@ def environment(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
     }
+
+
+def orphans(settings: Settings) -> list[int]:
+    """Pids of this head's HAProxy processes whose Ray is gone (their parent is init): a Ray
+    killed without its shutdown leaves HAProxy holding serve_port and the stats ports, and
+    the next start of the head fails to bind them."""
+    folder = str(ingress_dir(settings)).encode()
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() != "haproxy":
+                continue
+            if folder not in (proc / "cmdline").read_bytes():
+                continue
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:  # gone while we looked
+            continue
+        if ppid == 1:
+            out.append(int(proc.name))
+    return out
+
+
+def stop_orphans(settings: Settings, timeout_s: float = 5.0) -> int:
+    """Stop :func:`orphans` (TERM, then KILL); how many there were."""
+    found = pids = orphans(settings)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(found)
 
 
 def export(settings: Settings) -> dict[str, str]:

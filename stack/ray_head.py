@@ -67,6 +67,7 @@ def up(settings: Settings) -> str:
     }
     if running(settings):
         return "already running"
+    ingress.stop_orphans(settings)  # a HAProxy left by a head killed without its shutdown
     tmp = Path("/tmp") / f"ray-feedcast-{settings.ray_port}"
     argv = [
         str(Path(sys.executable).parent / "ray"),
@@ -99,7 +100,9 @@ def up(settings: Settings) -> str:
 
 
 def down(settings: Settings) -> bool:
-    return proc.stop(settings.stack_dir, name(settings), grace_s=30)
+    stopped = proc.stop(settings.stack_dir, name(settings), grace_s=30)
+    ingress.stop_orphans(settings)
+    return stopped
 
 
 def replica_pids(raylet_marker: str, deployment: str = "feedcast:Feed") -> list[int]:

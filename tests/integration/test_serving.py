@@ -362,6 +362,62 @@ def test_overload_is_shed_with_503_and_retry_after_then_served_again(service, se
     assert _feed(service, user).status_code == 200  # and the service is fine afterwards
 
 
+def _listening(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket ``pid`` listens on, from /proc."""
+    import ipaddress
+    import os
+    from pathlib import Path
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = set()
+    for table, size in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            ip_hex, port_hex = fields[1].split(":")
+            raw = bytes.fromhex(ip_hex)
+            # /proc prints each 32-bit word of the address in host (little-endian) order.
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, size, 4))
+            out.add((str(ipaddress.ip_address(words)), int(port_hex, 16)))
+    return out
+
+
+def test_the_ingress_is_haproxy_and_listens_on_loopback_only(service, settings):
+    """HAProxy carries the requests (not Ray's Python proxy), and every port it opens — the
+    API, its stats page, its Prometheus endpoint — is on 127.0.0.1 (stack/ingress.py rewrites
+    the two that Ray's template binds on every interface)."""
+    from pathlib import Path
+
+    from stack.ingress import ingress_dir
+
+    assert settings.serve_ingress == "haproxy"
+    folder = str(ingress_dir(settings)).encode()
+    pids = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit()
+        and (p / "comm").exists()
+        and (p / "comm").read_text().strip() == "haproxy"
+        and folder in (p / "cmdline").read_bytes()
+    ]
+    assert pids, "no HAProxy of this suite's head runs"
+    sockets = set().union(*(_listening(pid) for pid in pids))
+    ports = {port for _, port in sockets}
+    wanted = {settings.serve_port, settings.haproxy_stats_port, settings.haproxy_metrics_port}
+    assert wanted <= ports, sockets
+    assert {addr for addr, _ in sockets} == {"127.0.0.1"}, sockets
+    stats = httpx.get(f"http://127.0.0.1:{settings.haproxy_stats_port}/stats", timeout=5)
+    assert stats.status_code == 200
+
+
 def test_replicas_start_yielding_the_cpu_and_serve_at_full_priority(service, settings):
     """The replicas got the startup hook (serving/startup.py) and, ready, serve at the priority
     their raylet gave them, in every thread."""
