@@ -24,6 +24,7 @@ from prefetch.replay.live import LiveConfig
 from serving.deploy import deploy
 from serving.metrics import prefetch_counters, scrape_targets
 from simulator.config import WorldConfig
+from simulator.writer import CASSANDRA_LAYOUT
 from stack import local, nginx, ray_head
 
 
@@ -40,10 +41,12 @@ def _reusable_world(settings: Settings, config: WorldConfig) -> bool:
     manifest = settings.world_dir / "manifest.json"
     if not manifest.exists():
         return False
-    old = json.loads(manifest.read_text())["config"]
+    written = json.loads(manifest.read_text())
+    old = written["config"]
     same = all(old[k] == getattr(config, k) for k in ("users", "days", "seed"))
     fresh = datetime.fromisoformat(old["end"]) > datetime.now(UTC) - timedelta(hours=20)
-    return same and fresh
+    current = written.get("cassandra_layout") == CASSANDRA_LAYOUT  # v6: read tables filled
+    return same and fresh and current
 
 
 # 40 users, 6 scrolling at once, 0.2 s per item: ~15 s a run, under the default rate limit.

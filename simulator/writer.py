@@ -30,6 +30,7 @@ TRUTH_FILE = "truth.npz"
 SERVED_LOG = ("requests", "candidates", "impressions", "interactions")
 FUTURE_DIR = "future"
 CURSOR_FILE = "cursor.json"
+CASSANDRA_LAYOUT = 6  # the schema version whose read tables the writer fills
 LOGGING_POLICY = "logging-policy"  # model_version of the simulator's logged pages
 
 
@@ -244,6 +245,9 @@ def write_parquet(world: World, out: Path, watermark: datetime | None = None) ->
                 n: len(getattr(world, n)) for n in ("users", "posts", "follows", "impressions")
             },
             "log_watermark": (watermark or world.config.end).isoformat(),
+            # What the Cassandra writer lays out (v6: feed_by_user + user_context): a world
+            # written by an older writer is not reused (`world rebuild-context` migrates one).
+            "cassandra_layout": CASSANDRA_LAYOUT,
         },
         out / "manifest.json",
     )
