@@ -29,7 +29,6 @@ from pathlib import Path
 
 from core.settings import Settings
 
-
 HEADER_BUFFER_BYTES = 32 * 1024
 
 
