@@ -697,6 +697,8 @@ class FeedPath:
             degraded.append("impressions")
             self.metrics.degraded("impressions")
             return
+        if not self.impressions.healthy:  # the last burst failed: this page's likely will too
+            degraded.append("impressions")
         sess = served.session
         now = datetime.now(UTC)
         day = day_bucket(now)

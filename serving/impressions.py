@@ -56,6 +56,9 @@ class ImpressionLog:
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
+        # False from a failed write to the next successful one: pages served meanwhile say
+        # `impressions` in their degraded list (they are queued, and likely lost).
+        self.healthy = True
         self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
         self._thread.start()
 
@@ -102,6 +105,7 @@ class ImpressionLog:
             session, stmts = self._db()
         except Exception as exc:  # Cassandra unreachable: these pages stay unlogged
             log.warning("impressions of %d pages not logged: %s", len(pages), exc)
+            self.healthy = False
             for _ in pages:
                 self.metrics.degraded("impressions")
             return
@@ -118,9 +122,12 @@ class ImpressionLog:
             except Exception as exc:
                 log.warning("impressions of %s not logged: %s", page.request_id, exc)
                 self.metrics.degraded("impressions")
+        failed = False
         for page, fut in futures:  # all in flight together; wait so a flush() means written
             try:
                 fut.result()
             except Exception as exc:
                 log.warning("impressions of %s not logged: %s", page.request_id, exc)
                 self.metrics.degraded("impressions")
+                failed = True
+        self.healthy = not failed

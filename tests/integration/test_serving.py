@@ -286,6 +286,10 @@ def test_cassandra_down_serves_the_cached_page_and_recovers(service, settings, w
         )
         # A stranger has no page cached, whichever tests served whom before this one.
         rc.delete(cache.page_key(settings, stranger))
+        # Neither has a Redis copy of their context or timeline, which would let a first page
+        # be ranked with Cassandra down (the fallback is what is tested here).
+        for u in (user, stranger):
+            rc.delete(cache.context_key(settings, u), cache.timeline_key(settings, u))
     finally:
         rc.close()
     if not stack_cassandra.down(settings):
