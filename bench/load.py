@@ -17,7 +17,7 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,25 @@ def passes(run: Run, p99_bar_ms: float) -> bool:
     return run.errors == 0 and run.degraded == 0 and run.quantile(99) <= p99_bar_ms
 
 
+async def search(ok: Callable[[int], Awaitable[bool]], *, step: int, start: int, most: int) -> int:
+    """The highest rate (a multiple of ``step``) for which ``ok`` holds, assuming it holds
+    below a passing rate: doubling from ``start`` until a rate fails, then bisecting in
+    ``step`` steps between the last pass and that failure (0: not even ``start``)."""
+    lo, hi = 0, start
+    while hi <= most and await ok(hi):
+        lo, hi = hi, hi * 2
+    hi = min(hi, most + step)
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if mid <= lo:
+            break
+        if await ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 async def capacity(
     measure: Callable[[float], Any],
     p99_bar_ms: float,
@@ -240,22 +259,11 @@ async def capacity(
     ``measure(rate)`` runs one window; ``known`` holds windows already run (reused)."""
     runs: dict[float, Run] = dict(known or {})
 
-    async def ok(rate: float) -> bool:
+    async def ok(rate: int) -> bool:
         if rate not in runs:
             runs[rate] = await measure(rate)
             await asyncio.sleep(2)  # let queues drain between windows
         return passes(runs[rate], p99_bar_ms)
 
-    lo, hi = 0, step
-    while hi <= most and await ok(hi):
-        lo, hi = hi, hi * 2
-    hi = min(hi, most + step)
-    while hi - lo > step:
-        mid = (lo + hi) // 2 // step * step
-        if mid <= lo:
-            break
-        if await ok(mid):
-            lo = mid
-        else:
-            hi = mid
+    lo = await search(ok, step=step, start=step, most=most)
     return float(lo), runs

@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.load import busy_ms, search
 from bench.rawhttp import RawClient
 from core.settings import DEV_API_KEY
 
@@ -46,14 +45,6 @@ WINDOW_S = 30.0  # arrivals per capacity step; the rate is counted over its seco
 MAX_PAGES = 50  # a session holds at most feed_max_candidates (500) / LIMIT pages
 CPU_WINDOW_S = 20.0
 THINK_S = 0.5  # between a page's answer and the next page's request
-
-
-def busy_ms() -> float:
-    """Busy CPU time of the whole machine since boot (every core, all but idle and iowait), in
-    ms, from the ``cpu`` line of /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK") * 1000
 
 
 @dataclass
@@ -232,19 +223,7 @@ async def capacity(
             best = max(best, achieved)
         return passed
 
-    # Doubling from `start` until a step fails, then bisecting in STEP_RPS steps between the
-    # last pass and that failure (a linear climb took 20+ windows for the mix).
-    lo, hi = 0, start
-    while hi <= most and await ok(hi):
-        lo, hi = hi, hi * 2
-    while hi - lo > STEP_RPS:
-        mid = (lo + hi) // 2 // STEP_RPS * STEP_RPS
-        if mid <= lo:
-            break
-        if await ok(mid):
-            lo = mid
-        else:
-            hi = mid
+    await search(ok, step=STEP_RPS, start=start, most=most)
     return {"capacity_rps": best, "mean_pages_per_session": mean_pages, "steps": steps}
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.query import PreparedStatement
 
 from core.statements import Statements
 from core.time import as_utc, day_bucket
@@ -78,6 +79,20 @@ def parse(row: Sequence[Any] | None) -> UserContext:
 Forget = Callable[[list[int]], None]  # drops cached copies of these users' context
 
 
+def _write(
+    session: Session,
+    writes: Sequence[tuple[PreparedStatement, tuple[object, ...]]],
+    user: int,
+    forget: Forget | None,
+) -> None:
+    """The tables of record, then the user's context row (the last write), then
+    ``forget([user])`` (a serving cache of the context, e.g. ``ContextCache.drop``)."""
+    for stmt, args in writes:
+        session.execute(stmt, args)
+    if forget:
+        forget([user])
+
+
 def follow(
     session: Session,
     stmts: Statements,
@@ -86,42 +101,39 @@ def follow(
     followee_followers: int,
     forget: Forget | None = None,
 ) -> None:
-    """``user`` follows ``followee``: the graph's tables, then the user's context, then
-    ``forget([user])`` (a serving cache of the context, e.g. ``ContextCache.drop``)."""
-    session.execute(stmts.insert_follow, (user, followee, followee_followers))
-    session.execute(stmts.insert_follower, (followee, user))
-    session.execute(stmts.context_follow, ({followee: followee_followers}, user))
-    if forget:
-        forget([user])
+    """``user`` follows ``followee``: their next first page pulls or fans in its posts."""
+    writes = [
+        (stmts.insert_follow, (user, followee, followee_followers)),
+        (stmts.insert_follower, (followee, user)),
+        (stmts.context_follow, ({followee: followee_followers}, user)),
+    ]
+    _write(session, writes, user, forget)
 
 
 def unfollow(
     session: Session, stmts: Statements, user: int, followee: int, forget: Forget | None = None
 ) -> None:
-    session.execute(stmts.delete_follow, (user, followee))
-    session.execute(stmts.delete_follower, (followee, user))
-    session.execute(stmts.context_unfollow, ({followee}, user))
-    if forget:
-        forget([user])
+    writes = [
+        (stmts.delete_follow, (user, followee)),
+        (stmts.delete_follower, (followee, user)),
+        (stmts.context_unfollow, ({followee}, user)),
+    ]
+    _write(session, writes, user, forget)
 
 
 def block(
     session: Session, stmts: Statements, user: int, blocked: int, forget: Forget | None = None
 ) -> None:
     """``user`` blocks ``blocked``: their posts leave the user's next first page."""
-    session.execute(stmts.insert_block, (user, blocked))
-    session.execute(stmts.context_block, ({blocked}, user))
-    if forget:
-        forget([user])
+    writes = [(stmts.insert_block, (user, blocked)), (stmts.context_block, ({blocked}, user))]
+    _write(session, writes, user, forget)
 
 
 def unblock(
     session: Session, stmts: Statements, user: int, blocked: int, forget: Forget | None = None
 ) -> None:
-    session.execute(stmts.delete_block, (user, blocked))
-    session.execute(stmts.context_unblock, ({blocked}, user))
-    if forget:
-        forget([user])
+    writes = [(stmts.delete_block, (user, blocked)), (stmts.context_unblock, ({blocked}, user))]
+    _write(session, writes, user, forget)
 
 
 def engaged_args(

@@ -54,8 +54,6 @@ class ImpressionLog:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
         # False from a failed write to the next successful one: pages served meanwhile say
         # `impressions` in their degraded list (they are queued, and likely lost).
         self.healthy = True
@@ -70,18 +68,12 @@ class ImpressionLog:
             else:
                 full = False
                 self._pending.append(page)
-                self._idle.clear()
         if full:
             log.warning(
                 "impressions of %s dropped: %d pages queued", page.request_id, self.max_pages
             )
             self.metrics.degraded("impressions")
         return not full
-
-    def flush(self, timeout_s: float = 5.0) -> bool:
-        """Write what is queued now and wait for it (tests, shutdown); False on timeout."""
-        self._wake.set()
-        return self._idle.wait(timeout_s)
 
     def close(self) -> None:
         self._stop.set()
@@ -96,9 +88,6 @@ class ImpressionLog:
                 pages, self._pending = self._pending, []
             if pages:
                 self._write(pages)
-            with self._lock:
-                if not self._pending:
-                    self._idle.set()
 
     def _write(self, pages: list[Page]) -> None:
         try:
@@ -123,7 +112,7 @@ class ImpressionLog:
                 log.warning("impressions of %s not logged: %s", page.request_id, exc)
                 self.metrics.degraded("impressions")
         failed = False
-        for page, fut in futures:  # all in flight together; wait so a flush() means written
+        for page, fut in futures:  # all in flight together
             try:
                 fut.result()
             except Exception as exc:
