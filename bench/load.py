@@ -179,9 +179,11 @@ async def open_loop(
     *,
     timeout_s: float = 5.0,
     is_page: bool = True,
+    on_body: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> Run:
     """``rate`` requests/s for ``seconds``, evenly spaced, each ``target(k)``; CPU measured
-    from the first request to the last answer (or its timeout)."""
+    from the first request to the last answer (or its timeout). ``on_body(k, body)`` sees each
+    page answered 200 (e.g. to queue the cursor it carries)."""
     run = Run(offered_rps=rate, seconds=seconds)
     meter = CpuMeter()
 
@@ -203,6 +205,8 @@ async def open_loop(
             body = r.json()
             run.degraded += bool(body.get("degraded"))
             run.candidates.append(int(body.get("candidates", 0)))
+            if on_body is not None:
+                on_body(k, body)
 
     async with RawClient(url, headers, timeout_s=timeout_s, max_idle=512) as c:
         tasks = []

@@ -5,12 +5,15 @@ raw HTTP client (``bench/rawhttp.py``) as the generator. Every figure is the mac
 CPU time from ``/proc/stat`` over the window (every process: replicas, Ray, Cassandra, Redis,
 the generator) divided by the requests answered 200.
 
-- ``cpu_ms_per_request_page2``: closed loop, 4 in flight, each request the next page of a
-  session opened before the window (``limit`` items per page, cursor after cursor until the
-  session ends, then the next session);
-- ``cpu_ms_per_request_ping_closed``: the same loop on ``GET /v1/ping``: the same ingress,
-  replica and guard (API key, rate limit in Redis), and nothing else (``bench/serve.py``'s
-  ``cpu_ms_per_request_noop`` is the open-loop floor at 100 req/s, a different figure);
+- ``cpu_ms_per_request_page2``: open loop at 100 req/s (the rate of ``bench/serve.py``'s
+  ``cpu_ms_per_request_noop``), each request the next page of a session opened before the
+  window (``limit`` items per page, cursor after cursor: a session's next page is asked after
+  its previous one answered);
+- ``cpu_ms_per_request_ping_same_rate``: ``GET /v1/ping`` open loop at the same rate, just
+  before: the same ingress, replica and guard (API key, rate limit in Redis), nothing else. At
+  one rate the machine's fixed background costs both the same per request, so
+  ``page2_minus_ping_ms`` is the page's own work (closed loops at their own rates are not:
+  the ping's would spread the background over several times the requests);
 - ``capacity_rps_first_page`` / ``capacity_rps_session_mix``: the highest offered rate,
   searched in 10 req/s steps, whose requests all answer 200 with p99 ≤ 250 ms (open loop).
   First pages: every request a first page (no cursor). Session mix: sessions arrive at random
@@ -26,6 +29,7 @@ the generator) divided by the requests answered 200.
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import random
 import time
@@ -34,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.load import busy_ms, search
+from bench.load import search
 from bench.rawhttp import RawClient
 from core.settings import DEV_API_KEY
 
@@ -44,6 +48,7 @@ STEP_RPS = 10
 WINDOW_S = 30.0  # arrivals per capacity step; the rate is counted over its second half
 MAX_PAGES = 50  # a session holds at most feed_max_candidates (500) / LIMIT pages
 CPU_WINDOW_S = 20.0
+PAGE2_RPS = 100.0  # the rate of bench/serve.py's cpu_ms_per_request_noop
 THINK_S = 0.5  # between a page's answer and the next page's request
 
 
@@ -87,55 +92,45 @@ async def _first_pages(client: RawClient, users: list[int], n: int) -> list[tupl
     return out
 
 
-async def _closed_loop(url: str, next_request: Any, seconds: float, workers: int = 4) -> float:
-    """Machine CPU ms per answered request over ``seconds`` of ``workers`` closed loops."""
-    answered = 0
-    stop = time.monotonic() + seconds
+async def cpu_page2(
+    url: str, users: list[int], rate: float = PAGE2_RPS, seconds: float = CPU_WINDOW_S
+) -> dict[str, Any]:
+    """CPU per continued page against CPU per ping, both open loop at ``rate``, one after the
+    other: at one rate the machine's fixed background (Ray, Cassandra, MLflow idling) costs
+    both the same per request, so the difference is the page's own work."""
+    from bench import load
 
-    async def worker() -> None:
-        nonlocal answered
-        async with RawClient(url, {"X-API-Key": DEV_API_KEY}, timeout_s=10) as c:
-            while time.monotonic() < stop:
-                if await next_request(c):
-                    answered += 1
+    headers = {"X-API-Key": DEV_API_KEY}
+    async with RawClient(url, headers, timeout_s=30) as c:
+        opened = await _first_pages(c, users, int(rate * 2))
+    queue = collections.deque(opened)
+    asked: dict[int, int] = {}
 
-    before = busy_ms()
-    await asyncio.gather(*(worker() for _ in range(workers)))
-    return (busy_ms() - before) / max(answered, 1)
+    def page(k: int) -> tuple[str, dict[str, Any]]:
+        user, cursor = queue.popleft() if queue else opened[k % len(opened)]
+        asked[k] = user
+        return f"/v1/feed/{user}", {"limit": LIMIT, "cursor": cursor}
 
+    def then(k: int, body: dict[str, Any]) -> None:  # scroll on: the next cursor, later
+        if body.get("next_cursor"):
+            queue.append((asked[k], body["next_cursor"]))
 
-async def cpu_page2(url: str, users: list[int], seconds: float = CPU_WINDOW_S) -> dict[str, Any]:
-    """CPU per continued page, against CPU per ping, in one run."""
-    async with RawClient(url, {"X-API-Key": DEV_API_KEY}, timeout_s=30) as c:
-        opened = await _first_pages(c, users, 120)
-    queue = list(opened)
-    pages = 0
+    def ping(_: int) -> tuple[str, dict[str, Any]]:
+        return "/v1/ping", {}
 
-    async def page(c: RawClient) -> bool:
-        nonlocal pages
-        if not queue:
-            return False
-        user, cursor = queue.pop()
-        r = await c.get(f"/v1/feed/{user}", {"limit": LIMIT, "cursor": cursor})
-        if r.status != 200:
-            return False
-        body = r.json()
-        if body["next_cursor"]:
-            queue.insert(0, (user, body["next_cursor"]))
-        pages += 1
-        return body["session"] == "continued"
-
-    async def ping(c: RawClient) -> bool:
-        return (await c.get("/v1/ping")).status == 200
-
-    noop = await _closed_loop(url, ping, seconds)
-    page2 = await _closed_loop(url, page, seconds)
+    pings = await load.open_loop(url, headers, ping, rate, seconds, is_page=False)
+    await asyncio.sleep(2)
+    pages = await load.open_loop(url, headers, page, rate, seconds, on_body=then)
     return {
-        "cpu_ms_per_request_page2": page2,
-        "cpu_ms_per_request_ping_closed": noop,
-        "page2_minus_ping_ms": page2 - noop,
+        "cpu_ms_per_request_page2": pages.cpu_ms_per_request,
+        "cpu_ms_per_request_ping_same_rate": pings.cpu_ms_per_request,
+        "page2_minus_ping_ms": pages.cpu_ms_per_request - pings.cpu_ms_per_request,
+        "page2_rps": rate,
+        "page2_cpu_ms_by_group": {k: round(v, 3) for k, v in pages.cpu_ms_by_group.items()},
+        "page2_errors": pages.errors,
+        "page2_p99_ms": pages.quantile(99),
         "sessions_opened": len(opened),
-        "continued_pages": pages,
+        "continued_pages": pages.ok,
     }
 
 
@@ -232,7 +227,8 @@ def run(url: str, users: list[int]) -> dict[str, Any]:
     cpu = asyncio.run(cpu_page2(url, users))
     print(
         f"CPU per request: continued page {cpu['cpu_ms_per_request_page2']:.2f} ms, "
-        f"ping {cpu['cpu_ms_per_request_ping_closed']:.2f} ms",
+        f"ping {cpu['cpu_ms_per_request_ping_same_rate']:.2f} ms "
+        f"(both at {cpu['page2_rps']:g} req/s)",
         flush=True,
     )
     first = asyncio.run(capacity(url, users, mix=False))

@@ -114,6 +114,14 @@ class Settings(BaseSettings):
         description="Ray Serve's access log line per request (CPU on every request; the feed's "
         "metrics count every response by status, and degraded pages are logged anyway).",
     )
+    serve_control_loop_s: float = Field(
+        0.5,
+        gt=0,
+        le=5,
+        description="Period of the Serve controller's loop (autoscaling decisions, replica "
+        "health, routes); Ray's default 0.1 s costs the idle controller ~34 ms of CPU a second "
+        "on the 2-core machine (docs/PERFORMANCE.md). Read where Ray starts, as serve_ingress.",
+    )
     serve_haproxy_ports: tuple[int, int] | None = Field(
         None,
         description="Ports of HAProxy's stats page and Prometheus endpoint, both on serve_host; "
@@ -294,6 +302,14 @@ class Settings(BaseSettings):
         le=1,
         description="Share of a media object's simulated size the local origin serves "
         "(0.1: a tenth, so loopback and disk are not what a run measures).",
+    )
+    impressions_flush_s: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description="A replica writes the impressions of the pages it served at most this "
+        "often, all at once (Cassandra's cost is mostly per wake-up: docs/PERFORMANCE.md). A "
+        "page's impressions are in Cassandra within about this long.",
     )
     prefetch_requeue_s: float = Field(
         30.0,

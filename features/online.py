@@ -38,7 +38,7 @@ from redis.retry import Retry
 from core import constants as C
 from core.settings import Settings
 from features.definitions import FEATURE_SERVICE, REQUEST_FIELDS
-from features.request import request_time_features
+from features.request import request_time_arrays
 from features.store import FEATURE_COLUMNS, open_store
 
 _DOUBLE_TAG = 0x29  # ValueProto.double_val: field 5, wire type 1 (fixed 64-bit)
@@ -165,6 +165,45 @@ class _View:
         return self.head, user + project
 
 
+class _NearCache:
+    """One view's rows by id, with the time each was read: a dict from id to a slot of two
+    arrays, so a request's hundreds of lookups are one dict pass and two vector operations
+    (not a numpy row copy per id). Bounded: past ``max_rows`` it starts over."""
+
+    def __init__(self, n_fields: int, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.slot: dict[int, int] = {}
+        self.rows = np.empty((min(max_rows, 1024), n_fields))
+        self.stamps = np.full(len(self.rows), -np.inf)
+
+    def lookup(self, ids: list[int], fresh_after: float, block: np.ndarray) -> list[int]:
+        """Fill ``block``'s rows of the fresh ids; the indices (into ``ids``) of the others."""
+        get = self.slot.get
+        slots = np.fromiter((get(v, -1) for v in ids), np.int64, len(ids))
+        known = slots >= 0
+        hit = known.copy()
+        hit[known] = self.stamps[slots[known]] >= fresh_after
+        block[hit] = self.rows[slots[hit]]
+        return np.flatnonzero(~hit).tolist()
+
+    def store(self, ids: list[int], values: np.ndarray, stamp: float) -> None:
+        """Remember ``values[k]`` as the row of ``ids[k]``, read at ``stamp``."""
+        if len(self.slot) + len(ids) > self.max_rows:
+            self.slot.clear()
+        slots = []
+        for v in ids:
+            k = self.slot.get(v)
+            if k is None:
+                k = self.slot[v] = len(self.slot)
+            slots.append(k)
+        if slots and max(slots) >= len(self.rows):
+            grow = max(max(slots) + 1, 2 * len(self.rows))
+            self.rows = np.resize(self.rows, (grow, self.rows.shape[1]))
+            self.stamps = np.concatenate([self.stamps, np.full(grow - len(self.stamps), -np.inf)])
+        self.rows[slots] = values
+        self.stamps[slots] = stamp
+
+
 class OnlineReader:
     """Reads the feature service's online values from Redis in one pipelined round trip.
 
@@ -202,10 +241,16 @@ class OnlineReader:
         self._request_columns = [FEATURE_COLUMNS.index(f) for f in REQUEST_FIELDS]
         self._owns_client = client is None
         # Near cache of the views keyed by a post, author or topic alone (the same for every
-        # reader): view → id → (monotonic stamp, values). Off unless entity_cache_s > 0.
-        self._cache_s, self._cache_max = entity_cache_s, cache_max_rows
-        self._cache: dict[str, dict[int, tuple[float, np.ndarray]]] = (
-            {v.name: {} for v in self._views if not v.has_user} if entity_cache_s > 0 else {}
+        # reader). Off unless entity_cache_s > 0.
+        self._cache_s = entity_cache_s
+        self._cache: dict[str, _NearCache] = (
+            {
+                v.name: _NearCache(len(v.fields), cache_max_rows)
+                for v in self._views
+                if not v.has_user
+            }
+            if entity_cache_s > 0
+            else {}
         )
         self._client = client or redis.Redis(
             host=settings.redis_host,
@@ -300,14 +345,12 @@ class OnlineReader:
             values, inverse = distinct[view.candidate_key]
             block = np.empty((len(values), len(view.fields)))
             cached = self._cache.get(view.name) if not view.has_user else None
-            missing = []
-            for i, v in enumerate(values):
-                hit = cached.get(v) if cached is not None else None
-                if hit is not None and hit[0] >= fresh_after:
-                    block[i] = hit[1]
-                else:
-                    missing.append(i)
-                    commands.append((pre + int64_value(v) + post, view))
+            missing = (
+                cached.lookup(values, fresh_after, block)
+                if cached is not None
+                else list(range(len(values)))
+            )
+            commands.extend((pre + int64_value(values[i]) + post, view) for i in missing)
             plan.append((view, inverse, block, missing, values))
         replies = self._hmget_all(commands)
         at, stamp = 0, time.monotonic()
@@ -317,17 +360,12 @@ class OnlineReader:
                 at += len(missing)
                 cached = self._cache.get(view.name) if not view.has_user else None
                 if cached is not None and values:
-                    if len(cached) + len(missing) > self._cache_max:  # bounded: start over
-                        cached.clear()
-                    for i in missing:
-                        cached[values[i]] = (stamp, block[i].copy())
+                    cached.store([values[i] for i in missing], block[missing], stamp)
             out[:, view.columns] = block if rows is None else block[rows]
         # The on-demand view's own function, on every row (Feast runs it on post_stats' output).
-        times = request_time_features(
-            pd.Series(np.full(n, float(request_epoch_s))), pd.Series(out[:, self._created])
-        )
+        times = request_time_arrays(float(request_epoch_s), out[:, self._created])
         for col, name in zip(self._request_columns, REQUEST_FIELDS, strict=True):
-            out[:, col] = times[name].to_numpy(np.float64)
+            out[:, col] = times[name]
         return out
 
     def _hmget_all(self, commands: list[tuple[bytes, _View]]) -> list[Any]:

@@ -45,11 +45,12 @@ class ImpressionLog:
         metrics: Metrics,
         db: Callable[[], tuple[Session, Statements]],
         *,
-        flush_s: float = 0.1,
+        flush_s: float | None = None,
         max_pages: int = 5_000,
     ) -> None:
         self.s, self.metrics, self._db = settings, metrics, db
-        self.flush_s, self.max_pages = flush_s, max_pages
+        self.flush_s = settings.impressions_flush_s if flush_s is None else flush_s
+        self.max_pages = max_pages
         self._pending: list[Page] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()

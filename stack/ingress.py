@@ -73,11 +73,13 @@ def ingress_dir(settings: Settings) -> Path:
 
 
 def environment(settings: Settings) -> dict[str, str]:
-    """The environment variables every Ray process of this head needs for the chosen ingress."""
+    """The environment variables every Ray process of this head needs for the chosen ingress,
+    and the Serve controller's loop period (``serve_control_loop_s``)."""
+    loop = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": f"{settings.serve_control_loop_s:g}"}
     if settings.serve_ingress != "haproxy":
-        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+        return loop | {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
     folder = ingress_dir(settings)
-    return {
+    return loop | {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(write_wrapper(settings)),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port),

@@ -136,3 +136,31 @@ def test_renditions_declare_what_the_origin_serves_at_the_edge():
     assert out[1]["bytes"] == 300_000 and out[1]["url"] == "http://edge:8088/media/42/full"
     assert out[0]["bytes"] == objects.served_bytes(objects.thumb_bytes(42), 0.1)
     assert objects.renditions(42, "", 0, base_url="x", scale=0.1) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_next_page_is_the_rules_over_every_row_left(seed):
+    """next_page hands the rules a best-first prefix: the same page as over every row left."""
+    from serving.rules import Scored, apply_rules
+
+    rng = np.random.default_rng(seed)
+    scored = int(rng.integers(20, 200))
+    sess = _session(n=200, scored=scored, authors=int(rng.integers(1, 30)))
+    sess.rows["in_net"] = rng.random(len(sess.rows)) < 0.5
+    sess.rows["score"][:scored] = np.round(rng.random(scored), 1)  # ties included
+    rules = RuleConfig(max_per_author=int(rng.integers(1, 4)), max_out_of_network_share=0.3)
+    for _ in range(6):
+        limit = int(rng.integers(1, 25))
+        r, upto, served = sess.rows, sess.scored_until(), sess.served()
+        left = [k for k in range(upto) if k not in served]
+        items = [
+            Scored(
+                int(r["post"][k]), int(r["author"][k]), float(r["score"][k]), bool(r["in_net"][k])
+            )
+            for k in left
+        ]
+        by_post = {int(r["post"][k]): k for k in left}
+        want = [by_post[i.post_id] for i in apply_rules(items, limit, config=rules)]
+        got = sessions.next_page(sess, limit, rules)
+        assert got == want
+        sess.pages.append([sessions.PageItem(k, "photo", 1) for k in got])
