@@ -41,6 +41,7 @@ CHAOS_REDIS_PORT = 6391
 CHAOS_RAY_PORT = 6385
 CHAOS_EDGE_PORT = 8032  # its own nginx: the gate in front of the chaos deployment
 CHAOS_GATE_PORT = 8033
+CHAOS_HAPROXY_PORTS = (8038, 8039)  # serve_port + 1 and + 2 are the edge's and the gate's
 
 
 def chaos_settings(base: Settings) -> Settings:
@@ -59,6 +60,7 @@ def chaos_settings(base: Settings) -> Settings:
             "ray_metrics_port": 8095,
             "edge_port": CHAOS_EDGE_PORT,
             "gate_port": CHAOS_GATE_PORT,
+            "serve_haproxy_ports": CHAOS_HAPROXY_PORTS,
             "rate_limit_per_s": 100_000.0,  # one load key: the limiter is not under test here
             "rate_limit_burst": 100_000,
             # N+1: with a replica dead (it takes tens of seconds to come back on 2 busy cores),

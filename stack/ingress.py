@@ -72,12 +72,46 @@ def ingress_dir(settings: Settings) -> Path:
     return Path("/tmp") / f"feedcast-haproxy-{settings.serve_port}"
 
 
+STACK_PORTS = (
+    "serve_port",
+    "edge_port",
+    "gate_port",
+    "origin_port",
+    "redis_port",
+    "mlflow_port",
+    "ray_port",
+    "ray_metrics_port",
+    "cassandra_port",
+)
+
+
+def check_ports(settings: Settings) -> None:
+    """HAProxy's stats and metrics ports must not be a port the stack already binds: HAProxy
+    would fail to start (``Address already in use``) and take the Ray head down with it.
+    Raises ValueError naming both uses of the port."""
+    owners: dict[int, str] = {}
+    for name in STACK_PORTS:
+        owners.setdefault(int(getattr(settings, name)), name)
+    for what, port in (
+        ("HAProxy's stats port", settings.haproxy_stats_port),
+        ("HAProxy's metrics port", settings.haproxy_metrics_port),
+    ):
+        if port in owners:
+            raise ValueError(
+                f"port {port} is both {owners[port]} and {what} (unset serve_haproxy_ports: "
+                "serve_port + 1 and + 2): set serve_haproxy_ports to two free ports"
+            )
+        owners[port] = what
+
+
 def environment(settings: Settings) -> dict[str, str]:
     """The environment variables every Ray process of this head needs for the chosen ingress,
-    and the Serve controller's loop period (``serve_control_loop_s``)."""
+    and the Serve controller's loop period (``serve_control_loop_s``). Raises ValueError when
+    HAProxy's ports collide with the stack's (:func:`check_ports`)."""
     loop = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": f"{settings.serve_control_loop_s:g}"}
     if settings.serve_ingress != "haproxy":
         return loop | {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    check_ports(settings)
     folder = ingress_dir(settings)
     return loop | {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
