@@ -148,7 +148,7 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-def summary(calls: list[Call]) -> dict[str, float]:
+def summary(calls: list[Call]) -> dict[str, Any]:
     n = len(calls)
     return {
         "requests": n,
@@ -161,6 +161,14 @@ def summary(calls: list[Call]) -> dict[str, float]:
         "first_try_failures": dict(
             sorted(Counter(str(c.first_status) for c in calls if c.first_status != 200).items())
         ),
+        # Who answered the 5xx first tries, and why: their bodies' starts, the commonest three,
+        # and when (seconds into the window).
+        "server_error_bodies": dict(
+            Counter(c.first_error for c in calls if c.first_status >= 500).most_common(3)
+        ),
+        "server_errors_at_s": [
+            round(c.at - calls[0].at, 1) for c in calls if c.first_status >= 500
+        ][:20],
     }
 
 

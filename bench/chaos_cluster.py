@@ -62,6 +62,7 @@ def chaos3_settings(base: Settings) -> Settings:
             "experiment": "feedcast-chaos3",
             "data_dir": base.home / "chaos3",
             "serve_port": SERVE_PORT,
+            "serve_haproxy_ports": None,  # serve_port + 1 and + 2, not the chaos head's pair
             "redis_port": REDIS_PORT,
             # The load generator is one key: the rate limit is not what is tested here.
             "rate_limit_per_s": 100_000.0,

@@ -39,6 +39,7 @@ class Call:
     retried: bool = False  # answered by the one client retry
     lag_s: float = 0.0  # how late the load generator sent it (its own event loop's delay)
     first_status: int = 0  # the first try's status (differs from status when retried)
+    first_error: str = ""  # a 5xx first try's body, its start (who answered, and why)
 
 
 @dataclass
@@ -115,21 +116,25 @@ class Load:
             if tasks:
                 await asyncio.wait(tasks, timeout=TIMEOUT_S * 2)
 
-    async def _get(self, client: RawClient, user: int) -> tuple[int, dict, float, float | None]:
-        """(status, body if 200, latency, the Retry-After it asked for in seconds)."""
+    async def _get(
+        self, client: RawClient, user: int
+    ) -> tuple[int, dict, float, float | None, str]:
+        """(status, body if 200, latency, the Retry-After it asked for in seconds, the start of
+        a 5xx body)."""
         t0 = time.monotonic()
         try:
             r = await client.get(f"/v1/feed/{user}", params={"limit": 10})
             body = r.json() if r.status == 200 else {}
             after = r.headers.get("retry-after", "")
             wait = float(after) if after.replace(".", "", 1).isdigit() else None
-            return r.status, body, time.monotonic() - t0, wait
+            error = r.body[:160].decode("utf-8", "replace") if r.status >= 500 else ""
+            return r.status, body, time.monotonic() - t0, wait, error
         except Exception:  # no answer of any kind (timeout, refused, reset, too many files)
-            return 0, {}, time.monotonic() - t0, None
+            return 0, {}, time.monotonic() - t0, None, ""
 
     async def _feed(self, client: RawClient, user: int, due: float) -> None:
         lag = time.monotonic() - due
-        status, body, latency, after = await self._get(client, user)
+        status, body, latency, after, error = await self._get(client, user)
         first, retried = status, False
         if self.retry and status not in (200, 404, 429):
             # As a client library would: after the Retry-After the service asked for (a shed
@@ -140,7 +145,7 @@ class Load:
             else:
                 pause = RETRY_BACKOFF_S * (0.5 + random.random())
             await asyncio.sleep(pause)
-            status, body, latency, _ = await self._get(client, user)
+            status, body, latency, _, _ = await self._get(client, user)
             retried = True
         self.calls.append(
             Call(
@@ -152,6 +157,7 @@ class Load:
                 retried,
                 lag,
                 first,
+                error,
             )
         )
 

@@ -12,6 +12,7 @@ rows of their one timeline partition, which a Redis copy (:class:`TimelineCache`
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,6 +118,16 @@ class PullCache:
 PACKED = np.dtype([("post", "<i8"), ("author", "<i8"), ("created_ms", "<i8"), ("topic", "<i4")])
 
 
+JITTER = 0.3  # a copy lives between (1 - JITTER) and 1 times its ttl_s
+
+
+def jittered_ttl_ms(ttl_s: float) -> int:
+    """A copy's TTL drawn from [(1 - JITTER) ttl_s, ttl_s]: copies made together (a restart,
+    the first minute of load) expire spread out instead of in one wave of Cassandra reads a
+    ``ttl_s`` later, a wave that would come back every ``ttl_s`` (docs/PERFORMANCE.md)."""
+    return max(1, int(ttl_s * 1000 * random.uniform(1.0 - JITTER, 1.0)))
+
+
 class TimelineCache:
     """A Redis copy of users' recent timelines, newest first, as packed records.
 
@@ -154,7 +165,7 @@ class TimelineCache:
         rows = np.empty(len(timeline), dtype=PACKED)
         rows["post"], rows["author"] = timeline.post, timeline.author
         rows["created_ms"], rows["topic"] = timeline.created_ms, timeline.topic
-        key, ttl_ms = timeline_key(self.s, user_id), max(1, int(self.ttl_s * 1000))
+        key, ttl_ms = timeline_key(self.s, user_id), jittered_ttl_ms(self.ttl_s)
         self.breaker.call(lambda: self.redis.set(key, rows.tobytes(), px=ttl_ms), None)
 
     def drop(self, user_ids: Sequence[int]) -> None:
@@ -213,7 +224,7 @@ class ContextCache:
         body = np.array(
             [*ctx.followees, *ctx.followees.values(), *ctx.blocked, *ctx.engaged], dtype="<i8"
         )
-        key, ttl_ms = context_key(self.s, user_id), max(1, int(self.ttl_s * 1000))
+        key, ttl_ms = context_key(self.s, user_id), jittered_ttl_ms(self.ttl_s)
         blob = head.tobytes() + body.tobytes()
         self.breaker.call(lambda: self.redis.set(key, blob, px=ttl_ms), None)
 

@@ -129,10 +129,12 @@ def environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def orphans(settings: Settings) -> list[int]:
+def orphans(settings: Settings, *, any_parent: bool = False) -> list[int]:
     """Pids of this head's HAProxy processes whose Ray is gone (their parent is init): a Ray
     killed without its shutdown leaves HAProxy holding serve_port and the stats ports, and
-    the next start of the head fails to bind them."""
+    the next start of the head fails to bind them. ``any_parent``: every HAProxy of this
+    head, for when the caller has just stopped the head itself (a HAProxy its dying manager
+    left may not have been handed to init yet)."""
     folder = str(ingress_dir(settings)).encode()
     out = []
     for proc in Path("/proc").iterdir():
@@ -146,14 +148,14 @@ def orphans(settings: Settings) -> list[int]:
             ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except OSError:  # gone while we looked
             continue
-        if ppid == 1:
+        if ppid == 1 or any_parent:
             out.append(int(proc.name))
     return out
 
 
-def stop_orphans(settings: Settings, timeout_s: float = 5.0) -> int:
+def stop_orphans(settings: Settings, timeout_s: float = 5.0, *, any_parent: bool = False) -> int:
     """Stop :func:`orphans` (TERM, then KILL); how many there were."""
-    found = pids = orphans(settings)
+    found = pids = orphans(settings, any_parent=any_parent)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)

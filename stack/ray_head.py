@@ -101,7 +101,9 @@ def up(settings: Settings) -> str:
 
 def down(settings: Settings) -> bool:
     stopped = proc.stop(settings.stack_dir, name(settings), grace_s=30)
-    ingress.stop_orphans(settings)
+    # The head is gone: whatever HAProxy of its folder is left (orphaned, or about to be) is
+    # stopped, or the next head on these ports cannot bind them (seen in make chaos).
+    ingress.stop_orphans(settings, any_parent=True)
     return stopped
 
 

@@ -67,3 +67,11 @@ def test_selection_drops_seen_blocked_and_future_posts_and_stops_at_the_total():
     assert got.post.tolist() == [6, 7]
     none = select([(timeline, 10)], total=10, now_ms=NOW, blocked=frozenset({7, 8, 9}))
     assert len(none) == 0 and none.post.dtype == np.int64
+
+
+def test_cache_copies_expire_spread_out_and_never_past_their_ttl():
+    from serving.candidates import JITTER, jittered_ttl_ms
+
+    ttls = [jittered_ttl_ms(60.0) for _ in range(2000)]
+    assert min(ttls) >= 60_000 * (1 - JITTER) and max(ttls) <= 60_000
+    assert max(ttls) - min(ttls) > 60_000 * JITTER * 0.9  # spread over the whole range
