@@ -537,6 +537,11 @@ def main(argv: list[str]) -> int:
             results.append(chaos_hostile.run(s, s.gate_url))
             write(results)
     finally:
+        import ray
+
+        # Disconnect before the head goes: a driver still attached when it is killed can
+        # segfault in Ray's threads (seen once, ending the suite before the 3-node scenario).
+        ray.shutdown()
         ray_head.down(s)
         redis.down(s)
         nginx.down(s)
