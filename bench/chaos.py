@@ -28,8 +28,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from bench.chaos_load import Call, Load, percentile_ms
-from bench.rawhttp import RawClient
+from bench.chaos_load import Call, Load, capacity, percentile_ms
 from core import constants as C
 from core.settings import DEV_API_KEY, Settings
 
@@ -102,30 +101,6 @@ def bring_up(s: Settings) -> tuple[str, list[int], list[int]]:
     users = pd.read_parquet(s.world_dir / "users.parquet")[C.USER_ID].tolist()
     posts = pd.read_parquet(s.world_dir / "posts.parquet")[C.POST_ID].tolist()
     return url, users, posts
-
-
-def capacity(url: str, users: list[int], seconds: float = 20, concurrency: int = 8) -> float:
-    """Requests per second the feed sustains with ``concurrency`` callers (closed loop)."""
-    import asyncio
-
-    async def main() -> int:
-        done = 0
-        stop = time.monotonic() + seconds
-
-        async def caller(client: RawClient, k: int) -> None:
-            nonlocal done
-            i = k
-            while time.monotonic() < stop:
-                r = await client.get(f"/v1/feed/{users[i % len(users)]}", params={"limit": 10})
-                done += r.status == 200
-                i += concurrency
-
-        # The same lean client as the load (bench/rawhttp.py): its CPU is not the service's.
-        async with RawClient(url, headers={"X-API-Key": DEV_API_KEY}, timeout_s=10) as client:
-            await asyncio.gather(*(caller(client, k) for k in range(concurrency)))
-        return done
-
-    return asyncio.run(main()) / seconds
 
 
 # -- helpers --------------------------------------------------------------------------------------

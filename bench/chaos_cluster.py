@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from bench.chaos_load import Call, Load, percentile_ms
+from bench.chaos_load import Call, Load, capacity, percentile_ms
 from core import constants as C
 from core.settings import DEV_API_KEY, Settings
 from stack import cassandra_cluster, proc
@@ -289,8 +289,6 @@ def run(
             # two cores serve less than the one node the suite measured, so the scenario runs
             # at half of this deployment's own capacity when that is lower (it tests a node's
             # failure, not an overload).
-            from bench.chaos import capacity
-
             figures["suite_rps"] = rate
             figures["capacity_rps_3_nodes"] = round(capacity(url, users), 1)
             rate = min(rate, max(figures["capacity_rps_3_nodes"] / 2, 1.0))

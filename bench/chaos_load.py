@@ -182,6 +182,30 @@ class Load:
         self.events.append(Event(event_id, due, status))
 
 
+def capacity(url: str, users: list[int], seconds: float = 20, concurrency: int = 8) -> float:
+    """Requests per second the feed sustains with ``concurrency`` callers (closed loop): the
+    suite's B is half of it."""
+
+    async def main() -> int:
+        done = 0
+        stop = time.monotonic() + seconds
+
+        async def caller(client: RawClient, k: int) -> None:
+            nonlocal done
+            i = k
+            while time.monotonic() < stop:
+                r = await client.get(f"/v1/feed/{users[i % len(users)]}", params={"limit": 10})
+                done += r.status == 200
+                i += concurrency
+
+        # The same lean client as the load (bench/rawhttp.py): its CPU is not the service's.
+        async with RawClient(url, headers={"X-API-Key": DEV_API_KEY}, timeout_s=10) as client:
+            await asyncio.gather(*(caller(client, k) for k in range(concurrency)))
+        return done
+
+    return asyncio.run(main()) / seconds
+
+
 def percentile_ms(calls: list[Call], q: float) -> float:
     lat = [c.latency_s for c in calls]
     return float(np.percentile(lat, q) * 1000) if lat else float("nan")

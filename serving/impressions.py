@@ -3,10 +3,10 @@
 Cassandra 5's thread pools spin for a while each time work arrives, so what a trickle of small
 requests costs it is mostly that spinning: a third of a core from a few dozen requests a second
 up, whatever the requests are (docs/PERFORMANCE.md). A replica therefore queues each served
-page's impression rows and a writer thread sends everything queued every ``flush_s`` at once:
-one unlogged single-partition batch per page (a page's rows share the (user, day) partition),
-all in flight together. A page is in Cassandra within about ``flush_s``; the export reads
-impressions long after.
+page's impression rows and a writer thread sends everything queued every
+``impressions_flush_s`` at once: one unlogged single-partition batch per page (a page's rows
+share the (user, day) partition), all in flight together. A page is in Cassandra within about
+that long; the export reads impressions long after.
 
 What cannot be written is logged and counted (``degraded{step="impressions"}``), as before;
 a queue over ``max_pages`` (Cassandra slow for long) drops the newest pages, counted the same.
@@ -45,12 +45,10 @@ class ImpressionLog:
         metrics: Metrics,
         db: Callable[[], tuple[Session, Statements]],
         *,
-        flush_s: float | None = None,
         max_pages: int = 5_000,
     ) -> None:
         self.s, self.metrics, self._db = settings, metrics, db
-        self.flush_s = settings.impressions_flush_s if flush_s is None else flush_s
-        self.max_pages = max_pages
+        self.flush_s, self.max_pages = settings.impressions_flush_s, max_pages
         self._pending: list[Page] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()

@@ -124,17 +124,10 @@ def next_page(sess: FeedSession, limit: int, rules: RuleConfig) -> list[int]:
     rows = rows[np.argsort(-r["score"][rows], kind="stable")]  # best first, ties in light order
 
     def page(part: np.ndarray, rule: RuleConfig) -> list[int]:
-        items = [
-            Scored(*x)
-            for x in zip(
-                r["post"][part].tolist(),
-                r["author"][part].tolist(),
-                r["score"][part].tolist(),
-                r["in_net"][part].tolist(),
-                strict=True,
-            )
-        ]
-        by_post = dict(zip(r["post"][part].tolist(), part.tolist(), strict=True))
+        posts = r["post"][part].tolist()
+        columns = (r[f][part].tolist() for f in ("author", "score", "in_net"))
+        items = [Scored(*x) for x in zip(posts, *columns, strict=True)]
+        by_post = dict(zip(posts, part.tolist(), strict=True))
         return [by_post[i.post_id] for i in apply_rules(items, limit, config=rule)]
 
     if 4 * limit < len(rows):
