@@ -7,7 +7,7 @@ each other's pages. Every key is a single-slot key: the layout works unchanged o
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import redis
@@ -133,8 +133,15 @@ class CachedItem:
     source: str = ""  # "timeline", "pull" or "explore"; "" when unknown
 
 
+_ITEM_FIELDS = tuple(f.name for f in fields(CachedItem))
+
+
 def dump_items(items: list[CachedItem]) -> bytes:
-    return json.dumps([asdict(i) for i in items], separators=(",", ":")).encode()
+    """JSON objects of the items' fields (``dataclasses.asdict`` gives the same bytes at ~5x
+    the cost: it deep-copies every value; this runs after every page)."""
+    return json.dumps(
+        [{name: getattr(i, name) for name in _ITEM_FIELDS} for i in items], separators=(",", ":")
+    ).encode()
 
 
 def load_items(raw: object) -> list[CachedItem]:

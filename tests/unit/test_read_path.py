@@ -75,3 +75,19 @@ def test_cache_copies_expire_spread_out_and_never_past_their_ttl():
     ttls = [jittered_ttl_ms(60.0) for _ in range(2000)]
     assert min(ttls) >= 60_000 * (1 - JITTER) and max(ttls) <= 60_000
     assert max(ttls) - min(ttls) > 60_000 * JITTER * 0.9  # spread over the whole range
+
+
+def test_cached_items_round_trip_and_keep_their_json() -> None:
+    """A page cached by one version of the code loads in the next: the bytes are asdict's."""
+    import json
+    from dataclasses import asdict
+
+    from core.cache import CachedItem, dump_items, load_items
+
+    items = [
+        CachedItem(11, 7, 3, 1.7e9, 0.5, "photo", 120_000, 3.25, "timeline"),
+        CachedItem(12, 8, 0, 1.7e9 + 1, -1.0),  # defaults: unknown media, no dwell
+    ]
+    raw = dump_items(items)
+    assert raw == json.dumps([asdict(i) for i in items], separators=(",", ":")).encode()
+    assert load_items(raw) == items
