@@ -44,6 +44,11 @@ ABOUT = {
     "capacity": "Replica plans from the forecaster against a reactive autoscaler and perfect "
     "foresight, replayed minute by minute over planned weeks; worst over variants at the top, "
     "each variant below.",
+    "media": "Photo renditions (bench/media.py): the shipped real photos and a phone-shaped "
+    "crop of each, every width they reach (never upscaled) as progressive JPEG, WebP and AVIF, "
+    "each at the lowest quality holding the SSIM (luma) that a plain q85 JPEG of it holds; "
+    "Pillow and libvips side by side, each in its own worker process. `bytes_vs_baseline`: "
+    "total bytes ÷ plain baseline JPEG q85 at the same widths. docs/MEDIA.md explains it.",
     "forecast": "Rolling-origin backtests of the traffic forecaster (MASE against seasonal "
     "naive and MSTL, interval coverage) on four simulated traffic variants.",
 }

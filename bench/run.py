@@ -14,7 +14,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
-    from bench import capacity, forecast, pit, prefetch, ranking, serve
+    from bench import capacity, forecast, media, pit, prefetch, ranking, serve
 
     settings = Settings()
     RESULTS.mkdir(exist_ok=True)
@@ -26,6 +26,7 @@ def main() -> int:
         "prefetch": lambda: prefetch.run(settings),
         "capacity": lambda: capacity.run(settings),
         "forecast": lambda: forecast.run(settings),
+        "media": lambda: media.run(settings),
     }
     benches = {k: v for k, v in benches.items() if not only or k in only}
     failed = 0

@@ -303,6 +303,33 @@ class Settings(BaseSettings):
         description="Share of a media object's simulated size the local origin serves "
         "(0.1: a tenth, so loopback and disk are not what a run measures).",
     )
+    media_engine: Literal["pillow", "vips"] = Field(
+        "pillow",
+        description="Library that decodes, resizes and encodes uploaded photos (chosen by "
+        "`python -m bench.run media`: Pillow, or libvips through pyvips).",
+    )
+    media_ssim_floor: float = Field(
+        0.93,
+        gt=0.5,
+        lt=1,
+        description="Each rendition's quality is the lowest whose SSIM on luma against the "
+        "resized original reaches what a plain JPEG at quality 85 of it reaches, and never less "
+        "than this floor (bench/results/media.json).",
+    )
+    upload_max_bytes: int = Field(
+        20_000_000, ge=1024, description="Largest upload body accepted (413 above)."
+    )
+    upload_max_pixels: int = Field(
+        50_000_000,
+        ge=10_000,
+        description="Largest width x height an upload may declare in its header; more is "
+        "refused before decoding (a decompression bomb).",
+    )
+    blob_url: str | None = Field(
+        None,
+        description="fsspec URL of the content-addressed blob store for originals and "
+        "renditions (e.g. s3://bucket/feedcast on a cluster); unset: <home>/blobs.",
+    )
     impressions_flush_s: float = Field(
         1.0,
         gt=0,

@@ -1,0 +1,47 @@
+"""Real photographs that installed packages ship, so that media figures and the world's posts
+come from photos without a download: matplotlib's ``grace_hopper.jpg`` (512 x 600) and
+scikit-learn's ``china.jpg`` and ``flower.jpg`` (640 x 427). Noise or flat colour compresses
+unlike a photo, so nothing here is synthetic."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+
+from PIL import Image
+
+_SHIPPED = (
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    ("sklearn", "datasets/images/china.jpg"),
+    ("sklearn", "datasets/images/flower.jpg"),
+)
+
+
+def photos() -> list[Path]:
+    """The shipped photos found in this environment; RuntimeError when there are none."""
+    out = []
+    for package, rel in _SHIPPED:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            continue
+        path = Path(spec.origin).parent / rel
+        if path.is_file():
+            out.append(path)
+    if not out:
+        raise RuntimeError("no shipped photos found: install matplotlib or scikit-learn")
+    return out
+
+
+def crop(path: Path, aspect: float, scale: float = 1.0, quality: int = 92) -> bytes:
+    """A centred crop of the photo at width/height ``aspect``, ``scale`` of the largest such
+    crop, as a JPEG (how a phone's share sheet hands a cropped photo over)."""
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    w, h = rgb.size
+    cw, ch = (w, round(w / aspect)) if w / h < aspect else (round(h * aspect), h)
+    cw, ch = max(1, round(min(cw, w) * scale)), max(1, round(min(ch, h) * scale))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    buf = io.BytesIO()
+    rgb.crop((left, top, left + cw, top + ch)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
