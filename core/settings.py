@@ -524,6 +524,11 @@ class Settings(BaseSettings):
         return (self.media_base_url or f"http://127.0.0.1:{self.edge_port}").rstrip("/")
 
     @property
+    def blob_store_url(self) -> str:
+        """Where originals and renditions live: ``blob_url``, else ``<data_dir>/blobs``."""
+        return self.blob_url or str((self.data_dir or self.home) / "blobs")
+
+    @property
     def redis_url(self) -> str:
         return f"redis://{self.redis_host}:{self.redis_port}/{self.redis_db}"
 

@@ -6,7 +6,7 @@ path, and the same bytes are stored once. An object is never overwritten in plac
 name that exists is a no-op (the bytes are the same by construction), and a new object is
 written under a temporary name and moved into place, so a reader sees all of it or nothing.
 
-The store is a URL: a local folder by default (``Settings.blob_url`` unset: ``<home>/blobs``),
+The store is a URL: a local folder by default (``Settings.blob_url`` unset: ``<data_dir>/blobs``),
 any fsspec URL on a cluster (``s3://bucket/prefix``, ``gs://…``), so that every replica and
 worker of a Ray cluster reads the same objects.
 """
@@ -36,10 +36,6 @@ def check_digest(digest: str) -> str:
     return digest
 
 
-def url_of(settings: Settings) -> str:
-    return settings.blob_url or str(settings.home / "blobs")
-
-
 class BlobStore:
     def __init__(self, url: str, **storage_options: Any) -> None:
         self.url = url
@@ -48,7 +44,7 @@ class BlobStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BlobStore:
-        return cls(url_of(settings))
+        return cls(settings.blob_store_url)
 
     def path(self, digest: str) -> str:
         d = check_digest(digest)

@@ -33,6 +33,8 @@ from starlette.routing import Route
 from core.db import connect
 from core.settings import Settings
 from core.statements import Statements
+from media import renditions
+from media.blobs import BlobStore
 from media.objects import VARIANTS, content_type, served_bytes, variant_bytes
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ LRU_POSTS = 65_536  # post sizes kept per process (~10 MB); media never changes 
 RETRY_CONNECT_S = 2.0  # after a failed connect, answer 503 at once this long (no connect storm)
 MAX_POST_ID = 2**63 - 1  # post_id is a CQL bigint
 CACHE_CONTROL = "public, max-age=86400"
+# A stored rendition's URL names its bytes (their SHA-256): they can never change under it.
+IMMUTABLE = "public, max-age=31536000, immutable"
 # What the driver raises when the post store cannot answer (down, timed out, not set up yet).
 _DRIVER_ERRORS = (DriverException, NoHostAvailable, ConnectionException, OSError)
 
@@ -204,6 +208,38 @@ def create_app(settings: Settings | None = None) -> Starlette:
             _body(pattern(post_id, variant), size, counters), media_type=kind, headers=headers
         )
 
+    blobs = BlobStore(s.blob_store_url)
+
+    async def rendition(request: Request) -> Response:
+        """``/media/r/<sha256>.<jpg|webp|avif>``: a stored rendition's exact bytes."""
+        parsed = renditions.parse_name(request.path_params["name"])
+        if parsed is None:
+            counters.not_found += 1
+            return _error(404, "not a rendition name: <sha256>.jpg, .webp or .avif")
+        digest, fmt = parsed
+        etag = f'"{digest}"'
+        headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
+        if request.headers.get("if-none-match") == etag:
+            counters.requests += 1
+            return Response(status_code=304, headers=headers)
+        try:
+            data = await asyncio.to_thread(blobs.get, digest)
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            counters.unavailable += 1
+            log.warning("rendition %s: blob store unavailable: %s", digest, exc)
+            return _error(503, "blob store unavailable, retry shortly", **{"Retry-After": "1"})
+        if not data or not renditions.matches_format(data, fmt):
+            counters.not_found += 1
+            return _error(404, f"no {fmt} rendition {digest}")
+        counters.requests += 1
+        counters.bytes += len(data)
+        kind = renditions.content_type(fmt)
+        if request.method == "HEAD":
+            return Response(media_type=kind, headers={**headers, "Content-Length": str(len(data))})
+        return Response(data, media_type=kind, headers=headers)
+
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "feedcast-origin"})
 
@@ -217,6 +253,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     return Starlette(
         routes=[
+            Route("/media/r/{name}", rendition, methods=["GET", "HEAD"]),
             Route("/media/{post_id}/{variant}", media, methods=["GET", "HEAD"]),
             Route("/health", health),
             Route("/stats", stats),

@@ -45,3 +45,22 @@ def crop(path: Path, aspect: float, scale: float = 1.0, quality: int = 92) -> by
     buf = io.BytesIO()
     rgb.crop((left, top, left + cw, top + ch)).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
+
+
+def as_phone_sends_it(path: Path, orientation: int = 1) -> bytes:
+    """The photo as a phone's camera hands it over: a JPEG carrying GPS coordinates, the camera
+    model and an EXIF orientation (6: the pixels are stored rotated, "turn 90 degrees clockwise
+    to view"), the metadata the tier must never pass on."""
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    exif[0x0110] = CAMERA_MODEL  # Model
+    gps = exif.get_ifd(0x8825)
+    gps.update({1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)})
+    buf = io.BytesIO()
+    rgb.save(buf, "JPEG", quality=92, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+CAMERA_MODEL = "FeedcastCam"

@@ -27,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from core import context
 from core.statements import Statements
 from core.time import as_utc, day_bucket
+from media.ids import FIRST_UPLOAD_ID
 
 log = logging.getLogger("feedcast.serving.ingest")
 
@@ -42,6 +43,17 @@ def _number(v: object) -> object:
 
 Number = BeforeValidator(_number)
 Id = Annotated[int, Field(ge=1, le=2**63 - 1), Number]
+# Ids a client announces stay below the server-assigned upload ids (media.ids), so the two
+# never meet.
+AnnouncedId = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=FIRST_UPLOAD_ID - 1,
+        description="Chosen by the client, below 2^40; ids at or above are the upload tier's.",
+    ),
+    Number,
+]
 
 
 def _text(v: object) -> object:
@@ -130,7 +142,7 @@ class PostIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    post_id: Id
+    post_id: AnnouncedId
     author_id: Id
     topic: Annotated[int, Number] = Field(ge=0, le=1023)
     media_kind: Literal["photo", "video"]

@@ -55,6 +55,7 @@ def env(settings: Settings) -> dict[str, str]:
         "FEEDCAST_CASSANDRA_REQUEST_TIMEOUT_S": str(settings.cassandra_request_timeout_s),
         "FEEDCAST_CASSANDRA_CONNECT_TIMEOUT_S": str(settings.cassandra_connect_timeout_s),
         "FEEDCAST_MEDIA_SCALE": str(settings.media_scale),
+        "FEEDCAST_BLOB_URL": settings.blob_store_url,
         "FEEDCAST_ORIGIN_PORT": str(settings.origin_port),
     }
 

@@ -1,0 +1,106 @@
+"""Which stored objects a post's renditions are, and their URLs.
+
+The bytes live in the blob store (``media/blobs.py``) under their SHA-256; Cassandra's
+``renditions_by_post`` (``core/schema/007_media.cql``) lists, per post, each variant and format
+with its size and digest. A rendition's URL is ``<media_url>/media/r/<sha256>.<ext>``: one URL per
+format and exact bytes (the edge caches it with no ``Vary``), the digest its unguessable part and
+its ETag, the object immutable.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cassandra.cluster import Session
+from cassandra.query import BatchStatement, BatchType
+
+from media.blobs import BlobStore
+from media.images import CONTENT_TYPES, Rendition, sniff
+
+EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}
+FORMAT_OF = {ext: fmt for fmt, ext in EXTENSIONS.items()}
+NAME = re.compile(r"^(?P<sha256>[0-9a-f]{64})\.(?P<ext>jpg|webp|avif)$")
+
+
+@dataclass(frozen=True)
+class Stored:
+    variant: str
+    format: str
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+    quality: int
+    ssim: float
+
+    def url(self, media_url: str) -> str:
+        return rendition_url(media_url, self.sha256, self.format)
+
+
+def rendition_url(media_url: str, sha256: str, fmt: str) -> str:
+    return f"{media_url.rstrip('/')}/media/r/{sha256}.{EXTENSIONS[fmt]}"
+
+
+def parse_name(name: str) -> tuple[str, str] | None:
+    """(sha256, format) of a rendition's file name, None for anything else."""
+    m = NAME.fullmatch(name)
+    return (m["sha256"], FORMAT_OF[m["ext"]]) if m else None
+
+
+def matches_format(data: bytes, fmt: str) -> bool:
+    """Whether stored bytes are the format their URL names (AVIF: an ISO-BMFF ``ftyp`` box)."""
+    if fmt == "avif":
+        return data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis")
+    try:
+        return sniff(data) == fmt
+    except ValueError:
+        return False
+
+
+def content_type(fmt: str) -> str:
+    return CONTENT_TYPES[fmt]
+
+
+class RenditionStore:
+    """A post's renditions: blobs first, then the post's rows in one single-partition batch
+    (all of them or none), so a listed rendition's bytes are always there."""
+
+    def __init__(self, session: Session, blobs: BlobStore, timeout_s: float = 5.0) -> None:
+        self.session, self.blobs, self.timeout_s = session, blobs, timeout_s
+        self._insert = session.prepare(
+            "INSERT INTO renditions_by_post (post_id, variant, format, width, height, bytes, "
+            "sha256, quality, ssim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._select = session.prepare(
+            "SELECT variant, format, width, height, bytes, sha256, quality, ssim "
+            "FROM renditions_by_post WHERE post_id = ?"
+        )
+
+    def put(self, post_id: int, renditions: list[Rendition]) -> list[Stored]:
+        stored = []
+        for r in renditions:
+            digest = self.blobs.put(r.data)
+            stored.append(
+                Stored(
+                    r.variant, r.format, r.width, r.height, len(r.data), digest, r.quality, r.ssim
+                )
+            )
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for s in stored:
+            batch.add(
+                self._insert,
+                (post_id, s.variant, s.format, s.width, s.height, s.bytes, s.sha256, s.quality,
+                 s.ssim),
+            )  # fmt: skip
+        self.session.execute(batch, timeout=self.timeout_s)
+        return stored
+
+    def get(self, post_id: int) -> list[Stored]:
+        """The post's renditions, widest first; [] for a post with none."""
+        rows = self.session.execute(self._select, (post_id,), timeout=self.timeout_s)
+        out = [
+            Stored(r.variant, r.format, r.width, r.height, r.bytes, r.sha256, r.quality, r.ssim)
+            for r in rows
+        ]
+        return sorted(out, key=lambda s: (-s.width, s.format))
