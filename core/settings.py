@@ -325,6 +325,39 @@ class Settings(BaseSettings):
         description="Largest width x height an upload may declare in its header; more is "
         "refused before decoding (a decompression bomb).",
     )
+    upload_quota_per_hour: int = Field(
+        200, ge=1, description="Uploads one API key may make per clock hour (429 past it)."
+    )
+    upload_max_inflight: int = Field(
+        4,
+        ge=1,
+        description="Uploads in flight at the API gate at once, counted apart from the other "
+        "routes' gate_max_inflight (503 + Retry-After past it).",
+    )
+    upload_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="A worker holds an upload job this long; a job whose worker died is taken "
+        "again by a sweeper once its lease has run out.",
+    )
+    upload_sweep_s: float = Field(
+        10.0, gt=0, description="How often each upload worker looks for jobs whose lease ran out."
+    )
+    upload_max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Tries of one upload before it ends failed (a photo that does not "
+        "decode fails at once).",
+    )
+    upload_min_replicas: int = Field(1, ge=0, description="Upload workers at least.")
+    upload_max_replicas: int = Field(2, ge=1, description="Upload workers at most.")
+    upload_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Upload workers run this much nicer than the feed: on shared cores the "
+        "feed's requests go first.",
+    )
     blob_url: str | None = Field(
         None,
         description="fsspec URL of the content-addressed blob store for originals and "

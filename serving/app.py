@@ -12,11 +12,14 @@ everything else in Cassandra, so replicas can run on many nodes.
 
 import asyncio
 import logging
+import os
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Path, Query, Response
+from fastapi import FastAPI, File, Form, HTTPException, Path, Query, Request, Response, UploadFile
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -24,10 +27,17 @@ from ray import serve
 from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
 from ray.serve import Application
 
+from core import cache
 from core.breaker import Breaker
+from core.db import connect
 from core.settings import Settings
-from serving import ingest, startup
+from core.statements import Statements
+from media import ids, images
+from media.blobs import BlobStore, digest_of
+from media.renditions import RenditionStore
+from serving import ingest, startup, uploads
 from serving.autoscaling import POLICY, load_plan
+from serving.candidates import TimelineCache
 from serving.cursor import MAX_CURSOR_CHARS, CursorError
 from serving.feed import I64, FeedPage, FeedPath
 from serving.metrics import json_logging, request_context
@@ -59,9 +69,12 @@ class Guard:
     rate_per_s: float = 0.0
     max_bytes: int = 64 * 1024
 
+    upload_max_bytes: int = 20_000_000
+
     def __init__(self, app: Any, max_bytes: int = 64 * 1024) -> None:
         self.app = app
         self.limited = BodyLimit(app, max_bytes)
+        self.upload_limited = BodyLimit(app, Guard.upload_max_bytes)  # its own, larger limit
 
     @classmethod
     def arm(cls, settings: Settings, metrics: Any, redis_breaker: Breaker | None = None) -> None:
@@ -71,6 +84,7 @@ class Guard:
         )
         cls.metrics, cls.rate_per_s = metrics, settings.rate_limit_per_s
         cls.max_bytes = settings.max_body_bytes
+        cls.upload_max_bytes = settings.upload_max_bytes
 
     async def __call__(self, scope: Any, receive: Any, plain_send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
@@ -106,6 +120,11 @@ class Guard:
             Guard.metrics.rate_limited(key_id)
             detail = f"rate limit of {Guard.rate_per_s:g} requests/s exceeded"
             await _reply(scope, receive, send, 429, detail, decision.headers())
+            return
+        scope.setdefault("state", {})["key_id"] = key_id  # the upload quota is per key
+        if scope["path"] == "/v1/uploads" and scope.get("method") == "POST":
+            self.upload_limited.max_bytes = Guard.upload_max_bytes
+            await self.upload_limited(scope, receive, send)
             return
         self.limited.max_bytes = Guard.max_bytes
         await self.limited(scope, receive, send)
@@ -171,12 +190,16 @@ class Problem(BaseModel):
 
 
 _ERRORS = {
-    400: "The body is not valid JSON, or the cursor is not this user's valid cursor.",
+    400: "The body is not valid JSON, the cursor is not this user's valid cursor, or the "
+    "uploaded photo's header does not decode.",
     401: "Missing or invalid API key (X-API-Key header).",
     404: "The user (for an upload: the author) does not exist.",
     409: "The id is already stored with different content.",
-    413: "The request body is larger than the configured limit.",
-    429: "The API key is over its rate limit; Retry-After says when to come back.",
+    413: "The request body is larger than the configured limit (an upload: its own limit, "
+    "or more pixels than the limit).",
+    415: "The upload is not a JPEG, PNG or WebP image (judged from its bytes).",
+    429: "The API key is over its rate limit (or its hourly upload quota); Retry-After says "
+    "when to come back.",
     503: "Overloaded or a store is unavailable; nothing was stored. Retry-After says when.",
 }
 
@@ -191,6 +214,39 @@ class Pong(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+Size = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class RenditionOut(BaseModel):
+    variant: str = Field(description="The width asked for: w1080, w640, w320 or w150.")
+    format: Literal["jpeg", "webp", "avif"]
+    width: Size
+    height: Size
+    bytes: Size
+    url: str = Field(description="On the CDN edge; the path's digest is the bytes' SHA-256.")
+
+
+class UploadStatus(BaseModel):
+    post_id: Annotated[int, Field(ge=ids.FIRST_UPLOAD_ID, le=2**63 - 1)]
+    post_id_str: str = Field(description="`post_id` as a string, for clients whose numbers "
+                             "stop at 2^53.")  # fmt: skip
+    status: Literal["processing", "ready", "failed"]
+    reason: str | None = Field(None, description="Why it failed.")
+    placeholder: str | None = Field(
+        None, description="A tiny WebP data URI to paint before the photo (when ready)."
+    )
+    renditions: list[RenditionOut] = Field(default_factory=list)
+
+
+class UploadAccepted(UploadStatus):
+    status_url: str = Field(description="GET it for the status (processing, ready, failed).")
+    duplicate: bool = Field(description="The same author uploaded the same bytes before: this "
+                            "is that upload.")  # fmt: skip
+
+
+_UPLOAD_ERRORS = {"unsupported_type": 415, "too_large": 413, "too_many_pixels": 413}
+
+
 class AppArgs(BaseModel):
     """Arguments of :func:`build_app`: the settings the replicas run with."""
 
@@ -203,13 +259,35 @@ def _unavailable(detail: str, retry_after_s: int = 1) -> JSONResponse:
     )
 
 
+def _upload_status(s: Settings, job: uploads.Job, store: RenditionStore) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "post_id": job.post_id,
+        "post_id_str": str(job.post_id),
+        "status": job.status,
+        "reason": job.reason,
+        "placeholder": job.placeholder,
+        "renditions": [],
+    }
+    if job.status == "ready":
+        out["renditions"] = [
+            {"variant": r.variant, "format": r.format, "width": r.width, "height": r.height,
+             "bytes": r.bytes, "url": r.url(s.media_url)}
+            for r in store.get(job.post_id)
+        ]  # fmt: skip
+    return out
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
 @serve.ingress(api)
 class FeedService:
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], uploader: Any = None) -> None:
         json_logging()  # one JSON object per line, with the request id inside a request
         self.settings = s = Settings(**settings)
         self.path = FeedPath(s)
+        self.uploader = uploader  # the upload deployment's handle
+        self.blobs = BlobStore(s.blob_store_url)
+        self._jobs: uploads.Jobs | None = None
+        self._ids: ids.IdMaker | None = None
         # Side work: upload fan-out, and after each page or impression the page cache + prefetch.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side")
         Guard.arm(s, self.path.metrics, self.path.redis_breaker)
@@ -340,6 +418,158 @@ class FeedService:
             fanout="pull" if claimed.pull else "queued",
         )
 
+    # -- uploads -----------------------------------------------------------------------------
+    def _upload_parts(self) -> tuple[uploads.Jobs, ids.IdMaker, RenditionStore]:
+        """The job tables and this replica's id maker, made on first use (Cassandra may be
+        down at start); the maker's shard is unique among live replicas (a Redis counter)."""
+        s = self.settings
+        session = self.path.session()
+        if self._jobs is None:
+            self._jobs = uploads.Jobs(session, s.cassandra_request_timeout_s)
+        if self._ids is None:
+            shard: Any = self.path.redis.incr(f"feedcast:{s.feast_project}:upload-shard")
+            self._ids = ids.IdMaker(int(shard) % ids.SHARDS)
+        return self._jobs, self._ids, RenditionStore(session, self.blobs)
+
+    def _quota(self, key_id: str) -> None:
+        """Count one upload against the key's hourly quota; 429 past it. Redis down: counted
+        nowhere, allowed, and the degradation shows in the metrics."""
+        s = self.settings
+        hour = int(time.time() // 3600)
+        key = f"feedcast:{s.feast_project}:upload-quota:{key_id}:{hour}"
+        try:
+            pipe = self.path.redis.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, 3600)
+            used = int(pipe.execute()[0])
+        except Exception as exc:
+            log.warning("upload quota not counted: %s", exc)
+            self.path.metrics.degraded("upload_quota")
+            return
+        if used > s.upload_quota_per_hour:
+            retry = str(3600 - int(time.time()) % 3600)
+            raise HTTPException(
+                429,
+                f"upload quota of {s.upload_quota_per_hour} per hour used up for this key",
+                headers={"Retry-After": retry},
+            )
+
+    @api.post(
+        "/v1/uploads",
+        response_model=UploadAccepted,
+        status_code=202,
+        responses=_errors(400, 404, 415),
+        summary="Upload a photo (multipart/form-data)",
+    )
+    def upload(
+        self,
+        request: Request,
+        file: Annotated[UploadFile, File(description="The photo: JPEG, PNG or WebP.")],
+        author_id: Annotated[int, Form(ge=1, le=I64, description="Who posts it.")],
+        topic: Annotated[int, Form(ge=0, le=1023)] = 0,
+    ) -> Any:
+        """Checked before anything is stored (API key's quota, type sniffed from the bytes,
+        size, pixel count from the header); 202 once the original is stored and the job is
+        recorded: the renditions follow (GET ``status_url``), then the post reaches the
+        followers' feeds. The same author uploading the same bytes again gets that upload."""
+        s = self.settings
+        self._quota(getattr(request.state, "key_id", "unknown"))
+        data = file.file.read(s.upload_max_bytes + 1)
+        try:
+            probe = images.probe(data, max_bytes=s.upload_max_bytes, max_pixels=s.upload_max_pixels)
+        except images.MediaError as exc:
+            raise HTTPException(_UPLOAD_ERRORS.get(exc.code, 400), str(exc)) from exc
+        try:
+            jobs, maker, store = self._upload_parts()
+            author = (
+                self.path.session()
+                .execute(
+                    self.path.stmts().get_user, (author_id,), timeout=s.cassandra_request_timeout_s
+                )
+                .one()
+            )
+            if author is None:
+                raise HTTPException(404, f"unknown author_id {author_id}")
+            digest = self.blobs.put(data)
+            post_id, first = jobs.claim_content(author_id, digest_of(data), maker.next())
+            job = jobs.get(post_id)
+            if job is None:  # new, or a claim whose job was never recorded (a crash between)
+                jobs.record(post_id, author_id, topic, digest, probe, s.upload_lease_s)
+                job = jobs.get(post_id)
+        except HTTPException:
+            raise
+        except Exception as exc:  # Cassandra or the blob store: nothing accepted
+            log.warning("upload not accepted: %s", exc)
+            self.path.metrics.degraded("uploads")
+            return _unavailable(f"upload not stored, retry: {type(exc).__name__}")
+        assert job is not None
+        if job.status == "processing" and job.attempts == 0 and self.uploader is not None:
+            try:
+                self.uploader.process.remote(post_id)  # its sweeper takes it if this is lost
+            except Exception as exc:
+                log.warning("upload %d not handed over (the sweeper will): %s", post_id, exc)
+                self.path.metrics.degraded("upload_queue")
+        body = _upload_status(s, job, store)
+        return UploadAccepted(**body, status_url=f"/v1/uploads/{post_id}", duplicate=not first)
+
+    @api.get(
+        "/v1/uploads/{post_id}",
+        response_model=UploadStatus,
+        responses=_errors(404),
+        summary="Where an upload stands: processing, ready (with renditions) or failed",
+    )
+    def upload_status(
+        self, post_id: Annotated[int, Path(ge=1, le=I64, description="From the 202.")]
+    ) -> Any:
+        try:
+            jobs, _, store = self._upload_parts()
+            job = jobs.get(post_id)
+        except Exception as exc:
+            log.warning("upload status unreadable: %s", exc)
+            return _unavailable(f"upload status unreadable, retry: {type(exc).__name__}")
+        if job is None:
+            raise HTTPException(404, f"no upload {post_id}")
+        return UploadStatus(**_upload_status(self.settings, job, store))
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class UploadWorker:
+    """The upload tier: renders accepted photos (``serving/uploads.py``), nicer than the feed,
+    scaled on its own; each worker also sweeps up jobs whose worker died."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        json_logging()
+        self.s = s = Settings(**settings)
+        target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + s.upload_nice)
+        startup.set_priority(target)  # every thread now; threads they start inherit it
+        self.cluster, session = connect(s)
+        redis = cache.client(s)
+        timelines = TimelineCache(s, redis, Breaker(1.0))
+        self.processor = uploads.Processor(
+            s, session, Statements(session, s), BlobStore(s.blob_store_url),
+            timelines_written=timelines.drop,
+        )  # fmt: skip
+        self._stop = threading.Event()
+        threading.Thread(target=self._sweep, name="upload-sweeper", daemon=True).start()
+        log.info("upload worker ready (nice %d)", target)
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(self.s.upload_sweep_s):
+            try:
+                swept = self.processor.sweep()
+            except Exception:
+                log.exception("upload sweep failed")
+                continue
+            if swept:
+                log.info("upload sweep: %s", swept)
+
+    async def process(self, post_id: int) -> str:
+        """The job just accepted: taken at once (its first try), whatever its lease says."""
+        return await asyncio.to_thread(self.processor.run, post_id, first=True)
+
+    def __del__(self) -> None:
+        self._stop.set()
+
 
 def build_app(args: AppArgs) -> Application:
     """The feed application: one ingress deployment holding candidates, features and model."""
@@ -366,7 +596,23 @@ def build_app(args: AppArgs) -> Application:
         autoscaling_config=autoscaling_config(s),
         user_config={"model_alias": s.model_alias},
         logging_config={"enable_access_log": s.serve_access_log},
-    ).bind(args.settings)
+    ).bind(args.settings, _upload_worker(s).bind(args.settings))
+
+
+def _upload_worker(s: Settings) -> Any:
+    """The upload tier's deployment: its own replicas and autoscaling, a job at a time each."""
+    worker: Any = UploadWorker
+    return worker.options(
+        max_ongoing_requests=2,
+        autoscaling_config={
+            "min_replicas": s.upload_min_replicas,
+            "max_replicas": s.upload_max_replicas,
+            "target_ongoing_requests": 1,
+            "upscale_delay_s": 5,
+            "downscale_delay_s": 120,
+        },
+        logging_config={"enable_access_log": s.serve_access_log},
+    )
 
 
 def autoscaling_config(s: Settings) -> dict[str, Any]:

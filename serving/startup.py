@@ -76,6 +76,17 @@ def restore_priority() -> int:
     return changed
 
 
+def set_priority(nice: int) -> int:
+    """Every thread of this process at ``nice``; returns how many were changed."""
+    changed = 0
+    for tid in _threads():
+        with contextlib.suppress(OSError):
+            if os.getpriority(os.PRIO_PROCESS, tid) != nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+                changed += 1
+    return changed
+
+
 def nice_of_threads(pid: int) -> list[int]:
     """The nice value of each thread of ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
     out = []

@@ -82,6 +82,8 @@ def render(settings: Settings, built_without: frozenset[str] = frozenset()) -> s
         # gate waits a little longer so that answer, not nginx's own 504, reaches the caller.
         GATE_READ_TIMEOUT_S=int(settings.serve_request_timeout_s) + 2,
         MAX_BODY_BYTES=settings.max_body_bytes,
+        UPLOAD_MAX_BYTES=settings.upload_max_bytes,
+        UPLOAD_MAX_INFLIGHT=settings.upload_max_inflight,
         ORIGIN_PORT=settings.origin_port,
         CACHE_MB=settings.edge_cache_mb,
         OTHER_TEMP_PATHS=other,

@@ -56,6 +56,10 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         serve_max_queued_requests=4,
         rate_limit_per_s=TEST_RATE_PER_S,
         rate_limit_burst=40,
+        # The fuzzer's uploads stay under the quota (its own test fills the counter); the
+        # sweeper looks every 2 s so that a swept job is not a minute's wait.
+        upload_quota_per_hour=100_000,
+        upload_sweep_s=2.0,
         cassandra_keyspace=f"feedcast_test_{run_id}",
         feast_project=f"test_{run_id}",
         model_name=f"feed_ranker_test_{run_id}",

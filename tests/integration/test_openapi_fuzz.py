@@ -19,7 +19,13 @@ from tests.integration.suite import FUZZ_KEY, TEST_RATE_PER_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 HERE = Path(__file__).resolve().parent
-ROUTES = {"GET /v1/feed/{user_id}", "POST /v1/events", "POST /v1/posts"}
+ROUTES = {
+    "GET /v1/feed/{user_id}",
+    "POST /v1/events",
+    "POST /v1/posts",
+    "POST /v1/uploads",
+    "GET /v1/uploads/{post_id}",
+}
 
 
 def test_schemathesis_checks_all_over_every_route_finds_nothing(service, tmp_path):

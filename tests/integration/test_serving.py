@@ -38,7 +38,14 @@ def _feed(service: str, user: int, **kw) -> httpx.Response:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/v1/feed/1"), ("GET", "/v1/ping"), ("POST", "/v1/events"), ("POST", "/v1/posts")],
+    [
+        ("GET", "/v1/feed/1"),
+        ("GET", "/v1/ping"),
+        ("POST", "/v1/events"),
+        ("POST", "/v1/posts"),
+        ("POST", "/v1/uploads"),
+        ("GET", "/v1/uploads/1"),
+    ],
 )
 @pytest.mark.parametrize("key", [None, "wrong-key"])
 def test_every_v1_route_refuses_a_missing_or_wrong_key(service, method, path, key):

@@ -1,0 +1,230 @@
+"""The upload tier's jobs: accepted durably, processed at least once, never lost.
+
+``POST /v1/uploads`` (``serving/app.py``) checks the photo (``media.images.probe``), stores the
+original in the blob store, claims ``(author, content hash)`` and records the job in Cassandra
+before it answers 202: from then on the job is in ``uploads`` (status ``processing``) and in
+``uploads_pending``. A worker of the upload deployment takes it with a **lease** (a
+compare-and-set on ``lease_ms``, so two workers never process one job at once), renders it,
+stores the renditions (blobs, then the post's rows), announces the post and fans it out to the
+followers, and only then marks it ``ready`` and removes it from ``uploads_pending``. A worker
+that dies mid-job leaves the lease to run out; the sweeper of any worker takes the job again.
+Every step is idempotent (content-addressed blobs, upserted rows, the post claimed by id), so a
+job done twice is one post with one set of renditions. A photo that does not decode ends
+``failed`` with its reason; a job that fails ``max_attempts`` times for other reasons too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cassandra.cluster import Session
+
+from core.settings import Settings
+from core.statements import Statements
+from media import images
+from media.blobs import BlobStore
+from media.images import MediaError
+from media.renditions import RenditionStore, Stored
+from serving import ingest
+
+log = logging.getLogger("feedcast.serving.uploads")
+
+PENDING_BUCKETS = 8  # uploads_pending partitions the sweeper reads; a job's is post_id % 8
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Job:
+    post_id: int
+    author_id: int
+    topic: int
+    original: str  # the original's digest in the blob store
+    status: str
+    reason: str | None
+    placeholder: str | None
+    attempts: int
+    lease_ms: int
+    created_ms: int
+
+
+class Jobs:
+    """The job tables (``core/schema/007_media.cql``)."""
+
+    def __init__(self, session: Session, timeout_s: float) -> None:
+        self.session, self.timeout_s = session, timeout_s
+        p = session.prepare
+        self._claim_content = p(
+            "INSERT INTO uploads_by_content (author_id, sha256, post_id) VALUES (?, ?, ?) "
+            "IF NOT EXISTS"
+        )
+        self._insert = p(
+            "INSERT INTO uploads (post_id, author_id, topic, original, original_bytes, kind, "
+            "width, height, status, attempts, created_ms, updated_ms, lease_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'processing', 0, ?, ?, ?)"
+        )
+        self._pending = p("INSERT INTO uploads_pending (bucket, post_id) VALUES (?, ?)")
+        self._get = p(
+            "SELECT post_id, author_id, topic, original, status, reason, placeholder, attempts, "
+            "lease_ms, created_ms FROM uploads WHERE post_id = ?"
+        )
+        self._lease = p(
+            "UPDATE uploads SET lease_ms = ?, attempts = ?, updated_ms = ? WHERE post_id = ? "
+            "IF lease_ms = ? AND status = 'processing'"
+        )
+        self._finish = p(
+            "UPDATE uploads SET status = ?, reason = ?, placeholder = ?, updated_ms = ? "
+            "WHERE post_id = ?"
+        )
+        self._done = p("DELETE FROM uploads_pending WHERE bucket = ? AND post_id = ?")
+        self._scan = p("SELECT post_id FROM uploads_pending WHERE bucket = ?")
+
+    def _run(self, stmt: Any, args: tuple[Any, ...]) -> Any:
+        return self.session.execute(stmt, args, timeout=self.timeout_s)
+
+    def claim_content(self, author_id: int, sha256: str, post_id: int) -> tuple[int, bool]:
+        """The post id of this author's upload of these bytes: ``post_id`` and True when it is
+        the first, the earlier upload's id and False when it is a re-upload."""
+        rs = self._run(self._claim_content, (author_id, sha256, post_id))
+        if rs.was_applied:
+            return post_id, True
+        return int(rs.one().post_id), False
+
+    def record(
+        self, post_id: int, author_id: int, topic: int, original: str, probe: images.Probe,
+        lease_s: float,
+    ) -> None:  # fmt: skip
+        """The accepted job, leased to the worker it is handed to (``lease_s``)."""
+        t = now_ms()
+        self._run(
+            self._insert,
+            (post_id, author_id, topic, original, probe.bytes, probe.kind, probe.width,
+             probe.height, t, t, t + int(lease_s * 1000)),
+        )  # fmt: skip
+        self._run(self._pending, (post_id % PENDING_BUCKETS, post_id))
+
+    def get(self, post_id: int) -> Job | None:
+        row = self._run(self._get, (post_id,)).one()
+        if row is None or row.status is None:
+            return None
+        return Job(
+            int(row.post_id), int(row.author_id), int(row.topic), row.original, row.status,
+            row.reason, row.placeholder, int(row.attempts or 0), int(row.lease_ms or 0),
+            int(row.created_ms or 0),
+        )  # fmt: skip
+
+    def lease(self, job: Job, lease_s: float) -> Job | None:
+        """Take ``job`` for ``lease_s`` if nobody took it since it was read; None otherwise."""
+        t = now_ms()
+        until = t + int(lease_s * 1000)
+        rs = self._run(self._lease, (until, job.attempts + 1, t, job.post_id, job.lease_ms))
+        if not rs.was_applied:
+            return None
+        return Job(**{**job.__dict__, "attempts": job.attempts + 1, "lease_ms": until})
+
+    def finish(
+        self, post_id: int, status: str, reason: str | None, placeholder: str | None
+    ) -> None:
+        self._run(self._finish, (status, reason, placeholder, now_ms(), post_id))
+        self._run(self._done, (post_id % PENDING_BUCKETS, post_id))
+
+    def pending(self) -> list[int]:
+        out: list[int] = []
+        for bucket in range(PENDING_BUCKETS):
+            out += [int(r.post_id) for r in self._run(self._scan, (bucket,))]
+        return out
+
+
+class Processor:
+    """What a worker of the upload deployment does with a job."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: Session,
+        stmts: Statements,
+        blobs: BlobStore,
+        *,
+        timelines_written: Callable[[list[int]], None] | None = None,
+    ) -> None:
+        self.s, self.session, self.stmts, self.blobs = settings, session, stmts, blobs
+        timeout = settings.cassandra_request_timeout_s
+        self.jobs = Jobs(session, timeout)
+        self.renditions = RenditionStore(session, blobs, timeout)
+        self.engine = images.engine(settings.media_engine)
+        self.timelines_written = timelines_written
+
+    def run(self, post_id: int, *, first: bool = False) -> str:
+        """Process the job if it is due: its lease ran out, or (``first``) nobody has tried it
+        yet (the worker it was handed to); returns its status afterwards (``processing`` when
+        another worker holds it)."""
+        job = self.jobs.get(post_id)
+        if job is None:
+            return "unknown"
+        if job.status != "processing":
+            return job.status
+        if not (first and job.attempts == 0) and job.lease_ms > now_ms():
+            return job.status
+        if job.attempts >= self.s.upload_max_attempts:
+            self.jobs.finish(post_id, "failed", f"gave up after {job.attempts} attempts", None)
+            return "failed"
+        taken = self.jobs.lease(job, self.s.upload_lease_s)
+        if taken is None:
+            return "processing"
+        return self._process(taken)
+
+    def _process(self, job: Job) -> str:
+        try:
+            original = self.blobs.get(job.original)
+            rendered, placeholder = images.render(
+                self.engine, original, floor=self.s.media_ssim_floor
+            )
+        except MediaError as exc:  # the photo itself: no retry will change it
+            self.jobs.finish(job.post_id, "failed", f"{exc.code}: {exc.detail}", None)
+            log.info("upload %d failed: %s", job.post_id, exc)
+            return "failed"
+        stored = self.renditions.put(job.post_id, rendered)
+        self._announce(job, stored)
+        self.jobs.finish(job.post_id, "ready", None, placeholder)
+        log.info("upload %d ready: %d renditions", job.post_id, len(stored))
+        return "ready"
+
+    def _announce(self, job: Job, stored: list[Stored]) -> None:
+        """The post into the posts tables and the followers' timelines, now that its
+        renditions are stored (a post is never fanned out before it can be shown)."""
+        widest = max((s for s in stored if s.format == "jpeg"), key=lambda s: s.width)
+        post = ingest.PostIn.model_construct(  # a server-assigned id: above the announced range
+            post_id=job.post_id,
+            author_id=job.author_id,
+            topic=job.topic,
+            media_kind="photo",
+            media_bytes=widest.bytes,
+            created_at=None,
+        )
+        s = self.s
+        claimed = ingest.claim_post(
+            self.session, self.stmts, post,
+            pull_threshold=s.pull_follower_threshold, timeout_s=s.cassandra_request_timeout_s,
+        )  # fmt: skip
+        ingest.fan_out(
+            self.session, self.stmts, claimed, days=s.timeline_days,
+            written=self.timelines_written,
+        )  # fmt: skip
+
+    def sweep(self) -> dict[str, int]:
+        """Every pending job whose lease ran out, processed here; counts by outcome."""
+        out: dict[str, int] = {}
+        for post_id in self.jobs.pending():
+            try:
+                status = self.run(post_id)
+            except Exception:
+                log.exception("sweeping upload %d", post_id)
+                status = "error"
+            out[status] = out.get(status, 0) + 1
+        return out

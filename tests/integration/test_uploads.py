@@ -1,0 +1,178 @@
+"""POST /v1/uploads on the real deployment: a phone photo with GPS becomes `ready` through the
+upload tier, its renditions come through the edge without it, and the post reaches a
+follower's timeline; bad input is refused before anything is stored; a re-upload is the same
+post; the quota answers 429; a job whose worker never took it is swept up."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from core import cache
+from core.db import connect
+from core.settings import DEV_API_KEY
+from media import ids, samples
+from media.blobs import BlobStore, digest_of
+from media.images import probe
+from serving import uploads
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+API = {"X-API-Key": DEV_API_KEY}
+PIL_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
+
+
+def _post(service: str, data: bytes, author: int, name: str = "photo.jpg", **kw) -> httpx.Response:
+    files = {"file": (name, data, "application/octet-stream")}
+    return httpx.post(
+        f"{service}/v1/uploads",
+        headers=kw.pop("headers", API),
+        files=files,
+        data={"author_id": str(author), "topic": "3", **kw},
+        timeout=30,
+    )
+
+
+def _author_with_followers(settings, world) -> tuple[int, int]:
+    counts = world.follows.groupby("followee_id").size()
+    author = int(counts[counts <= settings.pull_follower_threshold].idxmax())
+    follower = int(world.follows.loc[world.follows["followee_id"] == author, "user_id"].iloc[0])
+    return author, follower
+
+
+def _ready(service: str, post_id: int, timeout_s: float = 90) -> dict:
+    def done():
+        r = httpx.get(f"{service}/v1/uploads/{post_id}", headers=API, timeout=10)
+        return r.json() if r.status_code == 200 and r.json()["status"] != "processing" else None
+
+    return wait_until(done, timeout=timeout_s, interval=0.5, what=f"upload {post_id} processed")
+
+
+def test_a_phone_photo_becomes_ready_and_reaches_a_follower(service, settings, world):
+    author, follower = _author_with_followers(settings, world)
+    sent = samples.as_phone_sends_it(samples.photos()[2], orientation=6)
+    r = _post(service, sent, author)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    post_id = body["post_id"]
+    assert ids.is_upload_id(post_id) and body["post_id_str"] == str(post_id)
+    assert body["status_url"] == f"/v1/uploads/{post_id}" and body["duplicate"] is False
+
+    done = _ready(service, post_id)
+    assert done["status"] == "ready", done
+    assert done["placeholder"].startswith("data:image/webp;base64,")
+    seen = {(x["variant"], x["format"]) for x in done["renditions"]}
+    assert seen == {(f"w{w}", f) for w in (320, 150) for f in ("jpeg", "webp", "avif")}
+    for x in done["renditions"]:
+        got = httpx.get(x["url"], timeout=10)  # through the edge
+        assert got.status_code == 200 and len(got.content) == x["bytes"]
+        assert f"/media/r/{hashlib.sha256(got.content).hexdigest()}." in x["url"]
+        with Image.open(io.BytesIO(got.content)) as im:
+            assert im.format == PIL_FORMAT[x["format"]]
+            assert im.size == (x["width"], x["height"]) and im.height > im.width  # upright
+            assert len(im.getexif()) == 0
+        assert samples.CAMERA_MODEL.encode() not in got.content
+
+    cluster, session = connect(settings)
+    try:  # the post is stored and fanned out only now that its renditions are
+        row = session.execute(
+            "SELECT author_id FROM posts_by_id WHERE post_id = %s", (post_id,)
+        ).one()
+        assert row is not None and row.author_id == author
+
+        def in_timeline() -> bool:
+            rows = session.execute(
+                "SELECT post_id FROM feed_by_user WHERE user_id = %s", (follower,)
+            )
+            return post_id in {x.post_id for x in rows}
+
+        wait_until(in_timeline, timeout=30, what="the upload in the follower's timeline")
+    finally:
+        cluster.shutdown()
+
+    again = _post(service, sent, author)  # the same author, the same bytes: the same post
+    assert again.status_code == 202 and again.json()["post_id"] == post_id
+    assert again.json()["duplicate"] is True and again.json()["status"] == "ready"
+    other = _author_with_followers(settings, world)[1]  # another author, the same bytes
+    assert _post(service, sent, other).json()["post_id"] != post_id
+
+
+def _count_blobs(settings) -> int:
+    return sum(1 for _ in BlobStore(settings.blob_store_url).fs.find(settings.blob_store_url))
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        (b"GIF89a" + b"\0" * 200, 415, "unsupported_type"),
+        (b"not an image at all", 415, "unsupported_type"),
+        (b"\xff\xd8\xff\xe0" + b"\0" * 100, 400, "undecodable"),
+    ],
+)
+def test_bad_input_is_refused_naming_it_and_nothing_is_stored(
+    service, settings, world, data, status, code
+):
+    author, _ = _author_with_followers(settings, world)
+    before = _count_blobs(settings)
+    r = _post(service, data, author)
+    assert r.status_code == status, r.text
+    assert code in r.json()["detail"]
+    assert _count_blobs(settings) == before
+
+
+def test_a_bomb_and_an_unknown_author_are_refused(service, settings, world):
+    from tests.unit.test_media_images import _png_header_claiming
+
+    author, _ = _author_with_followers(settings, world)
+    r = _post(service, _png_header_claiming(20_000, 20_000), author, name="bomb.png")
+    assert r.status_code == 413 and "too_many_pixels" in r.json()["detail"]
+    r = _post(service, samples.crop(samples.photos()[0], 1.0, 0.3), 987_654_321)
+    assert r.status_code == 404 and "987654321" in r.json()["detail"]
+    r = _post(service, samples.crop(samples.photos()[0], 1.0, 0.3), author, topic="x")
+    assert r.status_code == 422
+    assert httpx.get(f"{service}/v1/uploads/12345", headers=API, timeout=10).status_code == 404
+
+
+def test_the_quota_answers_429_with_retry_after(service, settings, world):
+    from serving.security import ApiKeys
+
+    author, _ = _author_with_followers(settings, world)
+    key_id = ApiKeys(settings.api_key_hashes).identify(DEV_API_KEY)
+    hour = int(time.time() // 3600)
+    key = f"feedcast:{settings.feast_project}:upload-quota:{key_id}:{hour}"
+    r = cache.client(settings)
+    r.set(key, settings.upload_quota_per_hour, ex=3600)  # the hour's quota already used
+    try:
+        resp = _post(service, samples.crop(samples.photos()[0], 1.0, 0.4), author)
+        assert resp.status_code == 429, resp.text
+        assert 0 < int(resp.headers["Retry-After"]) <= 3600
+        assert "quota" in resp.json()["detail"]
+    finally:
+        r.delete(key)
+
+
+def test_a_job_no_worker_took_is_swept_up(service, settings, world):
+    """A job recorded with its lease already run out and never handed to a worker (as if the
+    ingress died right after the 202): a worker's sweeper takes it and it ends ready."""
+    author, _ = _author_with_followers(settings, world)
+    data = samples.crop(samples.photos()[1], 4 / 5, 0.6)
+    cluster, session = connect(settings)
+    try:
+        blobs = BlobStore(settings.blob_store_url)
+        digest = blobs.put(data)
+        post_id = ids.IdMaker(shard=ids.SHARDS - 1).next()
+        jobs = uploads.Jobs(session, 5.0)
+        assert jobs.claim_content(author, digest_of(data), post_id) == (post_id, True)
+        p = probe(data, max_bytes=settings.upload_max_bytes, max_pixels=settings.upload_max_pixels)
+        jobs.record(post_id, author, 1, digest, p, lease_s=-1)  # expired at once
+        assert post_id in jobs.pending()
+        done = _ready(service, post_id, timeout_s=settings.upload_sweep_s * 6 + 30)
+        assert done["status"] == "ready" and done["renditions"]
+        assert post_id not in jobs.pending()
+    finally:
+        cluster.shutdown()
