@@ -60,6 +60,7 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         # sweeper looks every 2 s so that a swept job is not a minute's wait.
         upload_quota_per_hour=100_000,
         upload_sweep_s=2.0,
+        upload_lease_s=10.0,  # a killed worker's job is taken again within seconds
         cassandra_keyspace=f"feedcast_test_{run_id}",
         feast_project=f"test_{run_id}",
         model_name=f"feed_ranker_test_{run_id}",

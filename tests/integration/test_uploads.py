@@ -176,3 +176,59 @@ def test_a_job_no_worker_took_is_swept_up(service, settings, world):
         assert post_id not in jobs.pending()
     finally:
         cluster.shutdown()
+
+
+def test_a_worker_killed_mid_job_still_ends_ready_with_one_set(service, settings, world):
+    """SIGKILL every upload worker while one holds a job: Ray Serve replaces the worker, the
+    job's lease runs out, a sweeper takes it again, and it ends ready with one set of
+    renditions. The upload tier runs nicer than the feed, at the same priority in every thread."""
+    import os
+    import signal
+
+    import ray
+
+    from serving import startup
+    from stack import ray_head
+
+    author, _ = _author_with_followers(settings, world)
+    ray_session = ray._private.worker._global_node.get_session_dir_path()
+    cluster, session = connect(settings)
+    try:
+        jobs = uploads.Jobs(session, 5.0)
+        for attempt in range(5):  # until a kill lands while the job is in a worker's hands
+            workers = wait_until(
+                lambda: ray_head.replica_pids(ray_session, "feedcast:UploadWorker"),
+                timeout=120,
+                what="an upload worker running",
+            )
+            for pid in workers:
+                assert set(startup.nice_of_threads(pid)) == {settings.upload_nice}, pid
+            data = samples.crop(samples.photos()[attempt % 3], 1.0, 1.0 - 0.07 * attempt)
+            r = _post(service, data, author)
+            assert r.status_code == 202, r.text
+            post_id = r.json()["post_id"]
+            job = wait_until(
+                lambda pid=post_id: (
+                    (j := jobs.get(pid)) and (j.attempts >= 1 or j.status != "processing") and j
+                ),
+                timeout=60,
+                interval=0.01,
+                what="the job taken by a worker",
+            )
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            job = jobs.get(post_id)
+            if job is not None and job.status == "processing":
+                break
+        else:
+            pytest.fail("each job was done before its worker could be killed")
+        done = _ready(service, post_id, timeout_s=settings.upload_lease_s + 120)
+        assert done["status"] == "ready", done
+        assert jobs.get(post_id).attempts >= 2  # taken again after the kill
+        rows = session.execute(
+            "SELECT variant, format FROM renditions_by_post WHERE post_id = %s", (post_id,)
+        ).all()
+        assert len(rows) == len(done["renditions"]) == len({(x.variant, x.format) for x in rows})
+        assert len(rows) % 3 == 0 and rows  # each width in each of the three formats
+    finally:
+        cluster.shutdown()
