@@ -10,7 +10,11 @@ its ETag, the object immutable.
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType
@@ -20,6 +24,7 @@ from media.images import CONTENT_TYPES, Rendition, sniff
 
 EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}
 FORMAT_OF = {ext: fmt for fmt, ext in EXTENSIONS.items()}
+FORMAT_ORDER = {"avif": 0, "webp": 1, "jpeg": 2}  # smallest first: what a client tries first
 NAME = re.compile(r"^(?P<sha256>[0-9a-f]{64})\.(?P<ext>jpg|webp|avif)$")
 
 
@@ -103,4 +108,49 @@ class RenditionStore:
             Stored(r.variant, r.format, r.width, r.height, r.bytes, r.sha256, r.quality, r.ssim)
             for r in rows
         ]
-        return sorted(out, key=lambda s: (-s.width, s.format))
+        return sorted(out, key=lambda s: (-s.width, FORMAT_ORDER.get(s.format, 9)))
+
+
+class StoredLookup:
+    """Post id → its stored renditions, behind a per-process LRU (a post's renditions never
+    change once it is ready; a post is announced only when they are stored, so a post seen in
+    a feed has them). Cassandra errors propagate."""
+
+    SELECT = (
+        "SELECT variant, format, width, height, bytes, sha256, quality, ssim "
+        "FROM renditions_by_post WHERE post_id = ?"
+    )
+
+    def __init__(self, session_of: Callable[[], Session], max_posts: int = 16_384) -> None:
+        self._session_of, self.max_posts = session_of, max_posts
+        self._lru: OrderedDict[int, list[Stored]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._select: Any = None
+
+    def get(self, post_ids: Sequence[int], timeout_s: float) -> dict[int, list[Stored]]:
+        out: dict[int, list[Stored]] = {}
+        with self._lock:
+            for p in post_ids:
+                if (hit := self._lru.get(p)) is not None:
+                    self._lru.move_to_end(p)
+                    out[p] = hit
+        todo = [p for p in dict.fromkeys(post_ids) if p not in out]
+        if not todo:
+            return out
+        session = self._session_of()
+        if self._select is None:
+            self._select = session.prepare(self.SELECT)
+        futures = [(p, session.execute_async(self._select, (p,), timeout=timeout_s)) for p in todo]
+        for p, fut in futures:
+            rows = [
+                Stored(r.variant, r.format, r.width, r.height, r.bytes, r.sha256, r.quality, r.ssim)
+                for r in fut.result()
+            ]
+            out[p] = sorted(rows, key=lambda s: (-s.width, FORMAT_ORDER.get(s.format, 9)))
+        with self._lock:
+            for p in todo:
+                if out[p]:  # not cached while empty: a post may be read before it is ready
+                    self._lru[p] = out[p]
+            while len(self._lru) > self.max_posts:
+                self._lru.popitem(last=False)
+        return out

@@ -40,7 +40,8 @@ from core.settings import Settings
 from core.statements import Statements
 from core.time import day_bucket
 from features.online import FeatureReader, reader_for
-from media import objects
+from media import ids, objects
+from media.renditions import StoredLookup
 from serving import candidates, cursor, impressions, ranking, sessions
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
@@ -55,13 +56,21 @@ POPULAR_REFRESH_S = 10.0  # the popular list changes at materialization (hourly)
 I64 = 2**63 - 1
 
 
+Variant = Literal["thumb", "full", "w1080", "w640", "w320", "w150"]
+Format = Literal["jpeg", "webp", "avif", "mp4"]
+
+
 class Rendition(BaseModel):
     """One object a client can draw the post from, at the CDN edge."""
 
-    variant: Literal["thumb", "full"] = Field(
-        description="thumb: the small feed image or a video's poster; full: the photo or stream."
+    variant: Variant = Field(
+        description="thumb: the small feed image or a video's poster; full: the photo or stream; "
+        "wNNN: an uploaded photo's rendition NNN pixels wide (never wider than the original)."
     )
-    format: Literal["jpeg", "mp4"]
+    format: Format = Field(
+        description="An uploaded photo comes in each of jpeg (progressive), webp and avif, "
+        "smallest first: take the first the client decodes."
+    )
     width: int = Field(ge=1, le=16_384, description="Pixels.")
     height: int = Field(ge=1, le=16_384, description="Pixels.")
     bytes: int = Field(ge=1, le=I64, description="Content-Length the edge answers with.")
@@ -166,6 +175,7 @@ class FeedPath:
         self._pulls = candidates.PullCache(settings.pull_cache_s)
         self.timelines = candidates.TimelineCache(settings, self.redis, self.redis_breaker)
         self.contexts = candidates.ContextCache(settings, self.redis, self.redis_breaker)
+        self.stored_media = StoredLookup(self.session)  # uploaded posts' renditions
         self.prefetch = Prefetcher(
             settings, self.metrics, lambda: self._connect()[1:], breaker=self.redis_breaker
         )
@@ -437,7 +447,7 @@ class FeedPath:
         )
         return FeedPage(
             user_id=sess.user_id,
-            items=self._items(items, debug),
+            items=self._items(items, debug, degraded),
             next_cursor=next_cursor,
             session=session,
             page=n,
@@ -448,11 +458,15 @@ class FeedPath:
             request_id=request_id,
         )
 
-    def _items(self, items: Sequence[cache.CachedItem], debug: bool) -> list[FeedItem]:
+    def _items(
+        self, items: Sequence[cache.CachedItem], debug: bool, degraded: list[str]
+    ) -> list[FeedItem]:
         """The page's items, built without validation (``model_construct``): every value comes
-        from the session's own arrays and ``objects.renditions``, and the schemathesis run
-        checks the answers against the schema."""
+        from the session's own arrays, the stored renditions of uploaded posts or
+        ``objects.renditions``, and the schemathesis run checks the answers against the
+        schema."""
         s = self.s
+        stored = self._stored_renditions([i.post_id for i in items], degraded)
         return [
             FeedItem.model_construct(
                 post_id=i.post_id,
@@ -463,7 +477,9 @@ class FeedPath:
                 ),
                 source=cast(Source, i.source or "unknown"),
                 position=k,
-                renditions=[
+                renditions=stored[i.post_id]
+                if i.post_id in stored
+                else [
                     Rendition.model_construct(**r)
                     for r in objects.renditions(
                         i.post_id,
@@ -477,6 +493,34 @@ class FeedPath:
             )
             for k, i in enumerate(items)
         ]
+
+    def _stored_renditions(
+        self, post_ids: Sequence[int], degraded: list[str]
+    ) -> dict[int, list[Rendition]]:
+        """The renditions the upload tier stored for the uploaded posts among ``post_ids``
+        (none on most pages: one LRU lookup each, Cassandra on a miss)."""
+        uploaded = [p for p in post_ids if ids.is_upload_id(p)]
+        if not uploaded:
+            return {}
+        try:
+            found = self.stored_media.get(uploaded, self.s.deadline_candidates_ms / 1000)
+        except Exception as exc:  # drawn without renditions, and said so
+            log.warning("renditions of %d uploaded posts unreadable: %s", len(uploaded), exc)
+            if "media" not in degraded:
+                degraded.append("media")
+                self.metrics.degraded("media")
+            return {p: [] for p in uploaded}
+        url = self.s.media_url
+        return {
+            p: [
+                Rendition.model_construct(
+                    variant=cast(Variant, r.variant), format=cast(Format, r.format),
+                    width=r.width, height=r.height, bytes=r.bytes, url=r.url(url),
+                )
+                for r in rs
+            ]
+            for p, rs in found.items()
+        }  # fmt: skip
 
     def _features(
         self,
@@ -639,7 +683,7 @@ class FeedPath:
         self.metrics.session("unsaved")
         return FeedPage(
             user_id=user_id,
-            items=self._items(items[:limit], debug=False),
+            items=self._items(items[:limit], False, degraded),
             next_cursor=None,
             session="new",
             page=0,

@@ -95,6 +95,23 @@ def test_a_phone_photo_becomes_ready_and_reaches_a_follower(service, settings, w
     finally:
         cluster.shutdown()
 
+    # the follower's feed draws it from the stored renditions: scroll the session to it
+    stored = {(x["variant"], x["format"]): x["url"] for x in done["renditions"]}
+    cursor, item = None, None
+    for _ in range(20):
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(f"{service}/v1/feed/{follower}", headers=API, params=params, timeout=30)
+        assert page.status_code == 200, page.text
+        found = [i for i in page.json()["items"] if i["post_id"] == post_id]
+        cursor = page.json()["next_cursor"]
+        if found or not cursor:
+            item = found[0] if found else None
+            break
+    assert item is not None, "the upload never showed in the follower's ranked session"
+    assert item["media_kind"] == "photo"
+    assert {(r["variant"], r["format"]): r["url"] for r in item["renditions"]} == stored
+    assert [r["format"] for r in item["renditions"][:3]] == ["avif", "webp", "jpeg"]
+
     again = _post(service, sent, author)  # the same author, the same bytes: the same post
     assert again.status_code == 202 and again.json()["post_id"] == post_id
     assert again.json()["duplicate"] is True and again.json()["status"] == "ready"
