@@ -363,6 +363,64 @@ def feed(
                 break
 
 
+@app.command("upload")
+def upload(
+    photo: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="A JPEG, PNG or WebP file.")
+    ],
+    author_id: Annotated[int, typer.Option("--author", min=1, help="Who posts it.")],
+    topic: Annotated[int, typer.Option(min=0, max=1023, help="The post's topic.")] = 0,
+    wait_s: Annotated[
+        float,
+        typer.Option("--wait", min=0, help="Seconds to wait for the renditions (0: do not wait)."),
+    ] = 60.0,
+    api_key: Annotated[
+        str,
+        typer.Option(
+            envvar="FEEDCAST_API_KEY", help="API key to send (default: the development key)."
+        ),
+    ] = DEV_API_KEY,
+) -> None:
+    """Upload a photo to the running service (POST /v1/uploads), wait until the upload tier has
+    rendered it, and print its renditions' URLs at the edge."""
+    import time
+
+    s = settings()
+    data = photo.read_bytes()
+    with httpx.Client(base_url=s.serve_url, headers={"X-API-Key": api_key}, timeout=30) as c:
+        try:
+            r = c.post(
+                "/v1/uploads",
+                files={"file": (photo.name, data, "application/octet-stream")},
+                data={"author_id": str(author_id), "topic": str(topic)},
+            )
+        except httpx.HTTPError as exc:
+            fail(f"feed service at {s.serve_url} unreachable ({exc}); run `feedcast serve start`")
+        if r.status_code != 202:
+            fail(f"HTTP {r.status_code}: {r.text}")
+        body = r.json()
+        again = " (the same bytes were uploaded before: that upload)" if body["duplicate"] else ""
+        console.print(f"post {body['post_id_str']}: {body['status']}{again}")
+        deadline = time.monotonic() + wait_s
+        while body["status"] == "processing" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            r = c.get(body["status_url"])
+            if r.status_code != 200:
+                fail(f"HTTP {r.status_code}: {r.text}")
+            body = r.json() | {"status_url": body["status_url"]}
+    if body["status"] == "failed":
+        fail(f"post {body['post_id_str']} failed: {body['reason']}")
+    if body["status"] == "processing":
+        console.print(f"still processing after {wait_s:g} s: GET {s.serve_url}{body['status_url']}")
+        return
+    table = Table("variant", "format", "size", "bytes")
+    table.add_column("url", overflow="fold")  # whole, wrapped: a URL cut short is no URL
+    for x in body["renditions"]:
+        table.add_row(x["variant"], x["format"], f"{x['width']}x{x['height']}", str(x["bytes"]),
+                      x["url"])  # fmt: skip
+    console.print(table)
+
+
 apikey_app = typer.Typer(help="API keys of the feed service.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 

@@ -249,3 +249,21 @@ def test_a_worker_killed_mid_job_still_ends_ready_with_one_set(service, settings
         assert len(rows) % 3 == 0 and rows  # each width in each of the three formats
     finally:
         cluster.shutdown()
+
+
+def test_the_cli_uploads_and_prints_the_renditions(service, settings, world, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    author, _ = _author_with_followers(settings, world)
+    monkeypatch.setenv("FEEDCAST_SERVE_PORT", str(settings.serve_port))
+    photo = tmp_path / "portrait.jpg"
+    photo.write_bytes(samples.crop(samples.photos()[2], 4 / 5, 0.7))
+    r = CliRunner().invoke(app, ["upload", str(photo), "--author", str(author), "--wait", "90"])
+    assert r.exit_code == 0, r.output
+    assert "processing" in r.output  # the 202
+    for word in ("w150", "avif", "webp", "jpeg"):  # ~240 px wide: w150 only, never upscaled
+        assert word in r.output, r.output
+    assert "w320" not in r.output
+    assert "".join(r.output.split()).count("/media/r/") == 3  # full URLs, folded not cut

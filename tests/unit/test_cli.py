@@ -64,3 +64,18 @@ def test_eval_without_a_tracking_server_says_to_start_the_stack(monkeypatch):
     r = runner.invoke(app, ["eval", "--users", "50", "--days", "3"])
     assert r.exit_code == 2
     assert "feedcast stack up" in r.output
+
+
+def test_upload_of_a_missing_file_names_it(tmp_path):
+    r = runner.invoke(app, ["upload", str(tmp_path / "nope.jpg"), "--author", "1"])
+    assert r.exit_code == 2
+    assert "nope.jpg" in r.output
+
+
+def test_upload_without_the_service_says_to_start_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEEDCAST_SERVE_PORT", "9")  # nothing listens
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 64)
+    r = runner.invoke(app, ["upload", str(photo), "--author", "1", "--wait", "0"])
+    assert r.exit_code == 2
+    assert "feedcast serve start" in r.output
