@@ -77,10 +77,6 @@ class Rendition:
     target: float  # the SSIM it had to reach
     data: bytes
 
-    @property
-    def content_type(self) -> str:
-        return CONTENT_TYPES[self.format]
-
 
 def sniff(data: bytes) -> Kind:
     """The image type from the first bytes; :class:`MediaError` for anything else."""

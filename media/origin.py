@@ -35,6 +35,7 @@ from core.settings import Settings
 from core.statements import Statements
 from media import renditions
 from media.blobs import BlobStore
+from media.images import CONTENT_TYPES
 from media.objects import VARIANTS, content_type, served_bytes, variant_bytes
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return _error(404, f"no {fmt} rendition {digest}")
         counters.requests += 1
         counters.bytes += len(data)
-        kind = renditions.content_type(fmt)
+        kind = CONTENT_TYPES[fmt]
         if request.method == "HEAD":
             return Response(media_type=kind, headers={**headers, "Content-Length": str(len(data))})
         return Response(data, media_type=kind, headers=headers)

@@ -20,7 +20,7 @@ from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType
 
 from media.blobs import BlobStore
-from media.images import CONTENT_TYPES, Rendition, sniff
+from media.images import Rendition, sniff
 
 EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}
 FORMAT_OF = {ext: fmt for fmt, ext in EXTENSIONS.items()}
@@ -41,6 +41,32 @@ class Stored:
 
     def url(self, media_url: str) -> str:
         return rendition_url(media_url, self.sha256, self.format)
+
+    def item(self, media_url: str) -> dict[str, Any]:
+        """What a client gets of it (a feed item's or an upload status's ``renditions``)."""
+        return {
+            "variant": self.variant,
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "bytes": self.bytes,
+            "url": self.url(media_url),
+        }
+
+
+_SELECT = (
+    "SELECT variant, format, width, height, bytes, sha256, quality, ssim "
+    "FROM renditions_by_post WHERE post_id = ?"
+)
+
+
+def _listed(rows: Any) -> list[Stored]:
+    """A post's rows as :class:`Stored`, widest first, smallest format first."""
+    out = [
+        Stored(r.variant, r.format, r.width, r.height, r.bytes, r.sha256, r.quality, r.ssim)
+        for r in rows
+    ]
+    return sorted(out, key=lambda s: (-s.width, FORMAT_ORDER.get(s.format, 9)))
 
 
 def rendition_url(media_url: str, sha256: str, fmt: str) -> str:
@@ -63,10 +89,6 @@ def matches_format(data: bytes, fmt: str) -> bool:
         return False
 
 
-def content_type(fmt: str) -> str:
-    return CONTENT_TYPES[fmt]
-
-
 class RenditionStore:
     """A post's renditions: blobs first, then the post's rows in one single-partition batch
     (all of them or none), so a listed rendition's bytes are always there."""
@@ -77,10 +99,7 @@ class RenditionStore:
             "INSERT INTO renditions_by_post (post_id, variant, format, width, height, bytes, "
             "sha256, quality, ssim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        self._select = session.prepare(
-            "SELECT variant, format, width, height, bytes, sha256, quality, ssim "
-            "FROM renditions_by_post WHERE post_id = ?"
-        )
+        self._select = session.prepare(_SELECT)
 
     def put(self, post_id: int, renditions: list[Rendition]) -> list[Stored]:
         stored = []
@@ -103,23 +122,13 @@ class RenditionStore:
 
     def get(self, post_id: int) -> list[Stored]:
         """The post's renditions, widest first; [] for a post with none."""
-        rows = self.session.execute(self._select, (post_id,), timeout=self.timeout_s)
-        out = [
-            Stored(r.variant, r.format, r.width, r.height, r.bytes, r.sha256, r.quality, r.ssim)
-            for r in rows
-        ]
-        return sorted(out, key=lambda s: (-s.width, FORMAT_ORDER.get(s.format, 9)))
+        return _listed(self.session.execute(self._select, (post_id,), timeout=self.timeout_s))
 
 
 class StoredLookup:
     """Post id → its stored renditions, behind a per-process LRU (a post's renditions never
     change once it is ready; a post is announced only when they are stored, so a post seen in
     a feed has them). Cassandra errors propagate."""
-
-    SELECT = (
-        "SELECT variant, format, width, height, bytes, sha256, quality, ssim "
-        "FROM renditions_by_post WHERE post_id = ?"
-    )
 
     def __init__(self, session_of: Callable[[], Session], max_posts: int = 16_384) -> None:
         self._session_of, self.max_posts = session_of, max_posts
@@ -139,14 +148,10 @@ class StoredLookup:
             return out
         session = self._session_of()
         if self._select is None:
-            self._select = session.prepare(self.SELECT)
+            self._select = session.prepare(_SELECT)
         futures = [(p, session.execute_async(self._select, (p,), timeout=timeout_s)) for p in todo]
         for p, fut in futures:
-            rows = [
-                Stored(r.variant, r.format, r.width, r.height, r.bytes, r.sha256, r.quality, r.ssim)
-                for r in fut.result()
-            ]
-            out[p] = sorted(rows, key=lambda s: (-s.width, FORMAT_ORDER.get(s.format, 9)))
+            out[p] = _listed(fut.result())
         with self._lock:
             for p in todo:
                 if out[p]:  # not cached while empty: a post may be read before it is ready

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+CAMERA_MODEL = "FeedcastCam"  # what as_phone_sends_it writes into the EXIF: never passed on
 _SHIPPED = (
     ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
     ("sklearn", "datasets/images/china.jpg"),
@@ -61,6 +62,3 @@ def as_phone_sends_it(path: Path, orientation: int = 1) -> bytes:
     buf = io.BytesIO()
     rgb.save(buf, "JPEG", quality=92, exif=exif.tobytes())
     return buf.getvalue()
-
-
-CAMERA_MODEL = "FeedcastCam"

@@ -316,6 +316,13 @@ def serve_stop() -> None:
     console.print("stopped" if ray_head.down(settings()) else "not running")
 
 
+# The key the service commands send: --api-key, else FEEDCAST_API_KEY, else the development key.
+ApiKey = Annotated[
+    str,
+    typer.Option(envvar="FEEDCAST_API_KEY", help="API key to send (default: the development key)."),
+]
+
+
 @app.command("feed")
 def feed(
     user_id: Annotated[int, typer.Argument(help="The reader.")],
@@ -330,12 +337,7 @@ def feed(
         ),
     ] = 1,
     debug: Annotated[bool, typer.Option(help="Show each item's ranking score.")] = False,
-    api_key: Annotated[
-        str,
-        typer.Option(
-            envvar="FEEDCAST_API_KEY", help="API key to send (default: the development key)."
-        ),
-    ] = DEV_API_KEY,
+    api_key: ApiKey = DEV_API_KEY,
 ) -> None:
     """Ask the running service for a user's feed and print each page as a table, with media
     URLs at the edge; `--pages 3` scrolls three pages with cursors."""
@@ -374,12 +376,7 @@ def upload(
         float,
         typer.Option("--wait", min=0, help="Seconds to wait for the renditions (0: do not wait)."),
     ] = 60.0,
-    api_key: Annotated[
-        str,
-        typer.Option(
-            envvar="FEEDCAST_API_KEY", help="API key to send (default: the development key)."
-        ),
-    ] = DEV_API_KEY,
+    api_key: ApiKey = DEV_API_KEY,
 ) -> None:
     """Upload a photo to the running service (POST /v1/uploads), wait until the upload tier has
     rendered it, and print its renditions' URLs at the edge."""

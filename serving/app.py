@@ -33,13 +33,13 @@ from core.db import connect
 from core.settings import Settings
 from core.statements import Statements
 from media import ids, images
-from media.blobs import BlobStore, digest_of
+from media.blobs import BlobStore
 from media.renditions import RenditionStore
 from serving import ingest, startup, uploads
 from serving.autoscaling import POLICY, load_plan
 from serving.candidates import TimelineCache
 from serving.cursor import MAX_CURSOR_CHARS, CursorError
-from serving.feed import I64, FeedPage, FeedPath
+from serving.feed import I64, FeedPage, FeedPath, Rendition
 from serving.metrics import json_logging, request_context
 from serving.security import ApiKeys, BodyLimit, RateLimiter
 from serving.warming import Seen
@@ -214,18 +214,6 @@ class Pong(BaseModel):
     status: Literal["ok"] = "ok"
 
 
-Size = Annotated[int, Field(ge=1, le=2**31 - 1)]
-
-
-class RenditionOut(BaseModel):
-    variant: str = Field(description="The width asked for: w1080, w640, w320 or w150.")
-    format: Literal["jpeg", "webp", "avif"]
-    width: Size
-    height: Size
-    bytes: Size
-    url: str = Field(description="On the CDN edge; the path's digest is the bytes' SHA-256.")
-
-
 class UploadStatus(BaseModel):
     post_id: Annotated[int, Field(ge=ids.FIRST_UPLOAD_ID, le=2**63 - 1)]
     post_id_str: str = Field(description="`post_id` as a string, for clients whose numbers "
@@ -235,7 +223,7 @@ class UploadStatus(BaseModel):
     placeholder: str | None = Field(
         None, description="A tiny WebP data URI to paint before the photo (when ready)."
     )
-    renditions: list[RenditionOut] = Field(default_factory=list)
+    renditions: list[Rendition] = Field(default_factory=list)
 
 
 class UploadAccepted(UploadStatus):
@@ -269,11 +257,7 @@ def _upload_status(s: Settings, job: uploads.Job, store: RenditionStore) -> dict
         "renditions": [],
     }
     if job.status == "ready":
-        out["renditions"] = [
-            {"variant": r.variant, "format": r.format, "width": r.width, "height": r.height,
-             "bytes": r.bytes, "url": r.url(s.media_url)}
-            for r in store.get(job.post_id)
-        ]  # fmt: skip
+        out["renditions"] = [r.item(s.media_url) for r in store.get(job.post_id)]
     return out
 
 
@@ -287,6 +271,7 @@ class FeedService:
         self.uploader = uploader  # the upload deployment's handle
         self.blobs = BlobStore(s.blob_store_url)
         self._jobs: uploads.Jobs | None = None
+        self._renditions: RenditionStore | None = None
         self._ids: ids.IdMaker | None = None
         # Side work: upload fan-out, and after each page or impression the page cache + prefetch.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side")
@@ -424,12 +409,13 @@ class FeedService:
         down at start); the maker's shard is unique among live replicas (a Redis counter)."""
         s = self.settings
         session = self.path.session()
-        if self._jobs is None:
+        if self._jobs is None or self._renditions is None:
             self._jobs = uploads.Jobs(session, s.cassandra_request_timeout_s)
+            self._renditions = RenditionStore(session, self.blobs, s.cassandra_request_timeout_s)
         if self._ids is None:
             shard: Any = self.path.redis.incr(f"feedcast:{s.feast_project}:upload-shard")
             self._ids = ids.IdMaker(int(shard) % ids.SHARDS)
-        return self._jobs, self._ids, RenditionStore(session, self.blobs)
+        return self._jobs, self._ids, self._renditions
 
     def _quota(self, key_id: str) -> None:
         """Count one upload against the key's hourly quota; 429 past it. Redis down: counted
@@ -490,19 +476,17 @@ class FeedService:
             )
             if author is None:
                 raise HTTPException(404, f"unknown author_id {author_id}")
-            digest = self.blobs.put(data)
-            post_id, first = jobs.claim_content(author_id, digest_of(data), maker.next())
-            job = jobs.get(post_id)
+            digest = self.blobs.put(data)  # the content hash: also the duplicate check's key
+            post_id, first = jobs.claim_content(author_id, digest, maker.next())
+            job = None if first else jobs.get(post_id)
             if job is None:  # new, or a claim whose job was never recorded (a crash between)
-                jobs.record(post_id, author_id, topic, digest, probe, s.upload_lease_s)
-                job = jobs.get(post_id)
+                job = jobs.record(post_id, author_id, topic, digest, probe, s.upload_lease_s)
         except HTTPException:
             raise
         except Exception as exc:  # Cassandra or the blob store: nothing accepted
             log.warning("upload not accepted: %s", exc)
             self.path.metrics.degraded("uploads")
             return _unavailable(f"upload not stored, retry: {type(exc).__name__}")
-        assert job is not None
         if job.status == "processing" and job.attempts == 0 and self.uploader is not None:
             try:
                 self.uploader.process.remote(post_id)  # its sweeper takes it if this is lost
@@ -549,12 +533,12 @@ class UploadWorker:
             s, session, Statements(session, s), BlobStore(s.blob_store_url),
             timelines_written=timelines.drop,
         )  # fmt: skip
-        self._stop = threading.Event()
         threading.Thread(target=self._sweep, name="upload-sweeper", daemon=True).start()
         log.info("upload worker ready (nice %d)", target)
 
     def _sweep(self) -> None:
-        while not self._stop.wait(self.s.upload_sweep_s):
+        while True:
+            time.sleep(self.s.upload_sweep_s)
             try:
                 swept = self.processor.sweep()
             except Exception:
@@ -566,9 +550,6 @@ class UploadWorker:
     async def process(self, post_id: int) -> str:
         """The job just accepted: taken at once (its first try), whatever its lease says."""
         return await asyncio.to_thread(self.processor.run, post_id, first=True)
-
-    def __del__(self) -> None:
-        self._stop.set()
 
 
 def build_app(args: AppArgs) -> Application:

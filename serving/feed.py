@@ -512,15 +512,8 @@ class FeedPath:
             return {p: [] for p in uploaded}
         url = self.s.media_url
         return {
-            p: [
-                Rendition.model_construct(
-                    variant=cast(Variant, r.variant), format=cast(Format, r.format),
-                    width=r.width, height=r.height, bytes=r.bytes, url=r.url(url),
-                )
-                for r in rs
-            ]
-            for p, rs in found.items()
-        }  # fmt: skip
+            p: [Rendition.model_construct(**r.item(url)) for r in rs] for p, rs in found.items()
+        }
 
     def _features(
         self,

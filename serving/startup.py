@@ -66,12 +66,7 @@ def restore_priority() -> int:
     base = os.environ.pop(_BASE_ENV, None)
     if base is None:
         return 0
-    changed = 0
-    for tid in _threads():
-        with contextlib.suppress(OSError):
-            if os.getpriority(os.PRIO_PROCESS, tid) != int(base):
-                os.setpriority(os.PRIO_PROCESS, tid, int(base))
-                changed += 1
+    changed = set_priority(int(base))
     log.info("replica ready: %d threads back to nice %s", changed, base)
     return changed
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cassandra.cluster import Session
@@ -99,15 +99,17 @@ class Jobs:
     def record(
         self, post_id: int, author_id: int, topic: int, original: str, probe: images.Probe,
         lease_s: float,
-    ) -> None:  # fmt: skip
+    ) -> Job:  # fmt: skip
         """The accepted job, leased to the worker it is handed to (``lease_s``)."""
         t = now_ms()
+        lease = t + int(lease_s * 1000)
         self._run(
             self._insert,
             (post_id, author_id, topic, original, probe.bytes, probe.kind, probe.width,
-             probe.height, t, t, t + int(lease_s * 1000)),
+             probe.height, t, t, lease),
         )  # fmt: skip
         self._run(self._pending, (post_id % PENDING_BUCKETS, post_id))
+        return Job(post_id, author_id, topic, original, "processing", None, None, 0, lease, t)
 
     def get(self, post_id: int) -> Job | None:
         row = self._run(self._get, (post_id,)).one()
@@ -126,7 +128,7 @@ class Jobs:
         rs = self._run(self._lease, (until, job.attempts + 1, t, job.post_id, job.lease_ms))
         if not rs.was_applied:
             return None
-        return Job(**{**job.__dict__, "attempts": job.attempts + 1, "lease_ms": until})
+        return replace(job, attempts=job.attempts + 1, lease_ms=until)
 
     def finish(
         self, post_id: int, status: str, reason: str | None, placeholder: str | None
