@@ -21,6 +21,7 @@ from capacity.plan import (
     perfect_replicas,
     planned_replicas,
     reactive_replicas,
+    stored_bytes_per_post,
     upload_workers,
 )
 from simulator.traffic import TrafficConfig, generate
@@ -104,6 +105,8 @@ def evaluate(
                 upload_workers=upload_workers(q_up, cfg).tolist(),
                 days_until_full=days_until_full(stored, q_by, cfg.storage_capacity_bytes),
                 config=cfg,
+                expected_uploads=q_up.tolist(),
+                bytes_per_post=stored_bytes_per_post(q_up, q_by),
             ),
             "demand_min": demand,
             "ours_min": planned_replicas(demand, q_req, cfg),

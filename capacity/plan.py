@@ -18,6 +18,11 @@ The plan for the coming week is made from the forecaster's hourly quantiles:
   neighbour) ÷ what one worker processes.
 - **storage**: days until the store is full if uploads keep the forecast's p95 bytes per hour.
 
+The schedule carries, beside each hour's upload workers, the uploads they were sized for and the
+stored bytes per post the storage plan assumes: ``serving/autoscaling.py`` holds the upload
+tier's floor at the hour's workers, and the upload tier counts the days until full from the
+bytes it stores now (``media/storage.py``).
+
 A minute-by-minute replay judges the replica plan against a **reactive autoscaler** (70%
 utilisation target, acting on what it saw ``lag_min`` minutes ago), the same autoscaler at our
 target without the forecast (what the forecast adds), and **perfect foresight** (exactly the
@@ -29,11 +34,14 @@ plans (``feedcast capacity plan``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+# The storage rule lives with the media store (the upload tier needs it too, and media is below
+# capacity); re-exported as part of the plan's API.
+from media.storage import days_until_full as days_until_full
 
 
 @dataclass(frozen=True)
@@ -89,19 +97,14 @@ def upload_workers(uploads_q: np.ndarray, cfg: CapacityConfig) -> np.ndarray:
     return np.maximum(np.ceil(need), 1).astype(np.int64)
 
 
-def days_until_full(stored_bytes: float, bytes_per_hour_p95: np.ndarray, capacity: float) -> float:
-    """Days until ``capacity`` is reached at the forecast's p95 growth (extended at its mean)."""
-    if stored_bytes >= capacity:
-        return 0.0
-    growth = np.asarray(bytes_per_hour_p95, dtype=np.float64)
-    cum = stored_bytes + np.cumsum(growth)
-    full = np.flatnonzero(cum >= capacity)
-    if len(full):
-        return float((full[0] + 1) / 24.0)
-    rate = growth.mean()
-    if rate <= 0:
-        return math.inf
-    return float((len(growth) + (capacity - cum[-1]) / rate) / 24.0)
+def stored_bytes_per_post(uploads_q: np.ndarray, bytes_q: np.ndarray) -> float | None:
+    """Stored bytes per post the storage plan assumes: the forecast bytes over the forecast
+    uploads, summed over the plan (the p95 bytes over the ``plan_quantile`` uploads, so the
+    plan's uploads times it add up to the growth :func:`days_until_full` counted). The upload
+    tier multiplies the plan's uploads by it from the bytes stored now
+    (:func:`media.storage.days_until_full_now`). None where no upload is forecast."""
+    uploads = float(np.sum(uploads_q, dtype=np.float64))
+    return float(np.sum(bytes_q, dtype=np.float64)) / uploads if uploads > 0 else None
 
 
 def delayed(x: np.ndarray, lag: int) -> np.ndarray:
@@ -255,6 +258,10 @@ class CapacityPlan:
     upload_workers: list[int]
     days_until_full: float
     config: CapacityConfig
+    # The forecast uploads per hour that upload_workers were sized for; None in plans made
+    # before the schedule carried them.
+    expected_uploads: list[float] | None = None
+    bytes_per_post: float | None = None  # stored bytes per upload the storage plan assumes
 
     def autoscaling_bounds(self) -> list[dict[str, Any]]:
         """Hour by hour: the expected rate and the deployment's ``min_replicas`` and
@@ -270,16 +277,29 @@ class CapacityPlan:
             for h, r, a, b in zip(self.hours, self.expected_rps, lo, hi, strict=True)
         ]
 
+    def upload_rows(self) -> list[dict[str, Any]]:
+        """Hour by hour: the upload workers (the upload tier's floor,
+        :class:`serving.autoscaling.UploadFloorPolicy`) and, where the plan has them, the
+        forecast uploads they were sized for."""
+        rows: list[dict[str, Any]] = [
+            {"hour": h, "workers": int(w)}
+            for h, w in zip(self.hours, self.upload_workers, strict=True)
+        ]
+        if self.expected_uploads is not None:
+            for row, u in zip(rows, self.expected_uploads, strict=True):
+                row["expected_uploads"] = round(float(u), 3)
+        return rows
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "config": asdict(self.config),
             "days_until_full_p95": self.days_until_full,
             "feed_autoscaling": self.autoscaling_bounds(),
-            "upload_workers": [
-                {"hour": h, "workers": w}
-                for h, w in zip(self.hours, self.upload_workers, strict=True)
-            ],
+            "upload_workers": self.upload_rows(),
         }
+        if self.bytes_per_post is not None:
+            out["bytes_per_post"] = float(self.bytes_per_post)
+        return out
 
 
 def compare(demand_min: np.ndarray, rate_h: np.ndarray, cfg: CapacityConfig) -> dict[str, Any]:

@@ -114,6 +114,12 @@ def prefetch_switch_key(settings: Settings) -> str:
     return f"feedcast:{settings.feast_project}:prefetch:switch"
 
 
+def media_epoch_key(settings: Settings) -> str:
+    """Bumped when the media tier stores renditions for posts that had none (the demo's world
+    photos): every replica then forgets what it remembered of posts' media."""
+    return f"feedcast:{settings.feast_project}:media-epoch"
+
+
 @dataclass(frozen=True)
 class CachedItem:
     """One post of a cached page or of the popular list.

@@ -358,6 +358,32 @@ class Settings(BaseSettings):
         description="Upload workers run this much nicer than the feed: on shared cores the "
         "feed's requests go first.",
     )
+    blob_capacity_bytes: float | None = Field(
+        None,
+        gt=0,
+        description="Size of the blob store, for the days-until-full gauge; unset: a local "
+        "store's disk (what it holds plus what is free), else the capacity plan's "
+        "storage_capacity_bytes.",
+    )
+    takedown_refresh_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Each feed replica re-reads the taken-down posts this often (off the "
+        "request path): a takedown leaves every feed within about this long.",
+    )
+    takedown_grace_s: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="A taken-down post's blobs are unreachable at once and deleted this long "
+        "after the takedown (an appeal or a mistake can still restore them).",
+    )
+    takedown_keep_days: int = Field(
+        30,
+        ge=1,
+        description="How long a takedown is remembered; longer than any candidate lives "
+        "(timeline_days, the popular list), so a removed post never comes back.",
+    )
     blob_url: str | None = Field(
         None,
         description="fsspec URL of the content-addressed blob store for originals and "

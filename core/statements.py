@@ -72,8 +72,8 @@ _READS = {
     "blocked": "SELECT blocked_id FROM blocks_by_user WHERE user_id = ?",
     "engaged_day": "SELECT post_id FROM interactions_by_user WHERE user_id = ? AND day = ?",
     "followers_of": "SELECT follower_id FROM followers_by_user WHERE user_id = ?",
-    "get_post": "SELECT post_id, author_id, created_at, topic, media_kind, media_bytes "
-    "FROM posts_by_id WHERE post_id = ?",
+    "get_post": "SELECT post_id, author_id, created_at, topic, media_kind, media_bytes, "
+    "stored_media FROM posts_by_id WHERE post_id = ?",
     "all_users": "SELECT user_id FROM users_by_id",
     # Was the user about in a time range of one day? (Served a page, or engaged.)
     "served_between": "SELECT served_at FROM impressions_by_user WHERE user_id = ? AND day = ? "

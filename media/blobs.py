@@ -82,10 +82,34 @@ class BlobStore:
     def size(self, digest: str) -> int:
         return int(self.fs.size(self.path(digest)))
 
-    def delete(self, digest: str) -> bool:
-        """Remove the object (a takedown's grace period over); False when it was not there."""
-        path = self.path(digest)
+    # -- takedowns: out of reach at once, deleted after a grace period -----------------------
+    def trash_path(self, digest: str) -> str:
+        d = check_digest(digest)
+        return f"{self.root}/trash/{d[:2]}/{d}"
+
+    def trash(self, digest: str) -> bool:
+        """Move the object out of the served store (the origin no longer finds it); False
+        when it was not there."""
+        return self._move(self.path(digest), self.trash_path(digest))
+
+    def restore(self, digest: str) -> bool:
+        """Put a trashed object back (a post refers to it again); False when not trashed."""
+        return self._move(self.trash_path(digest), self.path(digest))
+
+    def delete_trashed(self, digest: str) -> bool:
+        """Delete a trashed object for good (its grace period is over)."""
+        path = self.trash_path(digest)
         if not self.fs.exists(path):
             return False
         self.fs.rm(path)
+        return True
+
+    def _move(self, src: str, dst: str) -> bool:
+        if not self.fs.exists(src):
+            return False
+        if self.fs.exists(dst):  # the same bytes are there already: drop the other copy
+            self.fs.rm(src)
+            return True
+        self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.mv(src, dst)
         return True

@@ -90,8 +90,9 @@ def matches_format(data: bytes, fmt: str) -> bool:
 
 
 class RenditionStore:
-    """A post's renditions: blobs first, then the post's rows in one single-partition batch
-    (all of them or none), so a listed rendition's bytes are always there."""
+    """A post's renditions: blobs first, then their references (``blob_refs``), then the
+    post's rows in one single-partition batch (all of them or none), so a listed rendition's
+    bytes are always there."""
 
     def __init__(self, session: Session, blobs: BlobStore, timeout_s: float = 5.0) -> None:
         self.session, self.blobs, self.timeout_s = session, blobs, timeout_s
@@ -100,6 +101,7 @@ class RenditionStore:
             "sha256, quality, ssim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self._select = session.prepare(_SELECT)
+        self._ref = session.prepare("INSERT INTO blob_refs (sha256, post_id) VALUES (?, ?)")
 
     def put(self, post_id: int, renditions: list[Rendition]) -> list[Stored]:
         stored = []
@@ -110,6 +112,14 @@ class RenditionStore:
                     r.variant, r.format, r.width, r.height, len(r.data), digest, r.quality, r.ssim
                 )
             )
+        # Each blob's reference first: a takedown of another post with the same bytes then
+        # keeps them (schema v8), and a listed rendition is always a referenced one.
+        refs = [
+            self.session.execute_async(self._ref, (s.sha256, post_id), timeout=self.timeout_s)
+            for s in stored
+        ]
+        for f in refs:
+            f.result()
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
         for s in stored:
             batch.add(
@@ -135,6 +145,10 @@ class StoredLookup:
         self._lru: OrderedDict[int, list[Stored]] = OrderedDict()
         self._lock = threading.Lock()
         self._select: Any = None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._lru.clear()
 
     def get(self, post_ids: Sequence[int], timeout_s: float) -> dict[int, list[Stored]]:
         out: dict[int, list[Stored]] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import random
 from pathlib import Path
 
 from PIL import Image
@@ -34,18 +35,48 @@ def photos() -> list[Path]:
     return out
 
 
-def crop(path: Path, aspect: float, scale: float = 1.0, quality: int = 92) -> bytes:
-    """A centred crop of the photo at width/height ``aspect``, ``scale`` of the largest such
-    crop, as a JPEG (how a phone's share sheet hands a cropped photo over)."""
+def crop(
+    path: Path,
+    aspect: float,
+    scale: float = 1.0,
+    quality: int = 92,
+    *,
+    at: tuple[float, float] = (0.5, 0.5),
+    mirror: bool = False,
+) -> bytes:
+    """A crop of the photo at width/height ``aspect``, ``scale`` of the largest such crop,
+    placed at ``at`` (0..1 across the room left on each axis; centred by default), as a JPEG
+    (how a phone's share sheet hands a cropped photo over)."""
     with Image.open(path) as im:
         rgb = im.convert("RGB")
     w, h = rgb.size
     cw, ch = (w, round(w / aspect)) if w / h < aspect else (round(h * aspect), h)
     cw, ch = max(1, round(min(cw, w) * scale)), max(1, round(min(ch, h) * scale))
-    left, top = (w - cw) // 2, (h - ch) // 2
+    left, top = round((w - cw) * at[0]), round((h - ch) * at[1])
+    out = rgb.crop((left, top, left + cw, top + ch))
+    if mirror:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     buf = io.BytesIO()
-    rgb.crop((left, top, left + cw, top + ch)).save(buf, "JPEG", quality=quality)
+    out.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
+
+
+ASPECTS = (1.0, 4 / 5, 1.91, 3 / 4, 4 / 3)  # the feed's square, portrait and landscape shapes
+
+
+def photo_for(post_id: int) -> bytes:
+    """The world's photo for a simulated post: one of the shipped photos, cropped to one of the
+    feed's shapes at a size, place and side drawn from the post id (the same post, the same
+    bytes; neighbours differ), so that a world's media compresses as photos do."""
+    rng = random.Random(post_id)
+    shipped = photos()
+    return crop(
+        rng.choice(shipped),
+        rng.choice(ASPECTS),
+        rng.uniform(0.55, 1.0),
+        at=(rng.random(), rng.random()),
+        mirror=rng.random() < 0.5,
+    )
 
 
 def as_phone_sends_it(path: Path, orientation: int = 1) -> bytes:

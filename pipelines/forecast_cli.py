@@ -266,14 +266,16 @@ def capacity_schedule_cmd(
             model = Forecaster.fit(y, index, params)
             forecasts[name] = model.predict(y, index, origin)
     hours = forecasts["requests"].index
+    uploads = forecasts["uploads"][0.5].to_numpy()
+    growth = forecasts["upload_bytes"][0.95].to_numpy()
     plan = cp.CapacityPlan(
         hours=[t.isoformat() for t in hours],
         expected_rps=(forecasts["requests"][cfg.plan_quantile].to_numpy() / 3600.0).tolist(),
-        upload_workers=cp.upload_workers(forecasts["uploads"][0.5].to_numpy(), cfg).tolist(),
-        days_until_full=cp.days_until_full(
-            stored_bytes, forecasts["upload_bytes"][0.95].to_numpy(), storage_capacity_bytes
-        ),
+        upload_workers=cp.upload_workers(uploads, cfg).tolist(),
+        days_until_full=cp.days_until_full(stored_bytes, growth, storage_capacity_bytes),
         config=cfg,
+        expected_uploads=uploads.tolist(),
+        bytes_per_post=cp.stored_bytes_per_post(uploads, growth),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(plan.to_dict()))

@@ -104,7 +104,19 @@ class MediaCache:
     def __init__(self, s: Settings, db: Callable[[], tuple[Session, Statements]]) -> None:
         self.s, self._db = s, db
         self._lru: OrderedDict[int, tuple[str, int]] = OrderedDict()
+        self._stored: set[int] = set()  # posts of the world whose photo the media tier stored
         self._lock = threading.Lock()
+
+    def has_stored(self, post_id: int) -> bool:
+        """Whether the post's row, when read, said it has stored renditions (a world post the
+        demo rendered, ``pipelines/world_media.py``)."""
+        return post_id in self._stored
+
+    def clear(self) -> None:
+        """Forget everything (the stored media changed: ``media_epoch``)."""
+        with self._lock:
+            self._lru.clear()
+            self._stored.clear()
 
     def get(
         self, post_ids: Sequence[int], timeout_s: float | None = None
@@ -120,6 +132,7 @@ class MediaCache:
         if not todo:
             return out
         session, stmts = self._db()
+        stored: list[int] = []
         futures = [
             session.execute_async(
                 stmts.get_post, (p,), timeout=timeout_s or self.s.cassandra_request_timeout_s
@@ -130,10 +143,13 @@ class MediaCache:
             row = fut.result().one()
             if row is not None:
                 out[int(row.post_id)] = (str(row.media_kind), int(row.media_bytes))
+                if row.stored_media:
+                    stored.append(int(row.post_id))
         with self._lock:
+            self._stored.update(stored)
             for p in todo:
                 if p in out:
                     self._lru[p] = out[p]
             while len(self._lru) > MEDIA_LRU:
-                self._lru.popitem(last=False)
+                self._stored.discard(self._lru.popitem(last=False)[0])
         return out

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Path, Query, Request, Response, UploadFile
@@ -35,8 +36,8 @@ from core.statements import Statements
 from media import ids, images
 from media.blobs import BlobStore
 from media.renditions import RenditionStore
-from serving import ingest, startup, uploads
-from serving.autoscaling import POLICY, load_plan
+from serving import ingest, startup, storage, takedown, uploads
+from serving.autoscaling import POLICY, load_plan, load_upload_plan, upload_autoscaling
 from serving.candidates import TimelineCache
 from serving.cursor import MAX_CURSOR_CHARS, CursorError
 from serving.feed import I64, FeedPage, FeedPath, Rendition
@@ -193,7 +194,8 @@ _ERRORS = {
     400: "The body is not valid JSON, the cursor is not this user's valid cursor, or the "
     "uploaded photo's header does not decode.",
     401: "Missing or invalid API key (X-API-Key header).",
-    404: "The user (for an upload: the author) does not exist.",
+    403: "The post is another author's.",
+    404: "The user (for an upload: the author; for a takedown: the post) does not exist.",
     409: "The id is already stored with different content.",
     413: "The request body is larger than the configured limit (an upload: its own limit, "
     "or more pixels than the limit).",
@@ -218,12 +220,26 @@ class UploadStatus(BaseModel):
     post_id: Annotated[int, Field(ge=ids.FIRST_UPLOAD_ID, le=2**63 - 1)]
     post_id_str: str = Field(description="`post_id` as a string, for clients whose numbers "
                              "stop at 2^53.")  # fmt: skip
-    status: Literal["processing", "ready", "failed"]
+    status: Literal["processing", "ready", "failed", "removed"]
     reason: str | None = Field(None, description="Why it failed.")
     placeholder: str | None = Field(
         None, description="A tiny WebP data URI to paint before the photo (when ready)."
     )
     renditions: list[Rendition] = Field(default_factory=list)
+
+
+class Removed(BaseModel):
+    post_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    status: Literal["removed"] = "removed"
+    already: bool = Field(description="It was taken down before; nothing more was done.")
+    blobs_trashed: int = Field(description="Its stored objects no other post uses, now out of "
+                               "reach (deleted after the grace period).")  # fmt: skip
+    purged: int = Field(description="Its media URLs the edge dropped.")
+    purge_failed: int = Field(description="Its media URLs the edge could not be asked to drop "
+                              "(the edge unreachable).")  # fmt: skip
+    delete_after: str | None = Field(
+        None, description="When its blobs are deleted for good (RFC 3339, UTC)."
+    )
 
 
 class UploadAccepted(UploadStatus):
@@ -259,6 +275,10 @@ def _upload_status(s: Settings, job: uploads.Job, store: RenditionStore) -> dict
     if job.status == "ready":
         out["renditions"] = [r.item(s.media_url) for r in store.get(job.post_id)]
     return out
+
+
+def _rfc3339(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
@@ -403,6 +423,46 @@ class FeedService:
             fanout="pull" if claimed.pull else "queued",
         )
 
+    @api.delete(
+        "/v1/posts/{post_id}",
+        response_model=Removed,
+        responses=_errors(403, 404),
+        summary="Take a post down (its author)",
+    )
+    def remove_post(
+        self,
+        post_id: Annotated[int, Path(ge=1, le=I64)],
+        author_id: Annotated[
+            int, Query(ge=1, le=I64, description="The author asking: must be the post's.")
+        ],
+    ) -> Any:
+        """The post leaves every feed (within ``takedown_refresh_s`` on every replica) and its
+        media the edge; its blobs are deleted after ``takedown_grace_s``. Idempotent."""
+        try:
+            done = takedown.Takedowns(
+                self.settings, self.path.session(), self.path.stmts(), self.blobs
+            ).remove(post_id, author_id)
+        except takedown.NotAuthor as exc:
+            raise HTTPException(403, str(exc)) from exc
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except Exception as exc:  # nothing half-done that a retry would not finish
+            log.warning("takedown of %d not done: %s", post_id, exc)
+            self.path.metrics.degraded("takedown")
+            return _unavailable(f"takedown not done, retry: {type(exc).__name__}")
+        self.path.removed.add(post_id)
+        if done.purge_failed:
+            self.path.metrics.degraded("edge_purge")
+        after = done.delete_after_ms
+        return Removed(
+            post_id=post_id,
+            already=done.already,
+            blobs_trashed=done.blobs_trashed,
+            purged=done.purged,
+            purge_failed=done.purge_failed,
+            delete_after=None if after is None else _rfc3339(after),
+        )
+
     # -- uploads -----------------------------------------------------------------------------
     def _upload_parts(self) -> tuple[uploads.Jobs, ids.IdMaker, RenditionStore]:
         """The job tables and this replica's id maker, made on first use (Cassandra may be
@@ -529,23 +589,35 @@ class UploadWorker:
         self.cluster, session = connect(s)
         redis = cache.client(s)
         timelines = TimelineCache(s, redis, Breaker(1.0))
+        stmts, blobs = Statements(session, s), BlobStore(s.blob_store_url)
         self.processor = uploads.Processor(
-            s, session, Statements(session, s), BlobStore(s.blob_store_url),
-            timelines_written=timelines.drop,
-        )  # fmt: skip
+            s, session, stmts, blobs, timelines_written=timelines.drop
+        )
+        self.takedowns = takedown.Takedowns(s, session, stmts, blobs)
+        self.storage = storage.StorageGauge(s, blobs)
         threading.Thread(target=self._sweep, name="upload-sweeper", daemon=True).start()
         log.info("upload worker ready (nice %d)", target)
 
     def _sweep(self) -> None:
         while True:
             time.sleep(self.s.upload_sweep_s)
-            try:
-                swept = self.processor.sweep()
-            except Exception:
-                log.exception("upload sweep failed")
-                continue
-            if swept:
-                log.info("upload sweep: %s", swept)
+            sweeps = (
+                ("uploads", self.processor.sweep),
+                ("trash", self._trash),
+                ("storage", self.storage.update),
+            )
+            for what, sweep in sweeps:
+                try:
+                    swept = sweep()
+                except Exception:
+                    log.exception("%s sweep failed", what)
+                    continue
+                if any(swept.values()):
+                    log.info("%s sweep: %s", what, swept)
+
+    def _trash(self) -> dict[str, int]:
+        """Blobs of taken-down posts whose grace period is over (``serving/takedown.py``)."""
+        return self.takedowns.sweep_trash()
 
     async def process(self, post_id: int) -> str:
         """The job just accepted: taken at once (its first try), whatever its lease says."""
@@ -583,15 +655,11 @@ def build_app(args: AppArgs) -> Application:
 def _upload_worker(s: Settings) -> Any:
     """The upload tier's deployment: its own replicas and autoscaling, a job at a time each."""
     worker: Any = UploadWorker
+    plan = load_upload_plan(s.serve_capacity_plan) if s.serve_capacity_plan else None
     return worker.options(
         max_ongoing_requests=2,
-        autoscaling_config={
-            "min_replicas": s.upload_min_replicas,
-            "max_replicas": s.upload_max_replicas,
-            "target_ongoing_requests": 1,
-            "upscale_delay_s": 5,
-            "downscale_delay_s": 120,
-        },
+        # The capacity plan's upload workers per hour as the floor (same mechanism as the feed).
+        autoscaling_config=upload_autoscaling(s.upload_min_replicas, s.upload_max_replicas, plan),
         logging_config={"enable_access_log": s.serve_access_log},
     )
 

@@ -20,6 +20,14 @@ forecast growth, the deployment's bounds) and says so: a ``plan`` of ``expired``
 ``not-started`` in its state, a warning in the controller log and the gauge
 ``feedcast_capacity_plan_active`` at 0. A load Ray could not measure counts as none (the hour's
 floor holds) and shows as ``load: missing`` in the state.
+
+The same file holds the upload tier's floor (key ``upload_workers``: the workers the forecast
+uploads of each hour need). :class:`UploadFloorPolicy` scales the upload deployment on the load
+Ray measured, as Ray's rule does, but never below the workers of the hour the new ones will run
+in (``lead_s`` on, as the feed's), nor above the deployment's own ``max_replicas`` (a floor above
+it is clipped, and the state says so): a rush of uploads in a busy hour does not first queue
+behind a downscaled tier. Outside the plan's hours it is the load alone, ``plan: expired`` /
+``not-started`` in its state and the gauge ``feedcast_upload_floor`` at 0.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import yaml
 from capacity.plan import CapacityConfig, climb, guided, rate_knots
 
 POLICY = "serving.autoscaling:ForecastPolicy"
+UPLOAD_POLICY = "serving.autoscaling:UploadFloorPolicy"
 log = logging.getLogger("ray.serve")
 
 
@@ -45,38 +54,90 @@ class PlanError(ValueError):
     """A capacity plan that cannot be run (names the file and the problem)."""
 
 
-def load_plan(path: Path) -> dict[str, Any]:
-    """``policy_kwargs`` for :class:`ForecastPolicy` from a schedule file, checked."""
+def _read(path: Path) -> dict[str, Any]:
+    """A schedule file's top-level mapping ({} where it is not one)."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise PlanError(f"capacity plan {path}: cannot read it ({exc})") from exc
-    rows = raw.get("feed_autoscaling") if isinstance(raw, dict) else None
+    return raw if isinstance(raw, dict) else {}
+
+
+def _config(raw: dict[str, Any], key: str) -> float:
+    """A planner setting from the schedule's ``config``, else the planner's default."""
+    config = raw.get("config") or {}
+    return float(config.get(key, getattr(CapacityConfig(), key)))
+
+
+def load_plan(path: Path) -> dict[str, Any]:
+    """``policy_kwargs`` for :class:`ForecastPolicy` from a schedule file, checked."""
+    raw = _read(path)
+    rows = raw.get("feed_autoscaling")
     if not isinstance(rows, list) or not rows:
         raise PlanError(f"capacity plan {path}: no 'feed_autoscaling' rows")
-    config = raw.get("config") or {}
-    default = CapacityConfig()
     try:
         kwargs: dict[str, Any] = {
             "hours": [str(r["hour"]) for r in rows],
             "expected_rps": [float(r["expected_rps"]) for r in rows],
             "min_replicas": [int(r["min_replicas"]) for r in rows],
             "max_replicas": [int(r["max_replicas"]) for r in rows],
-            "lead_s": 60.0 * float(config.get("lag_min", default.lag_min)),
-            "climb_threshold": float(config.get("climb_threshold", default.climb_threshold)),
-            "climb_window_s": 60.0
-            * float(config.get("climb_window_min", default.climb_window_min)),
+            "lead_s": 60.0 * _config(raw, "lag_min"),
+            "climb_threshold": _config(raw, "climb_threshold"),
+            "climb_window_s": 60.0 * _config(raw, "climb_window_min"),
         }
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise PlanError(
             f"capacity plan {path}: every row needs hour, expected_rps, min_replicas and "
             f"max_replicas ({exc!r})"
         ) from exc
+    return _checked(ForecastPolicy, kwargs, path)
+
+
+def load_upload_plan(path: Path) -> dict[str, Any] | None:
+    """``policy_kwargs`` for :class:`UploadFloorPolicy` from a schedule file, checked; None
+    where it has no ``upload_workers`` rows (the upload tier then keeps Ray's rule). Rows
+    without ``expected_uploads`` (schedules written before them) still give the floor; the
+    uploads are kept only where every row has them."""
+    raw = _read(path)
+    rows = raw.get("upload_workers")
+    if rows is None or rows == []:
+        return None
+    if not isinstance(rows, list):
+        raise PlanError(f"capacity plan {path}: 'upload_workers' is not a list of rows")
     try:
-        ForecastPolicy(**kwargs)  # the same checks the controller will make
+        kwargs: dict[str, Any] = {
+            "hours": [str(r["hour"]) for r in rows],
+            "workers": [int(r["workers"]) for r in rows],
+            "lead_s": 60.0 * _config(raw, "lag_min"),
+        }
+        if all("expected_uploads" in r for r in rows):
+            kwargs["expected_uploads"] = [float(r["expected_uploads"]) for r in rows]
+        if raw.get("bytes_per_post") is not None:
+            kwargs["bytes_per_post"] = float(raw["bytes_per_post"])
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise PlanError(
+            f"capacity plan {path}: every upload_workers row needs hour and workers, numbers "
+            f"where numbers go ({exc!r})"
+        ) from exc
+    return _checked(UploadFloorPolicy, kwargs, path)
+
+
+def _checked(policy: type, kwargs: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``kwargs`` once the policy takes them: the same checks the controller will make."""
+    try:
+        policy(**kwargs)
     except ValueError as exc:
         raise PlanError(f"capacity plan {path}: {exc}") from exc
     return kwargs
+
+
+def _first_hour(hours: list[str]) -> float:
+    """The epoch second the plan starts at, checking its hours are consecutive whole hours."""
+    starts = pd.DatetimeIndex(pd.to_datetime(hours, utc=True))
+    step = np.diff(starts.asi8) / 1e9
+    if len(starts) > 1 and not np.all(step == 3600.0):
+        raise ValueError("hours must be consecutive whole hours")
+    return float(starts[0].timestamp())
 
 
 class ForecastPolicy:
@@ -95,10 +156,7 @@ class ForecastPolicy:
         n = len(hours)
         if not n or not (len(expected_rps) == len(min_replicas) == len(max_replicas) == n):
             raise ValueError("hours, expected_rps, min_replicas and max_replicas differ in length")
-        starts = pd.DatetimeIndex(pd.to_datetime(hours, utc=True))
-        step = np.diff(starts.asi8) / 1e9
-        if n > 1 and not np.all(step == 3600.0):
-            raise ValueError("hours must be consecutive whole hours")
+        self.start = _first_hour(hours)
         self.rate = np.asarray(expected_rps, np.float64)
         self.lo = np.asarray(min_replicas, np.int64)
         self.hi = np.asarray(max_replicas, np.int64)
@@ -110,7 +168,6 @@ class ForecastPolicy:
             raise ValueError("lead_s must be ≥ 0")
         if not (climb_threshold >= 1.0 and climb_window_s > 0):
             raise ValueError("climb_threshold must be ≥ 1 and climb_window_s > 0")
-        self.start = float(starts[0].timestamp())
         self.lead_s = lead_s
         self.lead_h = lead_s / 3600.0
         self.climb_threshold = climb_threshold
@@ -168,35 +225,146 @@ class ForecastPolicy:
         return want, state
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
-        now = ctx.current_time if ctx.current_time is not None else time.time()
-        load = ctx.total_num_requests
-        load = float("nan") if load is None else float(load)
-        want, state = self.decide(now, load, float(ctx.config.get_target_ongoing_requests()))
+        want, state = self.decide(*_measured(ctx))
         return want, {**ctx.policy_state, "feedcast": state}
 
     def _report(self, state: dict[str, Any]) -> None:
-        mode = state["plan"]
-        if mode != self._said:
-            if mode != "active":
-                log.warning("capacity plan %s: scaling on the load alone", mode)
-            self._said = mode
+        self._said = _say_mode(self._said, state["plan"], "the feed")
         if self._gauges is None:
-            self._gauges = _gauges()
+            self._gauges = _gauges(
+                ("feedcast_capacity_plan_active", "1 while the capacity plan scales the feed"),
+                ("feedcast_capacity_plan_growth", "Growth the plan expects before a new replica"),
+            )
         if self._gauges:
             active, growth = self._gauges
-            active.set(1.0 if mode == "active" else 0.0)
+            active.set(1.0 if state["plan"] == "active" else 0.0)
             growth.set(float(state.get("growth", 1.0)))
 
 
-def _gauges() -> tuple[Any, ...]:
-    """The policy's gauges, exported with Ray's metrics; none where Ray is not running."""
+class UploadFloorPolicy:
+    """Ray Serve class-callable autoscaling policy for the upload tier; see the module's
+    docstring. ``workers`` is the plan's floor per hour; ``max_replicas`` the deployment's own
+    ceiling (None: Ray's bounds only). ``expected_uploads`` (uploads per hour) and
+    ``bytes_per_post`` travel with the plan for the storage gauge (:mod:`media.storage`); the
+    decision does not use them."""
+
+    def __init__(
+        self,
+        hours: list[str],
+        workers: list[int],
+        lead_s: float = 300.0,
+        max_replicas: int | None = None,
+        expected_uploads: list[float] | None = None,
+        bytes_per_post: float | None = None,
+    ) -> None:
+        if not hours or len(workers) != len(hours):
+            raise ValueError("hours and workers differ in length")
+        if expected_uploads is not None and len(expected_uploads) != len(hours):
+            raise ValueError("hours and expected_uploads differ in length")
+        self.start = _first_hour(hours)
+        self.workers = np.asarray(workers, np.int64)
+        if np.any(self.workers < 0):
+            raise ValueError("workers must be ≥ 0 in every hour")
+        uploads = np.asarray(expected_uploads or [], np.float64)
+        if not np.all(np.isfinite(uploads)) or np.any(uploads < 0):
+            raise ValueError("expected_uploads must be finite and ≥ 0")
+        if bytes_per_post is not None and not (
+            math.isfinite(bytes_per_post) and bytes_per_post >= 0
+        ):
+            raise ValueError("bytes_per_post must be finite and ≥ 0")
+        if not (math.isfinite(lead_s) and lead_s >= 0):
+            raise ValueError("lead_s must be ≥ 0")
+        if max_replicas is not None and max_replicas < 1:
+            raise ValueError("max_replicas must be ≥ 1")
+        self.lead_s = lead_s
+        self.max_replicas = max_replicas
+        self._said: str | None = None
+        self._gauge: Any = None
+
+    def decide(self, now: float, load: float, per_replica: float) -> tuple[int, dict[str, Any]]:
+        """Workers for ``load`` ongoing uploads at ``now`` (epoch s), ``per_replica`` each:
+        what the load needs, at least the plan's workers for the hour the new workers will run
+        in (``lead_s`` on), at most ``max_replicas`` (the floor too: ``clipped`` in the state).
+        A load that is not a number counts as none (the floor holds)."""
+        missing = not math.isfinite(load)
+        want = math.ceil(max(0.0 if missing else load, 0.0) / per_replica)
+        hour = math.floor((now - self.start) / 3600.0)
+        cap = self.max_replicas if self.max_replicas is not None else math.inf
+        floor = 0
+        state: dict[str, Any]
+        if 0 <= hour < len(self.workers):
+            run = min(math.floor((now + self.lead_s - self.start) / 3600.0), len(self.workers) - 1)
+            planned = int(self.workers[run])
+            floor = int(min(planned, cap))
+            want = max(want, floor)
+            state = {"plan": "active", "hour": hour, "floor": planned, "clipped": floor < planned}
+        else:
+            state = {"plan": "expired" if hour >= len(self.workers) else "not-started"}
+        if missing:
+            state["load"] = "missing"
+        self._report(state["plan"], floor)
+        return int(min(want, cap)), state
+
+    def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
+        want, state = self.decide(*_measured(ctx))
+        return want, {**ctx.policy_state, "feedcast": state}
+
+    def _report(self, mode: str, floor: int) -> None:
+        """The floor in force (after the clip; 0 outside the plan) as ``feedcast_upload_floor``."""
+        self._said = _say_mode(self._said, mode, "the upload tier")
+        if self._gauge is None:
+            self._gauge = _gauges(("feedcast_upload_floor", "Upload workers the plan holds now"))
+        if self._gauge:
+            self._gauge[0].set(float(floor))
+
+
+def upload_autoscaling(
+    settings_min: int, settings_max: int, plan_kwargs: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The upload deployment's ``autoscaling_config``: Ray's rule at one upload per worker
+    between the settings' bounds, or, with a plan (:func:`load_upload_plan`), the floor policy
+    capped at ``settings_max``, from the plan's lowest floor clipped into the settings' range
+    (Ray keeps a policy's decisions inside these bounds). Quick up, slow down: an upload waits
+    on a worker, an idle worker costs little."""
+    config: dict[str, Any] = {
+        "min_replicas": settings_min,
+        "max_replicas": settings_max,
+        "target_ongoing_requests": 1,
+        "upscale_delay_s": 5,
+        "downscale_delay_s": 120,
+    }
+    if plan_kwargs is not None:
+        lowest = min(int(w) for w in plan_kwargs["workers"])
+        config["min_replicas"] = max(settings_min, min(lowest, settings_max))
+        config["policy"] = {
+            "policy_function": UPLOAD_POLICY,
+            "policy_kwargs": {**plan_kwargs, "max_replicas": settings_max},
+        }
+    return config
+
+
+def _measured(ctx: Any) -> tuple[float, float, float]:
+    """From Ray's autoscaling context: now (epoch s), the ongoing requests it measured (NaN
+    where it could not) and one replica's target load."""
+    now = ctx.current_time if ctx.current_time is not None else time.time()
+    load = ctx.total_num_requests
+    load = float("nan") if load is None else float(load)
+    return now, load, float(ctx.config.get_target_ongoing_requests())
+
+
+def _say_mode(said: str | None, mode: str, what: str) -> str:
+    """Warn in the controller's log once when a policy leaves its plan; the mode now."""
+    if mode != said and mode != "active":
+        log.warning("capacity plan %s: scaling %s on the load alone", mode, what)
+    return mode
+
+
+def _gauges(*specs: tuple[str, str]) -> tuple[Any, ...]:
+    """Gauges (name, description) exported with Ray's metrics; none where Ray is not running."""
     import ray  # lazy: ~0.25 s at import; the CLI's plan check and tests load this without Ray
 
     if not ray.is_initialized():
         return ()
     from ray.util.metrics import Gauge  # lazy: as ray above
 
-    return (
-        Gauge("feedcast_capacity_plan_active", "1 while the capacity plan scales the feed"),
-        Gauge("feedcast_capacity_plan_growth", "Growth the plan expects before a new replica"),
-    )
+    return tuple(Gauge(name, description) for name, description in specs)

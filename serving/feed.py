@@ -46,6 +46,7 @@ from serving import candidates, cursor, impressions, ranking, sessions
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
 from serving.rules import RuleConfig
+from serving.takedown import RemovedPosts
 from serving.warming import Prefetcher, Seen
 
 log = logging.getLogger("feedcast.serving.feed")
@@ -176,6 +177,13 @@ class FeedPath:
         self.timelines = candidates.TimelineCache(settings, self.redis, self.redis_breaker)
         self.contexts = candidates.ContextCache(settings, self.redis, self.redis_breaker)
         self.stored_media = StoredLookup(self.session)  # uploaded posts' renditions
+        self._media_epoch: bytes | None = None
+        self.removed = RemovedPosts(  # taken-down posts: off every page
+            self.session,
+            settings.takedown_refresh_s,
+            settings.cassandra_request_timeout_s,
+            also=self._check_media_epoch,
+        )
         self.prefetch = Prefetcher(
             settings, self.metrics, lambda: self._connect()[1:], breaker=self.redis_breaker
         )
@@ -339,7 +347,7 @@ class FeedPath:
         )
 
         t = time.perf_counter()
-        first = sessions.next_page(sess, limit, self.rules)
+        first = sessions.next_page(sess, limit, self.rules, self.removed.ids(side))
         m.observe_stage("rules", time.perf_counter() - t)
         page = self._with_media(sess, first, degraded)
         sess.pages = [page]
@@ -389,12 +397,13 @@ class FeedPath:
         stored = True
         if len(sess.pages) > n:  # loaded up to page n: a retry of this cursor
             self.metrics.session("retried")
-            page = sess.pages[n]
+            page = self._not_removed(sess, sess.pages[n], side)
         else:
-            rows = sessions.next_page(sess, limit, self.rules)
+            removed = self.removed.ids(side)
+            rows = sessions.next_page(sess, limit, self.rules, removed)
             if len(rows) < limit and sessions.unscored_left(sess):
                 self._extend(sess, degraded)
-                rows = sessions.next_page(sess, limit, self.rules)
+                rows = sessions.next_page(sess, limit, self.rules, removed)
             fresh = self._with_media(sess, rows, degraded)
             page, stored = self._redis_call(
                 "session page", lambda: self.store.put_page(sess, n, fresh), fresh
@@ -408,6 +417,16 @@ class FeedPath:
             sess, n, page, request_id, side, debug, degraded,
             session="continued", sources={}, resumable=stored, candidates_n=len(sess.rows),
         )  # fmt: skip
+
+    def _not_removed(
+        self, sess: sessions.FeedSession, page: list[sessions.PageItem], side: Executor
+    ) -> list[sessions.PageItem]:
+        """A stored page less what was taken down since it was served (a retry's page)."""
+        removed = self.removed.ids(side)
+        if not len(removed):
+            return page
+        gone = np.isin(sess.rows["post"][[i.row for i in page]], removed)
+        return [i for i, g in zip(page, gone.tolist(), strict=True) if not g]
 
     def _respond(
         self,
@@ -499,7 +518,8 @@ class FeedPath:
     ) -> dict[int, list[Rendition]]:
         """The renditions the upload tier stored for the uploaded posts among ``post_ids``
         (none on most pages: one LRU lookup each, Cassandra on a miss)."""
-        uploaded = [p for p in post_ids if ids.is_upload_id(p)]
+        media = self.prefetch.media
+        uploaded = [p for p in post_ids if ids.is_upload_id(p) or media.has_stored(p)]
         if not uploaded:
             return {}
         try:
@@ -514,6 +534,21 @@ class FeedPath:
         return {
             p: [Rendition.model_construct(**r.item(url)) for r in rs] for p, rs in found.items()
         }
+
+    def _check_media_epoch(self) -> None:
+        """Every ``takedown_refresh_s``, off the request path: when the media tier stored
+        renditions for posts that had none, forget what this replica knew of posts' media."""
+        epoch, ok = self._redis_call(
+            "media epoch",
+            lambda: cast(bytes | None, self.redis.get(cache.media_epoch_key(self.s))),
+            None,
+        )
+        if not ok or epoch == self._media_epoch:
+            return
+        if self._media_epoch is not None or epoch is not None:
+            self.prefetch.media.clear()
+            self.stored_media.clear()
+        self._media_epoch = epoch
 
     def _features(
         self,
@@ -671,6 +706,9 @@ class FeedPath:
         if not items:
             items = [replace(i, source="explore") for i in popular]
             degraded.append("popular")
+        removed = self.removed.ids()
+        if len(removed):  # Cassandra down: the takedowns this replica last read
+            items = [i for i in items if not np.isin(i.post_id, removed)]
         if not ok:
             degraded.append("cache")
         self.metrics.session("unsaved")

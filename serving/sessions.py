@@ -109,8 +109,11 @@ def pack(
     return rows
 
 
-def next_page(sess: FeedSession, limit: int, rules: RuleConfig) -> list[int]:
-    """Rows of the next page: the page rules over the heavy-scored rows not served yet.
+def next_page(
+    sess: FeedSession, limit: int, rules: RuleConfig, removed: np.ndarray | None = None
+) -> list[int]:
+    """Rows of the next page: the page rules over the heavy-scored rows not served yet, less
+    the posts in ``removed`` (sorted ids of posts taken down since the session was ranked).
 
     The rules take the rows best first and stop once the page is full, so they are first given
     the best ``4 * limit`` (sorted here, in numpy) without backfill, and all of them only when
@@ -120,6 +123,8 @@ def next_page(sess: FeedSession, limit: int, rules: RuleConfig) -> list[int]:
     upto = sess.scored_until()
     left = np.ones(upto, dtype=bool)
     left[[k for k in sess.served() if k < upto]] = False
+    if removed is not None and len(removed):
+        left &= ~np.isin(r["post"][:upto], removed, assume_unique=False)
     rows = np.flatnonzero(left)
     rows = rows[np.argsort(-r["score"][rows], kind="stable")]  # best first, ties in light order
 

@@ -70,6 +70,7 @@ class Jobs:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'processing', 0, ?, ?, ?)"
         )
         self._pending = p("INSERT INTO uploads_pending (bucket, post_id) VALUES (?, ?)")
+        self._ref = p("INSERT INTO blob_refs (sha256, post_id) VALUES (?, ?)")
         self._get = p(
             "SELECT post_id, author_id, topic, original, status, reason, placeholder, attempts, "
             "lease_ms, created_ms FROM uploads WHERE post_id = ?"
@@ -103,6 +104,7 @@ class Jobs:
         """The accepted job, leased to the worker it is handed to (``lease_s``)."""
         t = now_ms()
         lease = t + int(lease_s * 1000)
+        self._run(self._ref, (original, post_id))  # the original's reference before the job
         self._run(
             self._insert,
             (post_id, author_id, topic, original, probe.bytes, probe.kind, probe.width,

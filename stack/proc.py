@@ -158,7 +158,7 @@ def apt_install(find: Callable[[], str | None], package: str, what: str) -> str:
     if os.geteuid() == 0 and shutil.which("apt-get"):
         for cmd in (
             ["apt-get", "update", "-q"],
-            ["apt-get", "install", "-y", "-q", package],
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
         ):
             subprocess.run(cmd, capture_output=True, timeout=600, check=False)
         path = find()

@@ -16,6 +16,7 @@ from core import constants as C
 from core.db import connect
 from core.settings import DEV_API_KEY
 from core.time import day_bucket
+from media import samples
 from tests.integration.conftest import own_models, served_as
 from tests.integration.suite import LIMITED_KEY, OVERLOAD_KEY
 from tests.waiting import wait_until
@@ -316,6 +317,13 @@ def test_cassandra_down_serves_the_cached_page_and_recovers(service, settings, w
         assert (nxt["session"], nxt["page"]) == ("continued", 1) and nxt["items"]
         assert not set(page) & {i["post_id"] for i in nxt["items"]}
         assert "candidates" not in nxt["degraded"]
+        # An upload is refused whole: a 503, and not one blob stored.
+        from tests.integration.test_uploads import _count_blobs, _post
+
+        blobs = _count_blobs(settings)
+        up = _post(service, samples.crop(samples.photos()[0], 2 / 3, 0.5), user)
+        assert up.status_code == 503 and up.headers["Retry-After"], up.text
+        assert _count_blobs(settings) == blobs
     finally:
         stack_cassandra.up(settings)
     wait_until(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -171,6 +172,38 @@ def test_the_quota_answers_429_with_retry_after(service, settings, world):
         assert "quota" in resp.json()["detail"]
     finally:
         r.delete(key)
+
+
+def test_the_blob_store_unavailable_is_a_503_and_nothing_is_half_written(service, settings, world):
+    """The store's folder replaced by a file (every write fails, even as root): a 503 with
+    Retry-After, no claim of the bytes and no job; once the store is back the same upload is
+    accepted as a first upload, not a duplicate of a half-written one."""
+    author, _ = _author_with_followers(settings, world)
+    data = samples.crop(samples.photos()[2], 3 / 4, 0.7)
+    root = Path(settings.blob_store_url)
+    aside = root.with_name(root.name + ".aside")
+    root.mkdir(parents=True, exist_ok=True)  # this test may be the first to store anything
+    root.rename(aside)
+    root.write_bytes(b"")
+    try:
+        r = _post(service, data, author)
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] and "not stored" in r.json()["detail"]
+    finally:
+        root.unlink()
+        aside.rename(root)
+    cluster, session = connect(settings)
+    try:
+        claim = session.execute(
+            "SELECT post_id FROM uploads_by_content WHERE author_id = %s AND sha256 = %s",
+            (author, digest_of(data)),
+        ).one()
+        assert claim is None
+    finally:
+        cluster.shutdown()
+    again = _post(service, data, author)
+    assert again.status_code == 202 and again.json()["duplicate"] is False
+    assert _ready(service, again.json()["post_id"])["status"] == "ready"
 
 
 def test_a_job_no_worker_took_is_swept_up(service, settings, world):

@@ -39,22 +39,32 @@ def test_the_same_bytes_are_stored_once_and_never_rewritten(tmp_path: Path) -> N
 )
 def test_no_name_but_a_digest_reaches_the_filesystem(tmp_path: Path, name: str) -> None:
     store = BlobStore(str(tmp_path))
-    for op in (store.get, store.exists, store.delete, store.path):
+    for op in (store.get, store.exists, store.trash, store.restore, store.delete_trashed):
         with pytest.raises(ValueError, match="SHA-256"):
             op(name)
     with pytest.raises(ValueError):
         check_digest(name)
 
 
-def test_delete_and_missing(tmp_path: Path) -> None:
+def test_a_takedown_trashes_restores_and_deletes(tmp_path: Path) -> None:
+    """Trashed: out of the served store at once (get fails) but kept; restored: served again;
+    deleted after the grace period: gone from both."""
     store = BlobStore(str(tmp_path))
     digest = store.put(b"takedown")
-    assert store.exists(digest)
-    assert store.delete(digest) is True
+    assert store.trash(digest) is True
     assert not store.exists(digest)
-    assert store.delete(digest) is False
     with pytest.raises(FileNotFoundError):
         store.get(digest)
+    assert store.trash(digest) is False  # not there any more
+    assert store.restore(digest) is True
+    assert store.get(digest) == b"takedown"
+    store.trash(digest)
+    assert store.put(b"takedown") == digest  # uploaded again meanwhile: live again
+    assert store.restore(digest) is True and store.get(digest) == b"takedown"
+    store.trash(digest)
+    assert store.delete_trashed(digest) is True
+    assert store.delete_trashed(digest) is False
+    assert store.restore(digest) is False and not store.exists(digest)
 
 
 def test_any_fsspec_url(tmp_path: Path) -> None:
@@ -63,4 +73,5 @@ def test_any_fsspec_url(tmp_path: Path) -> None:
     digest = store.put(b"elsewhere")
     assert store.get(digest) == b"elsewhere"
     assert store.fs.protocol in ("memory", ("memory",))
-    store.delete(digest)
+    store.trash(digest)
+    assert store.delete_trashed(digest)

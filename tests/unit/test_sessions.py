@@ -114,6 +114,14 @@ def test_a_page_takes_only_heavy_scored_rows_until_more_are_scored():
     assert sess.scored_until() == 20 and len(_serve(sess, 10)) == 8
 
 
+def test_a_taken_down_post_is_left_off_the_next_pages_which_stay_full():
+    sess = _session()
+    assert _serve(sess, 3) == [100, 101, 102]
+    removed = np.array([103, 105, 999], np.int64)  # 999: not in this session
+    rows = sessions.next_page(sess, 4, RuleConfig(max_per_author=2), removed)
+    assert [int(sess.rows["post"][k]) for k in rows] == [104, 106, 107, 108]
+
+
 def test_author_diversity_holds_per_page_over_what_is_left():
     sess = _session(n=20, scored=20, authors=2)  # every post by author 0 or 1
     page = _serve(sess, 6)
