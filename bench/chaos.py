@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from bench import chaos_uploads
 from bench.chaos_load import Call, Load, capacity, percentile_ms
 from core import constants as C
 from core.settings import DEV_API_KEY, Settings
@@ -66,6 +67,7 @@ def chaos_settings(base: Settings) -> Settings:
             # the other two still carry B, which one alone cannot (B is half of what all serve).
             "serve_min_replicas": 3,
             "serve_max_replicas": 3,
+            "upload_quota_per_hour": 1_000_000,  # uploads_2x: the tier is under test, not quotas
         }
     )
 
@@ -432,6 +434,7 @@ SCENARIOS = (
     "replica_killed",
     "cassandra_stopped",
     "events_kept",
+    "uploads_2x",
     "cassandra_3_nodes",
     "hostile_input",
 )
@@ -494,6 +497,7 @@ def main(argv: list[str]) -> int:
             "replica_killed": suite.replica_killed,
             "cassandra_stopped": suite.cassandra_stopped,
             "events_kept": suite.events_kept,
+            "uploads_2x": lambda: result("uploads_2x_60s", *chaos_uploads.run(suite, summary)),
         }
         for name in only:
             if name in runs:

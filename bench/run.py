@@ -14,7 +14,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
-    from bench import capacity, forecast, media, pit, prefetch, ranking, serve
+    from bench import anomaly, capacity, forecast, media, pit, prefetch, ranking, serve
 
     settings = Settings()
     RESULTS.mkdir(exist_ok=True)
@@ -27,6 +27,7 @@ def main() -> int:
         "capacity": lambda: capacity.run(settings),
         "forecast": lambda: forecast.run(settings),
         "media": lambda: media.run(settings),
+        "anomaly": lambda: anomaly.run(),
     }
     benches = {k: v for k, v in benches.items() if not only or k in only}
     failed = 0

@@ -334,6 +334,13 @@ class Settings(BaseSettings):
         description="Uploads in flight at the API gate at once, counted apart from the other "
         "routes' gate_max_inflight (503 + Retry-After past it).",
     )
+    upload_gate_per_min: int = Field(
+        240,
+        ge=1,
+        description="Uploads per minute the API gate admits (all keys together): about what "
+        "the upload tier renders (upload_max_replicas workers at ~0.5 s a photo here); past it "
+        "503 + Retry-After, so that a burst queues at the clients, not on the feed's cores.",
+    )
     upload_lease_s: float = Field(
         60.0,
         gt=0,

@@ -69,8 +69,12 @@ def _listed(rows: Any) -> list[Stored]:
     return sorted(out, key=lambda s: (-s.width, FORMAT_ORDER.get(s.format, 9)))
 
 
+def rendition_path(sha256: str, fmt: str) -> str:
+    return f"/media/r/{sha256}.{EXTENSIONS[fmt]}"
+
+
 def rendition_url(media_url: str, sha256: str, fmt: str) -> str:
-    return f"{media_url.rstrip('/')}/media/r/{sha256}.{EXTENSIONS[fmt]}"
+    return media_url.rstrip("/") + rendition_path(sha256, fmt)
 
 
 def parse_name(name: str) -> tuple[str, str] | None:

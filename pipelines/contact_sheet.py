@@ -72,7 +72,10 @@ def write(page: dict[str, Any], path: Path, *, width: int = 320) -> tuple[Path, 
             f"#{item['position']} · post {item['post_id']} · author {item['author_id']} · "
             f"{item['source']} · {html.escape(str(item['created_at']))}"
         )
-        body = pic or "<p>(simulated media: no stored photo)</p>"
+        body = (
+            pic
+            or f"<p>{html.escape(str(item['media_kind']))}: simulated media, no stored photo</p>"
+        )
         figures.append(f"<figure>{body}<figcaption>{caption}</figcaption></figure>")
     title = f"feedcast: user {page['user_id']}'s first page"
     doc = (

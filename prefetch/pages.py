@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -75,8 +75,10 @@ def plan_items(
     *,
     at: int | None,
     cfg: planner.PlanConfig | None = None,
+    stored: Mapping[int, tuple[str, int]] | None = None,
 ) -> list[planner.WarmAction]:
-    """The planner over a page of cached items; items of unknown media are never warmed."""
+    """The planner over a page of cached items; items of unknown media are never warmed;
+    ``stored``: the real renditions to warm for posts that have them (:func:`planner.plan`)."""
     if not items:
         return []
     cfg = cfg or plan_config(s)
@@ -95,6 +97,7 @@ def plan_items(
         at=at,
         budget_bytes=s.prefetch_budget_bytes,
         cfg=cfg,
+        stored=stored,
     )
 
 

@@ -27,6 +27,7 @@ they are not (no origin bytes).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +63,12 @@ class WarmAction:
     p_use: float
     position: int
     fetch: bool = True
+    stored_path: str | None = None  # a stored rendition's /media/r/... path (real media)
 
     @property
     def path(self) -> str:
+        if self.stored_path is not None:
+            return self.stored_path if self.fetch else f"/refresh{self.stored_path}"
         if self.fetch:
             return media.path(self.post_id, self.variant)
         return media.refresh_path(self.post_id, self.variant)
@@ -91,12 +95,17 @@ def objects(
     p_view: float,
     p_autoplay: float,
     cfg: PlanConfig,
+    stored_bytes: int | None = None,
 ) -> list[tuple[str, int, float, bool]]:
-    """(variant, bytes, p_use, fetch) of one item's objects worth fetching or refreshing."""
+    """(variant, bytes, p_use, fetch) of one item's objects worth fetching or refreshing;
+    ``stored_bytes``: a photo's stored rendition (its real size) instead of the simulated one."""
     out = []
     cands = [("thumb", p_view), ("full", p_view * p_autoplay)] if is_video else [("full", p_view)]
     for variant, p in cands:
-        size = media.variant_bytes(post_id, full_bytes, variant)
+        if stored_bytes is not None and not is_video:
+            size = stored_bytes
+        else:
+            size = media.variant_bytes(post_id, full_bytes, variant)
         fetch = p >= cfg.threshold and size <= cfg.max_object_bytes
         if fetch or p >= cfg.refresh_threshold:
             out.append((variant, size, p, fetch))
@@ -113,8 +122,12 @@ def plan(
     at: int | None = None,
     budget_bytes: int | None = None,
     cfg: PlanConfig | None = None,
+    stored: Mapping[int, tuple[str, int]] | None = None,
 ) -> list[WarmAction]:
-    """What to warm for one page: when it is served (``at=None``) or at an impression ``at``."""
+    """What to warm for one page: when it is served (``at=None``) or at an impression ``at``.
+    ``stored``: post → (path, bytes) of the stored rendition a client draws first, for posts
+    with real media (uploads, the demo's photos); the others are the simulated objects."""
+    stored = stored or {}
     cfg = cfg or PlanConfig()
     n = len(post_ids)
     if not (n == len(is_video) == len(full_bytes)):
@@ -125,19 +138,22 @@ def plan(
     out: list[WarmAction] = []
     spent = 0
     for k, ahead in steps(cfg, at, n):
+        post = int(post_ids[k])
+        path, real = stored.get(post, (None, None))
         for variant, size, p, fetch in objects(
-            int(post_ids[k]),
+            post,
             bool(is_video[k]),
             int(full_bytes[k]),
             p_continue**ahead,
             float(pa[k]),
             cfg,
+            real,
         ):
             if fetch:
                 if budget_bytes is not None and spent + size > budget_bytes:
                     continue
                 spent += size
-            out.append(WarmAction(int(post_ids[k]), variant, size, float(p), k, fetch))
+            out.append(WarmAction(post, variant, size, float(p), k, fetch, path))
     return out
 
 

@@ -232,11 +232,18 @@ class Removed(BaseModel):
     post_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
     status: Literal["removed"] = "removed"
     already: bool = Field(description="It was taken down before; nothing more was done.")
-    blobs_trashed: int = Field(description="Its stored objects no other post uses, now out of "
-                               "reach (deleted after the grace period).")  # fmt: skip
-    purged: int = Field(description="Its media URLs the edge dropped.")
-    purge_failed: int = Field(description="Its media URLs the edge could not be asked to drop "
-                              "(the edge unreachable).")  # fmt: skip
+    blobs_trashed: int = Field(
+        ge=0,
+        le=10_000,
+        description="Its stored objects no other post uses, now out of reach (deleted after "
+        "the grace period).",
+    )
+    purged: int = Field(ge=0, le=10_000, description="Its media URLs the edge dropped.")
+    purge_failed: int = Field(
+        ge=0,
+        le=10_000,
+        description="Its media URLs the edge could not be asked to drop (the edge unreachable).",
+    )
     delete_after: str | None = Field(
         None, description="When its blobs are deleted for good (RFC 3339, UTC)."
     )

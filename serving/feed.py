@@ -41,7 +41,7 @@ from core.statements import Statements
 from core.time import day_bucket
 from features.online import FeatureReader, reader_for
 from media import ids, objects
-from media.renditions import StoredLookup
+from media.renditions import StoredLookup, rendition_path
 from serving import candidates, cursor, impressions, ranking, sessions
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
@@ -187,6 +187,7 @@ class FeedPath:
         self.prefetch = Prefetcher(
             settings, self.metrics, lambda: self._connect()[1:], breaker=self.redis_breaker
         )
+        self.prefetch.stored = self._warm_targets
         self.store = sessions.SessionStore(settings, self.redis)
         self.impressions = impressions.ImpressionLog(
             settings, self.metrics, lambda: self._connect()[1:]
@@ -533,6 +534,25 @@ class FeedPath:
         url = self.s.media_url
         return {
             p: [Rendition.model_construct(**r.item(url)) for r in rs] for p, rs in found.items()
+        }
+
+    def _warm_targets(self, post_ids: Sequence[int]) -> dict[int, tuple[str, int]]:
+        """For the prefetcher: the stored rendition a client draws first (the widest, in the
+        smallest format) of each post with real media, as (path, bytes); {} when unreadable
+        (the simulated objects are warmed instead, which the edge does not have)."""
+        media = self.prefetch.media
+        real = [p for p in post_ids if ids.is_upload_id(p) or media.has_stored(p)]
+        if not real:
+            return {}
+        try:
+            found = self.stored_media.get(real, self.s.cassandra_request_timeout_s)
+        except Exception as exc:
+            log.warning("renditions to warm unreadable: %s", exc)
+            return {}
+        return {
+            p: (rendition_path(rs[0].sha256, rs[0].format), rs[0].bytes)
+            for p, rs in found.items()
+            if rs
         }
 
     def _check_media_epoch(self) -> None:

@@ -83,6 +83,12 @@ class Prefetcher:
         # ago still holds it, and asking again costs a request on both sides for nothing.
         self._recent: dict[str, float] = {}
         self._recent_lock = threading.Lock()
+        # post ids → (path, bytes) of the stored renditions to warm for posts with real media;
+        # the replica's lookup (``FeedPath._warm_targets``); none: every post is simulated.
+        self.stored: Callable[[Sequence[int]], dict[int, tuple[str, int]]] | None = None
+
+    def _stored(self, items: Sequence[cache.CachedItem]) -> dict[int, tuple[str, int]] | None:
+        return self.stored([i.post_id for i in items]) if self.stored is not None else None
 
     def enabled(self) -> bool:
         """``prefetch_enabled``, unless the live switch in Redis says ``off`` (read ≤ 1/s)."""
@@ -122,7 +128,8 @@ class Prefetcher:
         """A page was served (``items``: it, then the session's next page): warm its objects
         ahead of the first screen."""
         c = self.p_continue(user_id)
-        self.submit("page", plan_items(self.s, items, c, at=None, cfg=self.cfg))
+        stored = self._stored(items)
+        self.submit("page", plan_items(self.s, items, c, at=None, cfg=self.cfg, stored=stored))
 
     def on_impressions(self, seen: Sequence[Seen]) -> None:
         """Impressions arrived: count the users' scrolling, warm ``lookahead`` ahead of each."""
@@ -145,9 +152,10 @@ class Prefetcher:
             if not page or not self.enabled():
                 continue
             c = self.p_continue(user_id)
+            stored = self._stored(page)
             actions: dict[str, planner.WarmAction] = {}
             for at in known:
-                for a in plan_items(s, page, c, at=at, cfg=self.cfg):
+                for a in plan_items(s, page, c, at=at, cfg=self.cfg, stored=stored):
                     actions.setdefault(a.path, a)
             self.submit("impression", list(actions.values()))
 

@@ -84,6 +84,7 @@ def render(settings: Settings, built_without: frozenset[str] = frozenset()) -> s
         MAX_BODY_BYTES=settings.max_body_bytes,
         UPLOAD_MAX_BYTES=settings.upload_max_bytes,
         UPLOAD_MAX_INFLIGHT=settings.upload_max_inflight,
+        UPLOAD_PER_MIN=settings.upload_gate_per_min,
         ORIGIN_PORT=settings.origin_port,
         CACHE_MB=settings.edge_cache_mb,
         OTHER_TEMP_PATHS=other,

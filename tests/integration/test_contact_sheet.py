@@ -5,6 +5,7 @@ sheet of that page, opened in headless Chromium, loads every photo through the e
 from __future__ import annotations
 
 import io
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -32,9 +33,10 @@ def _reader_with_photos(service, world, settings) -> tuple[int, dict, set[int]]:
     for user in readers:
         page = _feed(service, int(user), params={"limit": 8}).json()
         photos = {i["post_id"] for i in page["items"] if i["media_kind"] == "photo"}
-        if len(photos) >= 2:
+        third = page["items"][2]["media_kind"] if len(page["items"]) > 2 else None
+        if len(photos) >= 2 and third == "photo":  # the prefetch warms position 2
             return int(user), page, photos
-    raise AssertionError("no reader's first page has two photo posts")
+    raise AssertionError("no reader's first page has two photo posts, one at position 2")
 
 
 def test_a_first_page_of_real_photos_loads_whole_in_a_browser(service, settings, world, tmp_path):
@@ -62,6 +64,16 @@ def test_a_first_page_of_real_photos_loads_whole_in_a_browser(service, settings,
     got = httpx.get(r["url"], timeout=10)  # a real photo of the declared size, through the edge
     with Image.open(io.BytesIO(got.content)) as im:
         assert im.size == (r["width"], r["height"]) and len(got.content) == r["bytes"]
+
+    # the prefetcher warms the stored rendition a client takes first, not a simulated object
+    from tests.integration.test_prefetch_serving import _deep_scroller, _fetched_by_edge
+
+    c = _deep_scroller(settings, user)
+    warmed = _feed(service, user, params={"limit": 8}).json()["items"][2]
+    if warmed["post_id"] in photos:
+        first = urlsplit(warmed["renditions"][0]["url"]).path
+        assert c**2 >= settings.prefetch_threshold and first.startswith("/media/r/")
+        wait_until(lambda: _fetched_by_edge(settings, [first]), timeout=10, what=f"{first} warmed")
 
     sheet, drawn = contact_sheet.write(page, tmp_path / "sheet.html")
     assert drawn == len(_drawn(page)) >= 1

@@ -36,6 +36,19 @@ def test_impression_warms_lookahead_position_and_threshold_applies() -> None:
     assert planner.plan(posts, *args, 0.9, 0.5, at=8, cfg=CFG) == []  # past the page
 
 
+def test_a_post_with_stored_renditions_warms_its_real_object_at_its_real_size() -> None:
+    posts = [10, 11, 12, 13, 14]
+    stored = {12: ("/media/r/" + "a" * 64 + ".avif", 31_337)}
+    acts = planner.plan(posts, [False] * 5, [200_000] * 5, 0.9, 0.5, cfg=CFG, stored=stored)
+    assert [(a.path, a.bytes) for a in acts] == [(stored[12][0], 31_337)]
+    acts = planner.plan(posts, [False] * 5, [200_000] * 5, 0.8, 0.5, cfg=CFG, stored=stored)
+    assert [a.path for a in acts] == ["/refresh" + stored[12][0]]  # 0.64: refreshed only
+    small = planner.plan(
+        posts, [False] * 5, [200_000] * 5, 0.9, 0.5, cfg=CFG, stored=stored, budget_bytes=30_000
+    )
+    assert small == []  # the real size counts against the budget
+
+
 def test_video_thumb_fetched_full_fetched_only_if_likely_and_small() -> None:
     posts = [1, 2, 3, 4]
     vid = [True] * 4
