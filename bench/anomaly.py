@@ -97,7 +97,9 @@ def run(seed: int = 0) -> dict[str, Any]:
     grids = {
         "band": [
             {"z": z, "window": w, "min_minutes": m}
-            for z, w, m in itertools.product((2.0, 3.0, 4.0, 5.0), windows, mins)
+            for z, w, m in itertools.product(
+                (2.0, 3.0, 4.0, 5.0), ((5,), (5, 15), (5, 30), (5, 15, 60), (3, 10, 30)), mins
+            )
         ],
         "static": [
             {"low": a * mean, "high": b * mean, "window": w, "min_minutes": m}

@@ -12,12 +12,14 @@ post).
 from __future__ import annotations
 
 import multiprocessing
+import re
 import statistics
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +149,29 @@ def wait_ready(url: str, post_ids: list[int], timeout_s: float) -> dict[str, Any
     return out
 
 
+_GATE_LINE = re.compile(
+    r'\[(?P<at>[^\]]+)\] "GET /v1/feed/\S+ HTTP/[\d.]+" (?P<status>\d+) .* rt=(?P<rt>[\d.]+)'
+)
+
+
+def gate_p99_ms(s: Any, start: float, end: float) -> tuple[float, int]:
+    """p99 of the feed's answered requests as the gate saw them (nginx's ``$request_time``,
+    from the request's first byte to the answer's last), between wall-clock ``start`` and
+    ``end``; and how many. The service's latency, whatever the load generator's own delays
+    (it shares the cores)."""
+    from stack import nginx
+
+    times = []
+    for line in (nginx.home(s) / "gate.log").read_text().splitlines():
+        m = _GATE_LINE.search(line)
+        if m is None or m["status"] != "200":
+            continue
+        at = datetime.strptime(m["at"], "%d/%b/%Y:%H:%M:%S %z").timestamp()
+        if start <= at < end:
+            times.append(float(m["rt"]))
+    return (float(np.percentile(times, 99) * 1000) if times else float("nan")), len(times)
+
+
 def _lag_p99(calls: list[Any]) -> float:
     return float(np.percentile([c.lag_s for c in calls], 99) * 1000) if calls else float("nan")
 
@@ -169,23 +194,25 @@ def run(
     load = suite.load(events=False)
     time.sleep(10)
     before, during_cpu = CpuMeter(), CpuMeter()
-    t0 = time.monotonic()
+    t0, w0 = time.monotonic(), time.time()
     before.start()
     time.sleep(REF_S)
     before.stop()
-    t1 = time.monotonic()
+    t1, w1 = time.monotonic(), time.time()
     during_cpu.start()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         statuses, accepted, refusals = pool.submit(
             burst, suite.url, list(suite.users), rate, photos
         ).result()
     during_cpu.stop()
-    t2 = time.monotonic()
+    t2, w2 = time.monotonic(), time.time()
     load.stop()
     ref, during = load.window(t0, t1), load.window(t1, t2)
     groups = autogroups(s)
     drained = wait_ready(suite.url, accepted, timeout_s=900)
     p99_ref, p99_during = percentile_ms(ref, 99), percentile_ms(during, 99)
+    gate_ref, n_ref = gate_p99_ms(s, w0, w1)
+    gate_during, n_during = gate_p99_ms(s, w1, w2)
     codes: dict[str, int] = {}
     for c in statuses:
         codes[str(c)] = codes.get(str(c), 0) + 1
@@ -204,6 +231,11 @@ def run(
         "feed_p99_before_ms": p99_ref,
         "feed_p99_during_ms": p99_during,
         "feed_p99_ratio": p99_during / p99_ref if p99_ref else float("nan"),
+        # The same at the gate (the service's latency, not the load generator's delays).
+        "gate_feed_p99_before_ms": gate_ref,
+        "gate_feed_p99_during_ms": gate_during,
+        "gate_feed_answered": [n_ref, n_during],
+        "gate_feed_p99_ratio": gate_during / gate_ref if gate_ref else float("nan"),
         # Where the CPU went (cores, by process group), before and during the burst.
         "cores_before": _cores(before, t1 - t0),
         "cores_during": _cores(during_cpu, t2 - t1),
@@ -215,6 +247,6 @@ def run(
     return fig, {
         "uploads accepted": len(accepted) > 0,
         "none lost (every 202 ready)": drained["ready"] == len(accepted),
-        "feed p99 ≤ 1.5× before": bool(np.isfinite(fig["feed_p99_ratio"]))
-        and fig["feed_p99_ratio"] <= 1.5,
+        "feed p99 ≤ 1.5× before (at the gate)": bool(np.isfinite(fig["gate_feed_p99_ratio"]))
+        and fig["gate_feed_p99_ratio"] <= 1.5,
     }

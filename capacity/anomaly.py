@@ -4,9 +4,8 @@ Three detectors over per-minute counts, each firing only after ``min_minutes`` c
 minutes out of bounds (a single noisy minute is not an incident):
 
 - :func:`band`: the forecaster's own interval for that hour (e.g. its 2.5% and 97.5% quantiles,
-  per minute), widened by Poisson noise at the expected rate, over a rolling window of
-  ``window`` minutes (the sum of W minutes has W times the rate and only sqrt(W) times the
-  noise, so a 30% shift shows in minutes instead of hours).
+  per minute), widened by Poisson noise at the expected rate, over rolling windows of several
+  lengths (the sum of W minutes has W times the rate and only sqrt(W) times the noise).
 - :func:`static`: one fixed low and high threshold for every minute (tuned on calibration weeks).
 - :func:`seasonal`: last week's same minutes ± ``k`` standard deviations of the week-over-week
   difference (rolling, over the day before).
@@ -58,15 +57,19 @@ def band(
     lo: np.ndarray,
     hi: np.ndarray,
     *,
-    window: int = 5,
+    window: int | tuple[int, ...] = (5, 15, 60),
     z: float = 3.0,
     min_minutes: int = 2,
 ) -> np.ndarray:
-    """Alert per minute: the last ``window`` minutes' count outside the band's sum over them,
-    widened by ``z`` Poisson standard deviations at the band's edge."""
-    obs = _rolling_sum(observed, window)
-    low, high = _rolling_sum(lo, window), _rolling_sum(hi, window)
-    out = (obs < low - z * np.sqrt(low)) | (obs > high + z * np.sqrt(high))
+    """Alert per minute: over any of the ``window`` lengths, the last minutes' count outside
+    the band's sum over them, widened by ``z`` Poisson standard deviations at the band's edge.
+    Short windows catch a big change at once; long ones a small one a little later (a 30%
+    shift at night is inside the noise of five minutes, not of an hour)."""
+    out = np.zeros(len(observed), bool)
+    for w in (window,) if isinstance(window, int) else window:
+        obs = _rolling_sum(observed, w)
+        low, high = _rolling_sum(lo, w), _rolling_sum(hi, w)
+        out |= (obs < low - z * np.sqrt(low)) | (obs > high + z * np.sqrt(high))
     return sustained(out, min_minutes)
 
 
