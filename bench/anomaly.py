@@ -12,6 +12,7 @@ per event: ``{precision, recall, median_delay_min}``.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,8 @@ from training.forecast import WEEK, Forecaster, ForecastParams
 
 WEEKS, CAL_WEEKS, TEST_WEEKS = 12, 2, 3
 EVENTS_PER_WEEK = 10
-LO_Q, HI_Q = 0.025, 0.975
+PRECISION = 0.9  # the bar, and every method's tuning target
+SEEDS = (0, 1, 2)
 
 
 def _minutes(hourly_rate: np.ndarray) -> np.ndarray:
@@ -32,17 +34,32 @@ def _minutes(hourly_rate: np.ndarray) -> np.ndarray:
     return np.interp(t, np.arange(len(hourly_rate)) + 0.5, hourly_rate) / 60.0
 
 
+def band_from(q: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% band per hour: the median ± the 80% interval's half-widths scaled to 95% as a
+    normal's would be (1.96 / 1.28). The 2.5% and 97.5% quantile boosters themselves, fitted
+    on few points beyond them, come out nearly flat (at a true 20 a minute at night: 18 to
+    101), which no anomaly can leave."""
+    med = q[0.5].to_numpy()
+    k = 1.959964 / 1.281552
+    return med - k * (med - q[0.1].to_numpy()), med + k * (q[0.9].to_numpy() - med)
+
+
 def _f1(s: dict[str, float]) -> float:
     p, r = s["precision"], s["recall"]
     return 0.0 if not (p > 0 and r > 0) else 2 * p * r / (p + r)
 
 
 def _tune(alerts_for: Any, grid: list[dict[str, Any]], events: list[anomaly.Event]) -> dict:
-    best = max(grid, key=lambda kw: _f1(anomaly.score(alerts_for(**kw), events)))
-    return best
+    """Every method the same objective on the calibration weeks: the most recall at precision
+    ≥ ``PRECISION`` (then the fewer false alerts); the best F1 where no knob reaches it."""
+    scored = [(kw, anomaly.score(alerts_for(**kw), events)) for kw in grid]
+    ok = [(kw, s) for kw, s in scored if s["precision"] >= PRECISION]
+    if ok:
+        return max(ok, key=lambda x: (x[1]["recall"], -x[1]["false_alerts"]))[0]
+    return max(scored, key=lambda x: _f1(x[1]))[0]
 
 
-def run(seed: int = 0) -> dict[str, Any]:
+def one(seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     traffic = generate(TrafficConfig(weeks=WEEKS, seed=seed, requests_per_hour=6000))
     n_h = len(traffic.index)
@@ -65,9 +82,9 @@ def run(seed: int = 0) -> dict[str, Any]:
     hi = np.full(len(observed), np.nan)
     for w in range(CAL_WEEKS + TEST_WEEKS):  # each week forecast from what was seen before it
         origin = cal0 + w * WEEK - 1
-        q = model.predict(hourly_seen, traffic.index, origin)
-        lo[(origin + 1) * 60 : (origin + 1 + WEEK) * 60] = _minutes(q[LO_Q].to_numpy())
-        hi[(origin + 1) * 60 : (origin + 1 + WEEK) * 60] = _minutes(q[HI_Q].to_numpy())
+        low, high = band_from(model.predict(hourly_seen, traffic.index, origin))
+        lo[(origin + 1) * 60 : (origin + 1 + WEEK) * 60] = _minutes(low)
+        hi[(origin + 1) * 60 : (origin + 1 + WEEK) * 60] = _minutes(high)
 
     cal = slice(cal0 * 60, test0 * 60)
     test = slice(test0 * 60, n_h * 60)
@@ -94,7 +111,7 @@ def run(seed: int = 0) -> dict[str, Any]:
 
     windows, mins = (3, 5, 10), (1, 2, 3)
     mean = float(np.mean(observed[cal]))
-    grids = {
+    grids: dict[str, list[dict[str, Any]]] = {
         "band": [
             {"z": z, "window": w, "min_minutes": m}
             for z, w, m in itertools.product(
@@ -123,14 +140,45 @@ def run(seed: int = 0) -> dict[str, Any]:
             ]
             for kind in anomaly.KINDS
         }
+        out[name] = scored | {"recall_by_kind": by_kind, "knobs": knobs, "delays": delays(
+            make(test)(**knobs), within(test)
+        )}  # fmt: skip
+    return out
+
+
+def delays(alerts: np.ndarray, events: list[anomaly.Event], grace: int = 5) -> list[float]:
+    eps = anomaly.episodes(alerts)
+    out = []
+    for e in events:
+        hits = [s for s, _ in eps if e.start <= s < e.end + grace]
+        hits += [e.start for s, t in eps if s < e.start < t]
+        if hits:
+            out.append(float(min(hits) - e.start))
+    return out
+
+
+def run(seeds: tuple[int, ...] = SEEDS) -> dict[str, Any]:
+    """Every seed's history, and the events of all of them pooled (what the bars judge)."""
+    per_seed = {seed: one(seed) for seed in seeds}
+    out: dict[str, Any] = {}
+    for name in ("band", "static", "seasonal"):
+        rs = [per_seed[seed][name] for seed in seeds]
+        events, alerts = sum(r["events"] for r in rs), sum(r["alerts"] for r in rs)
+        false = sum(r["false_alerts"] for r in rs)
+        pooled_delays = [d for r in rs for d in r["delays"]]
         out[name] = {
-            "precision": scored["precision"],
-            "recall": scored["recall"],
-            "median_delay_min": scored["median_delay_min"],
-            "recall_by_kind": by_kind,
-            "false_alerts": scored["false_alerts"],
-            "events": scored["events"],
-            "knobs": knobs,
+            "precision": (alerts - false) / alerts if alerts else float("nan"),
+            "recall": sum(r["detected"] for r in rs) / events,
+            "median_delay_min": float(np.median(pooled_delays)) if pooled_delays else math.nan,
+            "events": events,
+            "false_alerts": false,
+            "per_seed": {
+                str(seed): {
+                    k: r[k]
+                    for k in ("precision", "recall", "median_delay_min", "recall_by_kind", "knobs")
+                }
+                for seed, r in zip(seeds, rs, strict=True)
+            },
         }
     b = out["band"]
     out["bars"] = {
@@ -143,8 +191,8 @@ def run(seed: int = 0) -> dict[str, Any]:
     }
     out["setup"] = {
         "weeks": WEEKS, "calibration_weeks": CAL_WEEKS, "test_weeks": TEST_WEEKS,
-        "events_per_week": EVENTS_PER_WEEK, "requests_per_hour": 6000, "seed": seed,
-        "band_quantiles": [LO_Q, HI_Q],
-        "test_start": str(pd.Timestamp(traffic.index[test0])),
+        "events_per_week": EVENTS_PER_WEEK, "requests_per_hour": 6000, "seeds": list(seeds),
+        "band": "median ± 80% half-widths x 1.96/1.28",
+        "tuned_for": f"recall at precision ≥ {PRECISION}",
     }  # fmt: skip
     return out

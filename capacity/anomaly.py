@@ -3,8 +3,8 @@
 Three detectors over per-minute counts, each firing only after ``min_minutes`` consecutive
 minutes out of bounds (a single noisy minute is not an incident):
 
-- :func:`band`: the forecaster's own interval for that hour (e.g. its 2.5% and 97.5% quantiles,
-  per minute), widened by Poisson noise at the expected rate, over rolling windows of several
+- :func:`band`: the forecaster's own interval for that hour (its 95% band, per minute:
+  ``bench/anomaly.py`` builds it from the median and the 80% interval), widened by Poisson noise at the expected rate, over rolling windows of several
   lengths (the sum of W minutes has W times the rate and only sqrt(W) times the noise).
 - :func:`static`: one fixed low and high threshold for every minute (tuned on calibration weeks).
 - :func:`seasonal`: last week's same minutes ± ``k`` standard deviations of the week-over-week
