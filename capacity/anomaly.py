@@ -4,8 +4,9 @@ Three detectors over per-minute counts, each firing only after ``min_minutes`` c
 minutes out of bounds (a single noisy minute is not an incident):
 
 - :func:`band`: the forecaster's own interval for that hour (its 95% band, per minute:
-  ``bench/anomaly.py`` builds it from the median and the 80% interval), widened by Poisson noise at the expected rate, over rolling windows of several
-  lengths (the sum of W minutes has W times the rate and only sqrt(W) times the noise).
+  ``bench/anomaly.py`` builds it from the median and the 80% interval), widened by Poisson
+  noise at the expected rate, over rolling windows of several lengths (the sum of W minutes
+  has W times the rate and only sqrt(W) times the noise).
 - :func:`static`: one fixed low and high threshold for every minute (tuned on calibration weeks).
 - :func:`seasonal`: last week's same minutes ± ``k`` standard deviations of the week-over-week
   difference (rolling, over the day before).
