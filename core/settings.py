@@ -391,6 +391,12 @@ class Settings(BaseSettings):
         description="How long a takedown is remembered; longer than any candidate lives "
         "(timeline_days, the popular list), so a removed post never comes back.",
     )
+    upload_sched_idle: bool = Field(
+        False,
+        description="Upload workers under SCHED_IDLE: only on CPU nothing else wants (their "
+        "jobs wait while the feed saturates the cores; none is lost). Measured not to keep the "
+        "feed's p99 under an upload burst (docs/RELIABILITY.md), so off by default.",
+    )
     blob_url: str | None = Field(
         None,
         description="fsspec URL of the content-addressed blob store for originals and "

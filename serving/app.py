@@ -593,6 +593,8 @@ class UploadWorker:
         self.s = s = Settings(**settings)
         target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + s.upload_nice)
         startup.set_priority(target)  # every thread now; threads they start inherit it
+        if s.upload_sched_idle:
+            startup.set_idle()
         self.cluster, session = connect(s)
         redis = cache.client(s)
         timelines = TimelineCache(s, redis, Breaker(1.0))
@@ -603,7 +605,7 @@ class UploadWorker:
         self.takedowns = takedown.Takedowns(s, session, stmts, blobs)
         self.storage = storage.StorageGauge(s, blobs)
         threading.Thread(target=self._sweep, name="upload-sweeper", daemon=True).start()
-        log.info("upload worker ready (nice %d)", target)
+        log.info("upload worker ready (nice %d%s)", target, ", SCHED_IDLE" * s.upload_sched_idle)
 
     def _sweep(self) -> None:
         while True:

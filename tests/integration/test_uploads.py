@@ -231,7 +231,8 @@ def test_a_job_no_worker_took_is_swept_up(service, settings, world):
 def test_a_worker_killed_mid_job_still_ends_ready_with_one_set(service, settings, world):
     """SIGKILL every upload worker while one holds a job: Ray Serve replaces the worker, the
     job's lease runs out, a sweeper takes it again, and it ends ready with one set of
-    renditions. The upload tier runs nicer than the feed, at the same priority in every thread."""
+    renditions. The upload tier runs nicer than the feed (and under SCHED_IDLE where set), in
+    every thread."""
     import os
     import signal
 
@@ -253,6 +254,8 @@ def test_a_worker_killed_mid_job_still_ends_ready_with_one_set(service, settings
             )
             for pid in workers:
                 assert set(startup.nice_of_threads(pid)) == {settings.upload_nice}, pid
+                policy = os.SCHED_IDLE if settings.upload_sched_idle else os.SCHED_OTHER
+                assert set(startup.policy_of_threads(pid)) == {policy}, pid
             data = samples.crop(samples.photos()[attempt % 3], 1.0, 1.0 - 0.07 * attempt)
             r = _post(service, data, author)
             assert r.status_code == 202, r.text
