@@ -24,7 +24,7 @@ import base64
 import functools
 import io
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -332,13 +332,13 @@ def render(
     floor: float,
     widths: Sequence[int] = WIDTHS,
     formats: Sequence[Format] = FORMATS,
-    fixed_quality: int | None = None,
+    fixed_quality: int | Mapping[Format, int] | None = None,
     match_baseline: bool = True,
 ) -> tuple[list[Rendition], str]:
     """Every rendition of an upload and its placeholder (a data URI). Each width's SSIM target
     is that of a plain q85 JPEG of it, at least ``floor`` (``match_baseline`` False: ``floor``
-    alone, one fixed target). ``fixed_quality``: one quality for every format instead of the
-    search (the demo's fast path)."""
+    alone, one fixed target). ``fixed_quality``: one quality for every format, or one per
+    format, instead of the search (the demo's fast path)."""
     image = eng.load(data)
     width, _ = eng.size(image)
     out: list[Rendition] = []
@@ -353,7 +353,7 @@ def render(
         for fmt in formats:
             lo, hi = QUALITY_RANGE[fmt]
             if fixed_quality is not None:
-                lo = hi = fixed_quality
+                lo = hi = fixed_quality if isinstance(fixed_quality, int) else fixed_quality[fmt]
             q, score, blob = search_quality(
                 functools.partial(_encode_at, eng, resized, fmt), reference, target, lo, hi
             )

@@ -67,14 +67,10 @@ def render_posts(
         if row is None or row.media_kind != "photo" or row.stored_media:
             skipped += 1
             continue
-        out: list[images.Rendition] = []
-        data = samples.photo_for(post_id)
-        for fmt, q in DEMO_QUALITY.items():  # one fixed quality per format: no search
-            part, _ = images.render(
-                eng, data, floor=settings.media_ssim_floor, widths=widths, formats=(fmt,),
-                fixed_quality=q,
-            )  # fmt: skip
-            out += part
+        out, _ = images.render(  # one fixed quality per format: no search
+            eng, samples.photo_for(post_id), floor=settings.media_ssim_floor, widths=widths,
+            formats=tuple(DEMO_QUALITY), fixed_quality=DEMO_QUALITY,
+        )  # fmt: skip
         stored = store.put(post_id, out)
         session.execute(mark, (len(stored), post_id), timeout=10)
         done, n, size = done + 1, n + len(stored), size + sum(s.bytes for s in stored)

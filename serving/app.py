@@ -300,6 +300,7 @@ class FeedService:
         self._jobs: uploads.Jobs | None = None
         self._renditions: RenditionStore | None = None
         self._ids: ids.IdMaker | None = None
+        self._takedowns: takedown.Takedowns | None = None
         # Side work: upload fan-out, and after each page or impression the page cache + prefetch.
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side")
         Guard.arm(s, self.path.metrics, self.path.redis_breaker)
@@ -446,9 +447,11 @@ class FeedService:
         """The post leaves every feed (within ``takedown_refresh_s`` on every replica) and its
         media the edge; its blobs are deleted after ``takedown_grace_s``. Idempotent."""
         try:
-            done = takedown.Takedowns(
-                self.settings, self.path.session(), self.path.stmts(), self.blobs
-            ).remove(post_id, author_id)
+            if self._takedowns is None:  # made on first use: Cassandra may be down at start
+                self._takedowns = takedown.Takedowns(
+                    self.settings, self.path.session(), self.path.stmts(), self.blobs
+                )
+            done = self._takedowns.remove(post_id, author_id)
         except takedown.NotAuthor as exc:
             raise HTTPException(403, str(exc)) from exc
         except LookupError as exc:

@@ -519,8 +519,7 @@ class FeedPath:
     ) -> dict[int, list[Rendition]]:
         """The renditions the upload tier stored for the uploaded posts among ``post_ids``
         (none on most pages: one LRU lookup each, Cassandra on a miss)."""
-        media = self.prefetch.media
-        uploaded = [p for p in post_ids if ids.is_upload_id(p) or media.has_stored(p)]
+        uploaded = self._with_real_media(post_ids)
         if not uploaded:
             return {}
         try:
@@ -536,12 +535,17 @@ class FeedPath:
             p: [Rendition.model_construct(**r.item(url)) for r in rs] for p, rs in found.items()
         }
 
+    def _with_real_media(self, post_ids: Sequence[int]) -> list[int]:
+        """The posts among ``post_ids`` whose media the media tier stored: uploads, and world
+        posts the demo rendered (their rows say so: ``MediaCache``)."""
+        media = self.prefetch.media
+        return [p for p in post_ids if ids.is_upload_id(p) or media.has_stored(p)]
+
     def _warm_targets(self, post_ids: Sequence[int]) -> dict[int, tuple[str, int]]:
         """For the prefetcher: the stored rendition a client draws first (the widest, in the
         smallest format) of each post with real media, as (path, bytes); {} when unreadable
         (the simulated objects are warmed instead, which the edge does not have)."""
-        media = self.prefetch.media
-        real = [p for p in post_ids if ids.is_upload_id(p) or media.has_stored(p)]
+        real = self._with_real_media(post_ids)
         if not real:
             return {}
         try:
@@ -728,7 +732,8 @@ class FeedPath:
             degraded.append("popular")
         removed = self.removed.ids()
         if len(removed):  # Cassandra down: the takedowns this replica last read
-            items = [i for i in items if not np.isin(i.post_id, removed)]
+            gone = np.isin([i.post_id for i in items], removed).tolist()
+            items = [i for i, g in zip(items, gone, strict=True) if not g]
         if not ok:
             degraded.append("cache")
         self.metrics.session("unsaved")

@@ -85,8 +85,8 @@ def set_priority(nice: int) -> int:
 def set_idle() -> int:
     """Every thread of this process under ``SCHED_IDLE`` (threads it starts later inherit it):
     it runs only on CPU no normal thread wants. Stronger than any nice value: a nice-10 thread
-    still takes about a tenth of a busy core from the feed, and more where the kernel groups
-    processes by session. Returns how many threads were changed."""
+    still takes about a tenth of a busy core from the feed. Returns how many threads were
+    changed."""
     changed = 0
     for tid in _threads():
         with contextlib.suppress(OSError):
@@ -98,17 +98,19 @@ def set_idle() -> int:
 
 def policy_of_threads(pid: int) -> list[int]:
     """The scheduling policy of each thread of ``pid`` (``os.SCHED_*``; field 41 of stat)."""
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            out.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[38]))
-    return out
+    return _stat_of_threads(pid, 41)
 
 
 def nice_of_threads(pid: int) -> list[int]:
     """The nice value of each thread of ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    return _stat_of_threads(pid, 19)
+
+
+def _stat_of_threads(pid: int, field: int) -> list[int]:
+    """Field ``field`` (1-based, as proc(5) numbers them) of each thread's stat line."""
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
-            out.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+            # past the command's closing parenthesis the fields start at field 3
+            out.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[field - 3]))
     return out

@@ -127,7 +127,7 @@ class Takedowns:
                 urls.append(rendition_url(self.s.media_url, digest, fmt))
         self._run(self._drop_renditions, (post_id,))
         self._run(self._upload_removed, (_now_ms(), post_id))
-        failed = purge(urls, timeout_s=self.s.cassandra_request_timeout_s)
+        failed = purge(urls, timeout_s=self.s.prefetch_timeout_s)
         log.info(
             "post %d taken down: %d blobs trashed, %d URLs purged, %d not",
             post_id, trashed, len(urls) - failed, failed,
