@@ -57,16 +57,19 @@ POPULAR_REFRESH_S = 10.0  # the popular list changes at materialization (hourly)
 I64 = 2**63 - 1
 
 
-Variant = Literal["thumb", "full", "w1080", "w640", "w320", "w150"]
+# thumb, full, or wNNN: an uploaded photo's width (an original narrower than every rendition
+# width gets one at its own width, e.g. w242).
+VARIANT_PATTERN = r"^(thumb|full|w[1-9][0-9]{0,4})$"
 Format = Literal["jpeg", "webp", "avif", "mp4"]
 
 
 class Rendition(BaseModel):
     """One object a client can draw the post from, at the CDN edge."""
 
-    variant: Variant = Field(
+    variant: str = Field(
+        pattern=VARIANT_PATTERN,
         description="thumb: the small feed image or a video's poster; full: the photo or stream; "
-        "wNNN: an uploaded photo's rendition NNN pixels wide (never wider than the original)."
+        "wNNN: an uploaded photo's rendition NNN pixels wide (never wider than the original).",
     )
     format: Format = Field(
         description="An uploaded photo comes in each of jpeg (progressive), webp and avif, "

@@ -1,6 +1,7 @@
 """The OpenAPI document states what the service enforces: bounds on every integer, a schema for
 every response, the API key on every /v1 route, the cursor's 400 (built offline, no Ray)."""
 
+import re
 from typing import Any
 
 from serving.app import api
@@ -73,3 +74,18 @@ def test_an_event_is_one_of_its_kinds():
         "impression", "dwell", "like", "comment", "save"
     }  # fmt: skip
     assert "dwell_s" in schemas["DwellEvent"]["required"]
+
+
+def test_a_rendition_variant_admits_every_width_render_can_name():
+    """An original narrower than every width asked for gets one at its own width (the demo asks
+    for 640 and 320, so a 242-px photo is w242): the
+    document must admit it, or a schema check fails on a real page (a CI run did)."""
+    from media.images import widths_for
+
+    variant = _doc()["components"]["schemas"]["Rendition"]["properties"]["variant"]
+    names = ["thumb", "full"] + [f"w{w}" for w in (*widths_for(4000), *widths_for(242, (640, 320)))]
+    assert "w242" in names
+    for name in names:
+        assert re.fullmatch(variant["pattern"], name), name
+    for bad in ("w0", "w", "large", "w1080px"):
+        assert not re.fullmatch(variant["pattern"], bad), bad
