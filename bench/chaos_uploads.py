@@ -116,13 +116,13 @@ def autogroups(s: Any) -> dict[str, list[str]]:
     from stack import ray_head
 
     out: dict[str, list[str]] = {}
-    for pid in ray_head.replica_pids(f"/tmp/ray-feedcast-{s.ray_port}"):
+    for pid in ray_head.replica_pids(f"/tmp/ray-feedcast-{s.ray_port}", "feedcast"):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             group = Path(f"/proc/{pid}/autogroup").read_text().strip()
         except OSError:
             continue
-        kind = "uploads" if b"UploadWorker" in cmd else "replicas"
+        kind = "uploads" if b"feedcast-uploads:" in cmd else "replicas"
         out.setdefault(kind, []).append(group)
     return out
 

@@ -57,8 +57,8 @@ def group_of(pid: int, comm: str, cmdline: bytes) -> str:
         return "nginx"
     if comm == "haproxy" or cmd.startswith((b"ray::ProxyActor", b"ray::HAProxyManager")):
         return "ingress"
-    if cmd.startswith(b"ray::ServeReplica:feedcast:UploadWorker"):
-        return "uploads"  # the upload tier: idle during the feed benches, counted apart
+    if cmd.startswith(b"ray::ServeReplica:feedcast-uploads:"):
+        return "uploads"  # the upload tier (API and workers): idle in the feed benches
     if cmd.startswith(b"ray::ServeReplica"):
         return "replicas"
     if comm in ("raylet", "gcs_server") or cmd.startswith(b"ray::") or b"/ray/" in cmd:

@@ -1,4 +1,5 @@
-"""Run the feed application on a Ray cluster and wait until it answers."""
+"""Run the service's two applications (the feed, and the upload tier under ``/v1/uploads``)
+on a Ray cluster and wait until they answer."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import ray
 from ray import serve
 
 from core.settings import Settings
-from serving.app import AppArgs, build_app
+from serving.app import build_app
+from serving.http import UPLOADS_PREFIX, AppArgs
+from serving.upload_app import build_upload_app
 from stack import ingress
 
 APP_NAME = "feedcast"
+UPLOAD_APP_NAME = "feedcast-uploads"  # its replicas: ray::ServeReplica:feedcast-uploads:...
 
 
 def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
-    """Deploy (or redeploy) the feed app to the Ray cluster at ``address``; return its URL."""
+    """Deploy (or redeploy) both applications to the Ray cluster at ``address``; return the
+    service's URL."""
     if not ray.is_initialized():
         if address == "local":  # replicas at normal priority, not Ray's default nice 15
             os.environ.setdefault("RAY_worker_niceness", "0")
@@ -38,12 +43,9 @@ def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
             "request_timeout_s": settings.serve_request_timeout_s,
         }
     )
-    serve.run(
-        build_app(AppArgs(settings=settings.model_dump(mode="json"))),
-        name=APP_NAME,
-        route_prefix="/",
-        blocking=False,
-    )
+    args = AppArgs(settings=settings.model_dump(mode="json"))
+    serve.run(build_upload_app(args), name=UPLOAD_APP_NAME, route_prefix=UPLOADS_PREFIX)
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     wait_healthy(settings.serve_url, timeout_s)
     return settings.serve_url
 

@@ -231,8 +231,8 @@ def test_a_job_no_worker_took_is_swept_up(service, settings, world):
 def test_a_worker_killed_mid_job_still_ends_ready_with_one_set(service, settings, world):
     """SIGKILL every upload worker while one holds a job: Ray Serve replaces the worker, the
     job's lease runs out, a sweeper takes it again, and it ends ready with one set of
-    renditions. The upload tier runs nicer than the feed (and under SCHED_IDLE where set), in
-    every thread."""
+    renditions. The upload tier (its API and its workers) runs nicer than the feed (and under
+    SCHED_IDLE where set), in every thread."""
     import os
     import signal
 
@@ -248,11 +248,12 @@ def test_a_worker_killed_mid_job_still_ends_ready_with_one_set(service, settings
         jobs = uploads.Jobs(session, 5.0)
         for attempt in range(5):  # until a kill lands while the job is in a worker's hands
             workers = wait_until(
-                lambda: ray_head.replica_pids(ray_session, "feedcast:UploadWorker"),
+                lambda: ray_head.replica_pids(ray_session, "feedcast-uploads:UploadWorker"),
                 timeout=120,
                 what="an upload worker running",
             )
-            for pid in workers:
+            # The tier's API replicas as well as its workers: every thread of the upload app.
+            for pid in ray_head.replica_pids(ray_session, "feedcast-uploads:"):
                 assert set(startup.nice_of_threads(pid)) == {settings.upload_nice}, pid
                 policy = os.SCHED_IDLE if settings.upload_sched_idle else os.SCHED_OTHER
                 assert set(startup.policy_of_threads(pid)) == {policy}, pid

@@ -80,7 +80,7 @@ def test_policy_called_by_ray_with_its_context() -> None:
     ctx = AutoscalingContext(
         deployment_id=None,
         deployment_name="UploadWorker",
-        app_name="feedcast",
+        app_name="feedcast-uploads",
         current_num_replicas=2,
         target_num_replicas=2,
         running_replicas=[],
