@@ -60,6 +60,8 @@ def chaos_settings(base: Settings) -> Settings:
             "ray_metrics_port": 8095,
             "edge_port": CHAOS_EDGE_PORT,
             "gate_port": CHAOS_GATE_PORT,
+            "prometheus_port": 9290,  # its own, scraping its own Ray head (8095)
+            "alertmanager_port": 9293,
             "serve_haproxy_ports": CHAOS_HAPROXY_PORTS,
             "rate_limit_per_s": 100_000.0,  # one load key: the limiter is not under test here
             "rate_limit_burst": 100_000,
@@ -435,6 +437,7 @@ SCENARIOS = (
     "cassandra_stopped",
     "events_kept",
     "uploads_2x",
+    "upload_cpu_control",
     "cassandra_3_nodes",
     "hostile_input",
 )
@@ -498,6 +501,9 @@ def main(argv: list[str]) -> int:
             "cassandra_stopped": suite.cassandra_stopped,
             "events_kept": suite.events_kept,
             "uploads_2x": lambda: result("uploads_2x_60s", *chaos_uploads.run(suite, summary)),
+            "upload_cpu_control": lambda: result(
+                "upload_cpu_control_60s", *chaos_uploads.run_cpu_control(suite, summary)
+            ),
         }
         for name in only:
             if name in runs:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import shutil
 import statistics
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -102,9 +104,12 @@ class Uploader:
 
 
 def burst(
-    url: str, authors: list[int], rate: float, photos: list[bytes]
+    url: str, authors: list[int], rate: float, folder: str, at: float
 ) -> tuple[list[int], list[int], dict[str, int]]:
-    """One burst, in the calling process: (statuses, accepted post ids, refusals)."""
+    """One burst, in the calling process, of the photos in ``folder`` (read first), from
+    wall-clock time ``at``: (statuses, accepted post ids, refusals)."""
+    photos = [p.read_bytes() for p in sorted(Path(folder).glob("*.jpg"))]
+    time.sleep(max(0.0, at - time.time()))
     up = Uploader(url, authors, rate, photos)
     up.run()
     return up.statuses, up.accepted, dict(up.refusals)
@@ -181,42 +186,146 @@ def _cores(meter: CpuMeter, seconds: float) -> dict[str, float]:
     return out | {"machine": round(meter.total_ms / 1000 / seconds, 3)}
 
 
+def _stages() -> dict[str, dict[float, float]]:
+    import ray
+
+    from serving.metrics import scrape_targets, stage_buckets
+
+    return stage_buckets(scrape_targets(ray.nodes()))
+
+
+def _stage_p99_ms(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    """Each feed stage's p99 between two scrapes (the replicas' own timing: where the time
+    goes, candidates from Cassandra, features from Redis, the models)."""
+    from serving.metrics import bucket_quantile
+
+    return {st: round(bucket_quantile(a.get(st, {}), b[st], 0.99) * 1000, 1) for st in sorted(b)}
+
+
+def _pressure() -> dict[str, float]:
+    """The kernel's stall counters (PSI, microseconds): time some task waited for the CPU, for
+    I/O, for memory, since boot. Two readings' difference over the window's length is the share
+    of that window in which something was stalled."""
+    out = {}
+    for what in ("cpu", "io", "memory"):
+        try:
+            line = Path(f"/proc/pressure/{what}").read_text().splitlines()[0]
+        except OSError:
+            continue
+        out[what] = float(line.rsplit("total=", 1)[1])
+    return out
+
+
+def _stalled(a: dict[str, float], b: dict[str, float], seconds: float) -> dict[str, float]:
+    return {k: round((b[k] - a[k]) / 1e6 / seconds, 3) for k in b if k in a}
+
+
+def _side_by_side(
+    suite: Any, start: Callable[[float], Callable[[], Any]]
+) -> tuple[Any, dict[str, Any]]:
+    """The feed's load at B: 10 s to settle, ``REF_S`` alone, then the disturbance beside it;
+    its result and the feed's figures of both windows (at the generator, at the gate, per
+    stage in the replicas, and the CPU by process group).
+
+    ``start(at)`` is called before the load: it readies the disturbance in processes of its
+    own, to begin by itself at wall-clock ``at``, and returns what waits for its end. Nothing
+    of it runs in this process during the windows: a pickle of its inputs or a child's start
+    here would stall the load generator's loop, and the calls it delayed would arrive
+    together, a queue the gate would count as the service's latency."""
+    s = suite.s
+    at = time.time() + 15 + REF_S  # the load's start, 10 s to settle, then the reference
+    wait = start(at)
+    load = suite.load(events=False)
+    time.sleep(max(0.0, at - REF_S - time.time()))
+    before, during_cpu = CpuMeter(), CpuMeter()
+    scraped = [_stages()]  # Ray exports every few seconds: the windows blur by that much
+    t0, w0 = time.monotonic(), time.time()
+    psi = [_pressure()]
+    before.start()
+    time.sleep(max(0.0, at - time.time()))  # the disturbance begins by itself at ``at``
+    before.stop()
+    t1, w1 = time.monotonic(), time.time()
+    psi.append(_pressure())
+    scraped.append(_stages())
+    during_cpu.start()
+    out = wait()
+    during_cpu.stop()
+    t2, w2 = time.monotonic(), time.time()
+    psi.append(_pressure())
+    load.stop()
+    scraped.append(_stages())
+    ref, during = load.window(t0, t1), load.window(t1, t2)
+    p99_ref, p99_during = percentile_ms(ref, 99), percentile_ms(during, 99)
+    gate_ref, n_ref = gate_p99_ms(s, w0, w1)
+    gate_during, n_during = gate_p99_ms(s, w1, w2)
+    return out, {
+        "during": during,
+        "feed_p99_before_ms": p99_ref,
+        "feed_p99_during_ms": p99_during,
+        "feed_p99_ratio": p99_during / p99_ref if p99_ref else float("nan"),
+        # The same at the gate (the service's latency, not the load generator's delays).
+        "gate_feed_p99_before_ms": gate_ref,
+        "gate_feed_p99_during_ms": gate_during,
+        "gate_feed_answered": [n_ref, n_during],
+        "gate_feed_p99_ratio": gate_during / gate_ref if gate_ref else float("nan"),
+        # Where the CPU went (cores, by process group), before and during.
+        "cores_before": _cores(before, t1 - t0),
+        "cores_during": _cores(during_cpu, t2 - t1),
+        # How late the feed's load generator sent its calls (its own event loop's delay).
+        "client_lag_p99_ms_before": _lag_p99(ref),
+        "client_lag_p99_ms_during": _lag_p99(during),
+        # Share of each window in which some task was stalled on the CPU, I/O or memory.
+        "stalled_before": _stalled(psi[0], psi[1], t1 - t0),
+        "stalled_during": _stalled(psi[1], psi[2], t2 - t1),
+        "stage_p99_ms_before": _stage_p99_ms(scraped[0], scraped[1]),
+        "stage_p99_ms_during": _stage_p99_ms(scraped[1], scraped[2]),
+    }
+
+
+def _gate_check(fig: dict[str, Any]) -> bool:
+    ratio = fig["gate_feed_p99_ratio"]
+    return bool(np.isfinite(ratio)) and ratio <= 1.5
+
+
 def run(
     suite: Any, summary: Callable[[list[Any]], dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, bool]]:
     """The scenario's figures and checks (``bench.chaos`` makes them its result)."""
+    from serving import startup
+
     s = suite.s
     per_job = job_seconds(suite.url, list(suite.users))
     capacity = s.upload_max_replicas / per_job
     rate = 2 * capacity
     n = int(rate * BURST_S)
-    photos = [samples.photo_for(9_000_000 + k + int(time.time()) * 1000) for k in range(n)]
-    load = suite.load(events=False)
-    time.sleep(10)
-    before, during_cpu = CpuMeter(), CpuMeter()
-    t0, w0 = time.monotonic(), time.time()
-    before.start()
-    time.sleep(REF_S)
-    before.stop()
-    t1, w1 = time.monotonic(), time.time()
-    during_cpu.start()
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        statuses, accepted, refusals = pool.submit(
-            burst, suite.url, list(suite.users), rate, photos
-        ).result()
-    during_cpu.stop()
-    t2, w2 = time.monotonic(), time.time()
-    load.stop()
-    ref, during = load.window(t0, t1), load.window(t1, t2)
+    folder = Path(tempfile.mkdtemp(prefix="feedcast-burst-"))
+    for k in range(n):
+        photo = samples.photo_for(9_000_000 + k + int(time.time()) * 1000)
+        (folder / f"{k:05d}.jpg").write_bytes(photo)
+    # The clients are other machines: their process is a scheduling group of its own, not one
+    # with the feed's load generator (a child of this process would share its session).
+    pool = ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=startup.own_session,
+        initargs=(0, False, "upload-client"),
+    )
+
+    def start(at: float) -> Callable[[], tuple[list[int], list[int], dict[str, int]]]:
+        done = pool.submit(burst, suite.url, list(suite.users), rate, str(folder), at)
+        return done.result
+
+    try:
+        (statuses, accepted, refusals), feed = _side_by_side(suite, start)
+    finally:
+        pool.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
     groups = autogroups(s)
     drained = wait_ready(suite.url, accepted, timeout_s=900)
-    p99_ref, p99_during = percentile_ms(ref, 99), percentile_ms(during, 99)
-    gate_ref, n_ref = gate_p99_ms(s, w0, w1)
-    gate_during, n_during = gate_p99_ms(s, w1, w2)
     codes: dict[str, int] = {}
     for c in statuses:
         codes[str(c)] = codes.get(str(c), 0) + 1
-    fig = summary(during) | {
+    fig = summary(feed.pop("during")) | {
         "upload_job_s": per_job,
         "tier_capacity_per_s": capacity,
         "uploads_offered_per_s": rate,
@@ -228,25 +337,52 @@ def run(
         "uploads_failed": drained["failed"],
         "uploads_lost": drained["still_processing"],
         "drain_s": drained["drain_s"],
-        "feed_p99_before_ms": p99_ref,
-        "feed_p99_during_ms": p99_during,
-        "feed_p99_ratio": p99_during / p99_ref if p99_ref else float("nan"),
-        # The same at the gate (the service's latency, not the load generator's delays).
-        "gate_feed_p99_before_ms": gate_ref,
-        "gate_feed_p99_during_ms": gate_during,
-        "gate_feed_answered": [n_ref, n_during],
-        "gate_feed_p99_ratio": gate_during / gate_ref if gate_ref else float("nan"),
-        # Where the CPU went (cores, by process group), before and during the burst.
-        "cores_before": _cores(before, t1 - t0),
-        "cores_during": _cores(during_cpu, t2 - t1),
-        # How late the feed's load generator sent its calls (its own event loop's delay).
-        "client_lag_p99_ms_before": _lag_p99(ref),
-        "client_lag_p99_ms_during": _lag_p99(during),
+        **feed,
         "autogroups": groups,
     }
     return fig, {
         "uploads accepted": len(accepted) > 0,
         "none lost (every 202 ready)": drained["ready"] == len(accepted),
-        "feed p99 ≤ 1.5× before (at the gate)": bool(np.isfinite(fig["gate_feed_p99_ratio"]))
-        and fig["gate_feed_p99_ratio"] <= 1.5,
+        "feed p99 ≤ 1.5× before (at the gate)": _gate_check(fig),
     }
+
+
+def _spin(at: float, seconds: float) -> int:
+    """Busy CPU for ``seconds`` from wall-clock ``at``: a render's CPU with no render."""
+    time.sleep(max(0.0, at - time.time()))
+    end, n = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+def run_cpu_control(
+    suite: Any, summary: Callable[[list[Any]], dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, bool]]:
+    """The control of ``uploads_2x``: for 60 s beside the feed, as many processes as the tier has
+    workers spin the CPU in the render processes' own scheduling group and nice
+    (``startup.own_session``), and do nothing else: no upload, no Cassandra write, no client.
+    What the feed's p99 does here is what CPU work at that priority costs it on these cores,
+    whatever the tier does."""
+    from serving import startup, uploads
+
+    s = suite.s
+    n = s.upload_max_replicas
+
+    pool = ProcessPoolExecutor(
+        n,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=startup.own_session,
+        initargs=(s.upload_nice, s.upload_sched_idle, uploads.RENDER_NAME),  # as "uploads"
+    )
+
+    def start(at: float) -> Callable[[], list[int]]:
+        spins = [pool.submit(_spin, at, BURST_S) for _ in range(n)]
+        return lambda: [f.result() for f in spins]
+
+    try:
+        _, feed = _side_by_side(suite, start)
+    finally:
+        pool.shutdown()
+    fig = summary(feed.pop("during")) | {"spinners": n, "spinner_nice": s.upload_nice, **feed}
+    return fig, {"feed p99 ≤ 1.5× before (at the gate)": _gate_check(fig)}

@@ -57,7 +57,7 @@ def group_of(pid: int, comm: str, cmdline: bytes) -> str:
         return "nginx"
     if comm == "haproxy" or cmd.startswith((b"ray::ProxyActor", b"ray::HAProxyManager")):
         return "ingress"
-    if cmd.startswith(b"ray::ServeReplica:feedcast-uploads:"):
+    if cmd.startswith(b"ray::ServeReplica:feedcast-uploads:") or comm == "feedcast-render":
         return "uploads"  # the upload tier (API and workers): idle in the feed benches
     if cmd.startswith(b"ray::ServeReplica"):
         return "replicas"

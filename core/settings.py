@@ -274,6 +274,23 @@ class Settings(BaseSettings):
         64 * 1024, ge=1, description="Largest request body accepted; larger gets HTTP 413."
     )
 
+    # Monitoring: Prometheus and Alertmanager (Debian's), started by `feedcast stack up`
+    prometheus_port: int = Field(9190, description="Port of the local Prometheus (127.0.0.1).")
+    alertmanager_port: int = Field(
+        9193, description="Port of the local Alertmanager (127.0.0.1); its clustering is off."
+    )
+    monitoring_scrape_s: float = Field(
+        5.0,
+        ge=1,
+        le=300,
+        description="Prometheus scrapes every target and evaluates the alert rules this often.",
+    )
+    monitoring_retention: str = Field(
+        "2d",
+        pattern=r"^[0-9]+(ms|s|m|h|d|w|y)$",
+        description="How long Prometheus keeps its series (a Prometheus duration, e.g. 2d).",
+    )
+
     # Prefetch: the media origin, the CDN edge in front of it, and the cache warmers
     origin_port: int = Field(8089, description="Port of the local media origin (127.0.0.1).")
     edge_port: int = Field(8088, description="Port of the local nginx CDN edge (127.0.0.1).")
@@ -359,11 +376,13 @@ class Settings(BaseSettings):
     upload_min_replicas: int = Field(1, ge=0, description="Upload workers at least.")
     upload_max_replicas: int = Field(2, ge=1, description="Upload workers at most.")
     upload_nice: int = Field(
-        10,
+        19,
         ge=0,
         le=19,
-        description="Upload workers run this much nicer than the feed: on shared cores the "
-        "feed's requests go first.",
+        description="The upload tier runs this much nicer than the feed, and renders in a "
+        "scheduling group of its own at this nice: on shared cores the feed's requests go "
+        "first (at 10, CPU work there still cost the feed's p99 up to 3.6x; at 19, nothing: "
+        "docs/RELIABILITY.md).",
     )
     blob_capacity_bytes: float | None = Field(
         None,

@@ -57,6 +57,9 @@ class MediaError(ValueError):
         super().__init__(f"{code}: {detail}")
         self.code, self.detail = code, detail
 
+    def __reduce__(self) -> tuple[type[MediaError], tuple[str, str]]:  # across processes
+        return MediaError, (self.code, self.detail)
+
 
 @dataclass(frozen=True)
 class Probe:

@@ -16,6 +16,7 @@ from rich.table import Table
 from core.settings import DEV_API_KEY, Settings
 from pipelines.cli_common import console, fail, require_mlflow, settings
 from pipelines.forecast_cli import capacity_app, forecast_app
+from pipelines.ops_cli import ops_app
 from pipelines.pipeline_cli import pipeline_app
 from pipelines.prefetch_cli import prefetch_app
 from pipelines.render import feed_table, metrics_table
@@ -32,7 +33,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stack_app = typer.Typer(
-    help="The local stack: Cassandra, Redis, MLflow (and the Ray head).", no_args_is_help=True
+    help="The local stack: Cassandra, Redis, MLflow, the media origin and edge, Prometheus and "
+    "Alertmanager (and the Ray head).",
+    no_args_is_help=True,
 )
 world_app = typer.Typer(
     help="The synthetic world: users, follows, posts, sessions.", no_args_is_help=True
@@ -50,6 +53,7 @@ app.add_typer(prefetch_app, name="prefetch")
 app.add_typer(forecast_app, name="forecast")
 app.add_typer(capacity_app, name="capacity")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(ops_app, name="ops")
 
 
 @app.callback()

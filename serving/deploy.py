@@ -33,6 +33,8 @@ def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
             namespace="feedcast",
             log_to_driver=False,
             include_dashboard=False if address == "local" else None,
+            # A local instance exports its metrics where the stack's Prometheus scrapes them.
+            _metrics_export_port=settings.ray_metrics_port if address == "local" else None,
             # A local instance binds to loopback only (a cluster address brings its own).
             _node_ip_address="127.0.0.1" if address == "local" else None,
         )

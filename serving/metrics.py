@@ -199,6 +199,43 @@ def prefetch_counters(targets: list[str], timeout_s: float = 5.0) -> dict[str, f
     return out
 
 
+def stage_buckets(targets: list[str], timeout_s: float = 5.0) -> dict[str, dict[float, float]]:
+    """Each stage's latency histogram, summed over every replica at ``targets``: stage ->
+    {upper bound in seconds (inf included): requests at or under it}, cumulative, as scraped.
+    Two scrapes' difference is that window's histogram (:func:`bucket_quantile`)."""
+    out: dict[str, dict[float, float]] = {}
+    for target in targets:
+        text = httpx.get(f"http://{target}/metrics", timeout=timeout_s).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name != "ray_feedcast_stage_seconds_bucket":
+                    continue
+                stage, le = sample.labels.get("stage", ""), float(sample.labels["le"])
+                per = out.setdefault(stage, {})
+                per[le] = per.get(le, 0.0) + sample.value
+    return out
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The ``q`` quantile (seconds) of what was recorded between two scrapes of one cumulative
+    histogram, interpolated within its bucket as Prometheus' ``histogram_quantile`` does; NaN
+    when nothing was recorded. A quantile in the last (+Inf) bucket is its lower bound."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
+    return lower
+
+
 # --- logs ---------------------------------------------------------------------------------
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("feedcast_request_id", default=None)

@@ -114,3 +114,39 @@ def _stat_of_threads(pid: int, field: int) -> list[int]:
             # past the command's closing parenthesis the fields start at field 3
             out.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[field - 3]))
     return out
+
+
+def own_session(nice: int, idle: bool = False, name: str | None = None) -> str:
+    """Make the calling process a scheduling group of its own, ``nice`` below the rest: a new
+    session (the kernel's autogroup follows the session) whose autogroup nice is ``nice``, and
+    the process itself at ``nice`` (and ``SCHED_IDLE`` with ``idle``). For a process pool's
+    initializer: a pool's process is never a group leader, so ``setsid`` succeeds there.
+
+    Why the group matters: with ``sched_autogroup_enabled`` the kernel first shares the CPU
+    between sessions, then within each. A Ray node's workers all share the raylet's session,
+    so the upload tier's threads, however nice (even ``SCHED_IDLE``), spend the same group's
+    share as the feed's replicas: a busy tier then puts the feed behind every other session,
+    Cassandra's included (measured: docs/RELIABILITY.md). Returns the autogroup line read
+    back (``/autogroup-N nice M``). ``name``: the process's name in ``ps`` and ``top``
+    (``/proc/self/comm``, 15 bytes at most)."""
+    if name:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/comm").write_text(name[:15])
+    with contextlib.suppress(OSError):
+        os.setsid()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(str(nice))  # raising it needs no privilege
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
+    if idle:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    return autogroup()
+
+
+def autogroup() -> str:
+    """This process's autogroup line, ``/autogroup-N nice M`` (``no autogroup`` without)."""
+    try:
+        return Path("/proc/self/autogroup").read_text().strip()
+    except OSError:
+        return "no autogroup"

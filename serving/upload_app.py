@@ -290,13 +290,25 @@ class UploadWorker:
         redis = cache.client(s)
         timelines = TimelineCache(s, redis, Breaker(1.0))
         stmts, blobs = Statements(session, s), BlobStore(s.blob_store_url)
+        # Renders in a scheduling group of its own: nice threads here would still spend the
+        # share of the Ray session the feed's replicas are in (serving/startup.own_session).
+        self.renderer = uploads.RenderProcess(s.upload_nice, s.upload_sched_idle)
         self.processor = uploads.Processor(
-            s, session, stmts, blobs, timelines_written=timelines.drop
-        )
+            s, session, stmts, blobs, timelines_written=timelines.drop,
+            render_in=self.renderer.render,
+        )  # fmt: skip
         self.takedowns = takedown.Takedowns(s, session, stmts, blobs)
         self.storage = storage.StorageGauge(s, blobs)
         threading.Thread(target=self._sweep, name="upload-sweeper", daemon=True).start()
+        threading.Thread(target=self._start_renderer, name="renderer-start", daemon=True).start()
         log.info("upload worker ready (nice %d%s)", target, ", SCHED_IDLE" * s.upload_sched_idle)
+
+    def _start_renderer(self) -> None:
+        """Start the render process now, not on the first job (a fresh Python's imports)."""
+        try:
+            log.info("render process in %s", self.renderer.group())
+        except Exception:
+            log.exception("render process did not start (the first job will retry)")
 
     def _sweep(self) -> None:
         while True:

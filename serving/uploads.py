@@ -16,8 +16,12 @@ job done twice is one post with one set of renditions. A photo that does not dec
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,7 +33,7 @@ from media import images
 from media.blobs import BlobStore
 from media.images import MediaError
 from media.renditions import RenditionStore, Stored
-from serving import ingest
+from serving import ingest, startup
 
 log = logging.getLogger("feedcast.serving.uploads")
 
@@ -145,6 +149,61 @@ class Jobs:
         return out
 
 
+RENDER_NAME = "feedcast-render"  # the render process's name (ps, top, /proc/PID/comm)
+Rendered = tuple[list[images.Rendition], str]  # the renditions and the placeholder
+
+
+def render(engine: str, data: bytes, floor: float) -> Rendered:
+    """``images.render`` by engine name (picklable: what a render process is handed)."""
+    return images.render(images.engine(engine), data, floor=floor)
+
+
+class RenderProcess:
+    """Renders in a process of its own that is a scheduling group of its own at ``nice``
+    (``startup.own_session``): a busy upload tier then takes only CPU the feed leaves, where
+    the worker's own threads, in the Ray session the feed's replicas share, could not. One
+    render at a time; a process that dies (OOM, a signal) is replaced on the next job, and the
+    job it held is retried by the sweeper like any other failure."""
+
+    def __init__(self, nice: int, idle: bool = False) -> None:
+        self._args = (nice, idle, RENDER_NAME)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    1,
+                    # Not fork: a Ray worker has many threads, and a fork copies their locks.
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=startup.own_session,
+                    initargs=self._args,
+                )
+            return self._pool
+
+    def render(self, engine: str, data: bytes, floor: float) -> Rendered:
+        pool = self._executor()
+        try:
+            return pool.submit(render, engine, data, floor).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def group(self) -> str:
+        """The render process's autogroup line (``/autogroup-N nice M``), for checks."""
+        return self._executor().submit(startup.autogroup).result()
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Processor:
     """What a worker of the upload deployment does with a job."""
 
@@ -156,6 +215,7 @@ class Processor:
         blobs: BlobStore,
         *,
         timelines_written: Callable[[list[int]], None] | None = None,
+        render_in: Callable[[str, bytes, float], Rendered] | None = None,
     ) -> None:
         self.s, self.session, self.stmts, self.blobs = settings, session, stmts, blobs
         timeout = settings.cassandra_request_timeout_s
@@ -163,6 +223,7 @@ class Processor:
         self.renditions = RenditionStore(session, blobs, timeout)
         self.engine = images.engine(settings.media_engine)
         self.timelines_written = timelines_written
+        self.render_in = render_in or render  # e.g. RenderProcess.render; default: here
 
     def run(self, post_id: int, *, first: bool = False) -> str:
         """Process the job if it is due: its lease ran out, or (``first``) nobody has tried it
@@ -186,8 +247,8 @@ class Processor:
     def _process(self, job: Job) -> str:
         try:
             original = self.blobs.get(job.original)
-            rendered, placeholder = images.render(
-                self.engine, original, floor=self.s.media_ssim_floor
+            rendered, placeholder = self.render_in(
+                self.s.media_engine, original, self.s.media_ssim_floor
             )
         except MediaError as exc:  # the photo itself: no retry will change it
             self.jobs.finish(job.post_id, "failed", f"{exc.code}: {exc.detail}", None)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.settings import Settings
-from stack import cassandra, mlflow_server, nginx, origin, proc, ray_head, redis
+from stack import cassandra, mlflow_server, monitoring, nginx, origin, proc, ray_head, redis
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,14 @@ COMPONENTS = (
     Component("origin", origin.up, origin.down, origin.answers, origin.name),
     # The CDN edge in front of the origin.
     Component("edge", nginx.up, nginx.down, nginx.answers, nginx.name),
+    # Prometheus (scraping Ray's metrics port, evaluating monitoring/rules.yml) and Alertmanager.
+    Component(
+        "monitoring",
+        monitoring.up,
+        monitoring.down,
+        monitoring.answers,
+        monitoring.prometheus_name,
+    ),
 )
 
 

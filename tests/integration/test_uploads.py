@@ -228,6 +228,23 @@ def test_a_job_no_worker_took_is_swept_up(service, settings, world):
         cluster.shutdown()
 
 
+RENDER_NAME = uploads.RENDER_NAME
+
+
+def _render_processes(parent: int) -> list[int]:
+    """The render processes an upload worker started (``serving.uploads.RenderProcess``)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or (proc / "comm").read_text().strip() != RENDER_NAME:
+                continue
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                out.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def test_a_worker_killed_mid_job_still_ends_ready_with_one_set(service, settings, world):
     """SIGKILL every upload worker while one holds a job: Ray Serve replaces the worker, the
     job's lease runs out, a sweeper takes it again, and it ends ready with one set of
@@ -257,6 +274,15 @@ def test_a_worker_killed_mid_job_still_ends_ready_with_one_set(service, settings
                 assert set(startup.nice_of_threads(pid)) == {settings.upload_nice}, pid
                 policy = os.SCHED_IDLE if settings.upload_sched_idle else os.SCHED_OTHER
                 assert set(startup.policy_of_threads(pid)) == {policy}, pid
+            if attempt == 0 and Path("/proc/self/autogroup").exists():
+                for pid in workers:  # each renders in a nicer scheduling group of its own
+                    kids = wait_until(
+                        lambda pid=pid: _render_processes(pid), timeout=60, what="a renderer"
+                    )
+                    mine = Path(f"/proc/{pid}/autogroup").read_text().strip()
+                    for kid in kids:
+                        group = Path(f"/proc/{kid}/autogroup").read_text().strip()
+                        assert group != mine and group.endswith(f" nice {settings.upload_nice}")
             data = samples.crop(samples.photos()[attempt % 3], 1.0, 1.0 - 0.07 * attempt)
             r = _post(service, data, author)
             assert r.status_code == 202, r.text

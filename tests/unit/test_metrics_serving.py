@@ -113,3 +113,17 @@ def test_json_logging_adds_its_handler_once_and_stops_propagation():
     json_logging(name)
     assert sum(isinstance(h.formatter, JsonFormatter) for h in log.handlers) == 1
     assert log.propagate is False
+
+
+def test_a_bucket_quantile_is_that_of_the_window_between_two_scrapes():
+    from serving.metrics import bucket_quantile
+
+    inf = float("inf")
+    before = {0.01: 100.0, 0.1: 100.0, 1.0: 100.0, inf: 100.0}  # 100 fast requests earlier
+    after = {0.01: 100.0, 0.1: 150.0, 1.0: 200.0, inf: 200.0}  # then 50 to 0.1 s, 50 to 1 s
+    assert bucket_quantile(before, after, 0.5) == pytest.approx(0.1)
+    assert bucket_quantile(before, after, 0.99) == pytest.approx(0.1 + 0.9 * 49 / 50)
+    assert bucket_quantile({}, after, 0.25) == pytest.approx(0.005)  # half-way into the first
+    assert bucket_quantile(after, after, 0.99) != bucket_quantile(after, after, 0.99)  # NaN: empty
+    slow = {0.01: 0.0, inf: 10.0}
+    assert bucket_quantile({}, slow, 0.99) == 0.01  # past the last bound: its lower bound

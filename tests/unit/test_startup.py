@@ -57,3 +57,23 @@ def test_zero_or_unset_leaves_priority_alone():
 
 def test_restore_without_a_lowered_start_changes_nothing():
     assert startup.restore_priority() == 0
+
+
+def test_own_session_puts_a_pool_process_in_a_nicer_scheduling_group_of_its_own():
+    """The upload tier renders in such a process: its own autogroup (a new session) at the
+    given nice, where the caller's autogroup is left as it was."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    mine = startup.autogroup()
+    ctx = multiprocessing.get_context("spawn")
+    own = {"initializer": startup.own_session, "initargs": (7,)}
+    with ProcessPoolExecutor(1, mp_context=ctx, **own) as p:
+        theirs = p.submit(startup.autogroup).result()
+        nice = p.submit(os.getpriority, os.PRIO_PROCESS, 0).result()
+    assert startup.autogroup() == mine  # the caller's group is untouched
+    if mine == "no autogroup":  # a kernel without autogroups: the nice value still holds
+        assert nice >= 7
+        return
+    assert theirs != mine and theirs.endswith("nice 7")
+    assert nice == max(7, os.getpriority(os.PRIO_PROCESS, 0))

@@ -1,0 +1,103 @@
+"""``feedcast ops ...``: what the monitoring sees (Prometheus and Alertmanager of the stack)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from pipelines.cli_common import console, fail, settings
+from stack import monitoring
+
+ops_app = typer.Typer(
+    help="Operations: SLO burn, firing alerts and scrape targets, from the stack's Prometheus "
+    "and Alertmanager (started by `feedcast stack up`).",
+    no_args_is_help=True,
+)
+
+BUDGET = 0.001  # the SLOs' error budget (monitoring/rules.yml): 99.9%
+
+# name -> (PromQL, what it is)
+FIGURES = {
+    "requests_per_s": (
+        "sum(rate(ray_feedcast_requests_total[5m]))",
+        "/v1 answers per second, 5 min",
+    ),
+    "errors_5m": ("feedcast:errors:ratio_rate5m", "5xx share of answers, 5 min"),
+    "errors_1h": ("feedcast:errors:ratio_rate1h", "5xx share of answers, 1 h"),
+    "slow_5m": ("feedcast:slow:ratio_rate5m", "feed pages over 250 ms, 5 min"),
+    "slow_1h": ("feedcast:slow:ratio_rate1h", "feed pages over 250 ms, 1 h"),
+    "degraded_1m": (
+        "sum(feedcast:degraded:ratio_rate1m)",
+        "requests on a degraded path, 1 min (all steps)",
+    ),
+}
+
+
+def status_of(s: Any) -> dict[str, Any]:
+    """Everything ``ops status`` shows, as data: figures (None: no series yet), the SLOs' burn
+    rates (1.0 spends the budget exactly in the SLO's 30 days), alerts and targets."""
+    figures = {k: monitoring.scalar(s, q) for k, (q, _) in FIGURES.items()}
+    burn: dict[str, float | None] = {}
+    for k in ("errors_5m", "errors_1h", "slow_5m", "slow_1h"):
+        value = figures[k]
+        burn[k] = None if value is None else value / BUDGET
+    held = [
+        {
+            "alert": a["labels"].get("alertname"),
+            "severity": a["labels"].get("severity"),
+            "state": a.get("status", {}).get("state"),
+            "since": a.get("startsAt"),
+            "summary": a.get("annotations", {}).get("summary"),
+        }
+        for a in monitoring.alerts(s)
+    ]
+    return {
+        "prometheus": monitoring.prometheus_url(s),
+        "figures": figures,
+        "burn_rate": burn,
+        "alerts": held,
+        "targets": monitoring.targets(s),
+    }
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+@ops_app.command("status")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """SLO burn, firing alerts and scrape targets, now."""
+    s = settings()
+    try:
+        out = status_of(s)
+    except httpx.HTTPError as exc:
+        fail(
+            f"monitoring unreachable at {monitoring.prometheus_url(s)} "
+            f"({type(exc).__name__}): is the stack up? (feedcast stack up)"
+        )
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    table = Table("figure", "now", "burn rate", title=f"SLOs (Prometheus {out['prometheus']})")
+    for key, (_, what) in FIGURES.items():
+        value = out["figures"][key]
+        if key == "requests_per_s":
+            table.add_row(what, "-" if value is None else f"{value:.1f}", "")
+            continue
+        burn = out["burn_rate"].get(key)
+        table.add_row(what, _pct(value), "" if burn is None else f"{burn:.1f}x")
+    console.print(table)
+    alerts = Table("alert", "severity", "state", "since", "summary", title="Alerts")
+    for a in out["alerts"]:
+        alerts.add_row(a["alert"], a["severity"], a["state"], a["since"], a["summary"])
+    console.print(alerts if out["alerts"] else "[green]no alert firing[/green]")
+    targets = Table("scrape target", "up", title="Targets")
+    for name, up in sorted(out["targets"].items()):
+        targets.add_row(name, "yes" if up else "[red]no[/red]")
+    console.print(targets)
