@@ -471,7 +471,7 @@ def write(results: list[dict]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from stack import nginx, ray_head, redis
+    from stack import monitoring, nginx, ray_head, redis
 
     # Ray reads its token settings when first imported: export the stack's before anything
     # imports it, as the feedcast CLI does.
@@ -530,6 +530,7 @@ def main(argv: list[str]) -> int:
         ray_head.down(s)
         redis.down(s)
         nginx.down(s)
+        monitoring.down(s)
     if "cassandra_3_nodes" in only:
         from bench import chaos_cluster
 

@@ -22,6 +22,8 @@ import contextlib
 import logging
 import os
 import resource
+import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("feedcast.serving.startup")
@@ -142,6 +144,27 @@ def own_session(nice: int, idle: bool = False, name: str | None = None) -> str:
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     return autogroup()
+
+
+def exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """End this process when ``parent`` is gone (checked every ``every_s`` by a daemon thread).
+    For a process in a session of its own: a signal to its parent's process group (``ray
+    stop``, a killed worker) does not reach it, and a pool's process holds both ends of its task
+    pipe, so it would wait for tasks forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def own_group_of(parent: int, nice: int, idle: bool = False, name: str | None = None) -> str:
+    """:func:`own_session` for a pool's process that ends with ``parent`` (its creator's pid):
+    the initializer of the upload tier's render process."""
+    exit_with_parent(parent)
+    return own_session(nice, idle, name)
 
 
 def autogroup() -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -177,8 +178,8 @@ class RenderProcess:
                     1,
                     # Not fork: a Ray worker has many threads, and a fork copies their locks.
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=startup.own_session,
-                    initargs=self._args,
+                    initializer=startup.own_group_of,
+                    initargs=(os.getpid(), *self._args),
                 )
             return self._pool
 

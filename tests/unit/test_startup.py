@@ -77,3 +77,36 @@ def test_own_session_puts_a_pool_process_in_a_nicer_scheduling_group_of_its_own(
         return
     assert theirs != mine and theirs.endswith("nice 7")
     assert nice == max(7, os.getpriority(os.PRIO_PROCESS, 0))
+
+
+def test_a_process_in_its_own_group_ends_when_its_parent_is_killed():
+    """Its own session puts it out of reach of a signal to its parent's group (``ray stop``, a
+    killed worker): it must notice the parent is gone and end by itself."""
+    import signal
+    import time
+
+    script = textwrap.dedent(
+        """
+        import multiprocessing, os, sys, time
+        from concurrent.futures import ProcessPoolExecutor
+        from serving import startup
+        if __name__ == "__main__":
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=startup.own_group_of,
+                                       initargs=(os.getpid(), 5, False, "test-render"))
+            print(pool.submit(os.getpid).result(), flush=True)
+            time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        assert os.getsid(child) != os.getsid(parent.pid)  # out of its parent's session
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
+            time.sleep(0.2)
+        assert not os.path.exists(f"/proc/{child}"), "the child outlived its parent"
+    finally:
+        parent.kill()
