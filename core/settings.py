@@ -291,6 +291,21 @@ class Settings(BaseSettings):
         description="How long Prometheus keeps its series (a Prometheus duration, e.g. 2d).",
     )
 
+    responder_port: int = Field(
+        9194, description="Port of the alert responder, Alertmanager's webhook (127.0.0.1)."
+    )
+    responder_enabled: bool = Field(
+        True, description="The responder acts on alerts; off, it records each decision as off."
+    )
+    responder_dry_run: bool = Field(
+        False, description="The responder records what it would do and does nothing."
+    )
+    responder_min_interval_s: float = Field(
+        300.0,
+        ge=1,
+        description="The responder takes one action for one alert at most this often.",
+    )
+
     # Prefetch: the media origin, the CDN edge in front of it, and the cache warmers
     origin_port: int = Field(8089, description="Port of the local media origin (127.0.0.1).")
     edge_port: int = Field(8088, description="Port of the local nginx CDN edge (127.0.0.1).")

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
+import redis
 import typer
 from rich.table import Table
 
+from core import cache
+from pipelines import responder
 from pipelines.cli_common import console, fail, settings
 from stack import monitoring
 
 ops_app = typer.Typer(
-    help="Operations: SLO burn, firing alerts and scrape targets, from the stack's Prometheus "
-    "and Alertmanager (started by `feedcast stack up`).",
+    help="Operations: SLO burn, firing alerts, the responder's last actions and scrape "
+    "targets, from the stack's Prometheus, Alertmanager and Redis (`feedcast stack up`).",
     no_args_is_help=True,
 )
 
@@ -55,11 +59,16 @@ def status_of(s: Any) -> dict[str, Any]:
         }
         for a in monitoring.alerts(s)
     ]
+    try:
+        actions: list[dict[str, Any]] | None = responder.recent_actions(s, cache.client(s))
+    except redis.RedisError:
+        actions = None  # shown as unknown, not as none
     return {
         "prometheus": monitoring.prometheus_url(s),
         "figures": figures,
         "burn_rate": burn,
         "alerts": held,
+        "actions": actions,
         "targets": monitoring.targets(s),
     }
 
@@ -72,7 +81,7 @@ def _pct(v: float | None) -> str:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
-    """SLO burn, firing alerts and scrape targets, now."""
+    """SLO burn, firing alerts, the responder's last actions and scrape targets, now."""
     s = settings()
     try:
         out = status_of(s)
@@ -97,6 +106,16 @@ def status(
     for a in out["alerts"]:
         alerts.add_row(a["alert"], a["severity"], a["state"], a["since"], a["summary"])
     console.print(alerts if out["alerts"] else "[green]no alert firing[/green]")
+    if out["actions"] is None:
+        console.print("[yellow]last actions unknown: Redis unreachable[/yellow]")
+    elif out["actions"]:
+        done = Table("at", "action", "alert", "outcome", title="Last actions (alert responder)")
+        for a in out["actions"]:
+            at = datetime.fromtimestamp(a["at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+            done.add_row(at, a["action"], a["alert"], a["outcome"])
+        console.print(done)
+    else:
+        console.print("no action taken")
     targets = Table("scrape target", "up", title="Targets")
     for name, up in sorted(out["targets"].items()):
         targets.add_row(name, "yes" if up else "[red]no[/red]")

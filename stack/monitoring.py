@@ -1,8 +1,10 @@
 """Prometheus and Alertmanager from Debian, started by ``feedcast stack up`` beside the rest.
 
-Both listen on 127.0.0.1 only (Alertmanager's clustering port is off). Prometheus scrapes the
-Ray head's metrics port (every replica's series: serving/metrics.py), itself and Alertmanager,
-evaluates ``monitoring/rules.yml`` and sends what fires to Alertmanager. Their configuration is
+Both listen on 127.0.0.1 only (Alertmanager's clustering port is off), and so does the alert
+responder (``pipelines/responder.py``), Alertmanager's webhook, with a bearer token made here.
+Prometheus scrapes the Ray head's metrics port (every replica's series: serving/metrics.py),
+itself, Alertmanager and the responder, evaluates ``monitoring/rules.yml`` and sends what fires
+to Alertmanager. Their configuration is
 written under the stack folder from the settings (scrape interval, retention, ports) each time
 they start; ``promtool check config`` checks it in ``make test``.
 
@@ -12,7 +14,10 @@ file of ``serving.metrics.scrape_targets(ray.nodes())``.
 
 from __future__ import annotations
 
+import math
+import secrets
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ import yaml
 from core.settings import REPO_ROOT, Settings
 from stack import proc
 
-PROMETHEUS, ALERTMANAGER = "prometheus", "alertmanager"
+PROMETHEUS, ALERTMANAGER, RESPONDER = "prometheus", "alertmanager", "responder"
 RULES = REPO_ROOT / "monitoring" / "rules.yml"
 RULES_TEST = REPO_ROOT / "monitoring" / "rules_test.yml"
 
@@ -39,6 +44,25 @@ def prometheus_name(settings: Settings) -> str:
 def alertmanager_name(settings: Settings) -> str:
     port = settings.alertmanager_port
     return ALERTMANAGER if port == 9193 else f"{ALERTMANAGER}-{port}"
+
+
+def responder_name(settings: Settings) -> str:
+    port = settings.responder_port
+    return RESPONDER if port == 9194 else f"{RESPONDER}-{port}"
+
+
+def responder_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.responder_port}"
+
+
+def token_file(settings: Settings) -> Path:
+    """The responder's bearer token, which Alertmanager sends (made once, mode 0600)."""
+    path = settings.stack_dir / "monitoring" / f"{responder_name(settings)}.token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(24))
+    return path
 
 
 def prometheus_url(settings: Settings) -> str:
@@ -92,22 +116,31 @@ def prometheus_config(settings: Settings) -> dict[str, Any]:
             job("ray", settings.ray_metrics_port),  # every replica's feedcast_* series
             job("prometheus", settings.prometheus_port),
             job("alertmanager", settings.alertmanager_port),
+            job("responder", settings.responder_port),  # feedcast_responder_actions_total
         ],
     }
 
 
 def alertmanager_config(settings: Settings) -> dict[str, Any]:
-    """``alertmanager.yml``: every alert grouped by name, kept in Alertmanager (its API and
-    ``feedcast ops status`` show them); no receiver acts on them yet."""
+    """``alertmanager.yml``: every alert grouped by name and sent to the responder's webhook
+    (``pipelines/responder.py``) with its bearer token."""
+    webhook = {
+        "url": f"{responder_url(settings)}/alerts",
+        "send_resolved": True,
+        "max_alerts": 50,
+        "http_config": {
+            "authorization": {"type": "Bearer", "credentials_file": str(token_file(settings))}
+        },
+    }
     return {
         "route": {
             "receiver": "feedcast",
             "group_by": ["alertname"],
-            "group_wait": "10s",
-            "group_interval": "1m",
+            "group_wait": "5s",
+            "group_interval": "30s",
             "repeat_interval": "4h",
         },
-        "receivers": [{"name": "feedcast"}],
+        "receivers": [{"name": "feedcast", "webhook_configs": [webhook]}],
     }
 
 
@@ -128,17 +161,56 @@ def _ready(url: str) -> bool:
         return False
 
 
+def responder_answers(settings: Settings) -> bool:
+    try:
+        r = httpx.get(f"{responder_url(settings)}/health", timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and "feedcast-responder" in r.text
+
+
+def responder_env(settings: Settings) -> dict[str, str]:
+    """The settings the responder reads, as ``FEEDCAST_*`` variables."""
+    return {
+        "FEEDCAST_REDIS_HOST": settings.redis_host,
+        "FEEDCAST_REDIS_PORT": str(settings.redis_port),
+        "FEEDCAST_REDIS_DB": str(settings.redis_db),
+        "FEEDCAST_FEAST_PROJECT": settings.feast_project,
+        "FEEDCAST_RESPONDER_PORT": str(settings.responder_port),
+        "FEEDCAST_RESPONDER_ENABLED": str(settings.responder_enabled).lower(),
+        "FEEDCAST_RESPONDER_DRY_RUN": str(settings.responder_dry_run).lower(),
+        "FEEDCAST_RESPONDER_MIN_INTERVAL_S": str(settings.responder_min_interval_s),
+    }
+
+
 def answers(settings: Settings) -> bool:
-    return _ready(prometheus_url(settings)) and _ready(alertmanager_url(settings))
+    return (
+        _ready(prometheus_url(settings))
+        and _ready(alertmanager_url(settings))
+        and responder_answers(settings)
+    )
 
 
 def up(settings: Settings) -> str:
+    """Start whichever of the responder, Alertmanager and Prometheus is not answering."""
     name, am_name = prometheus_name(settings), alertmanager_name(settings)
-    if proc.read_pid(settings.stack_dir, name) is not None:
+    if answers(settings):
         return "already running"
     prom_cfg, am_cfg = write_configs(settings)
     home = prom_cfg.parent
     started = []
+    responder_running = proc.read_pid(settings.stack_dir, responder_name(settings)) is not None
+    if not responder_running and not responder_answers(settings):
+        r_pid = proc.launch(
+            settings.stack_dir,
+            responder_name(settings),
+            [sys.executable, "-m", "pipelines.responder", str(token_file(settings))],
+            answers=lambda: responder_answers(settings),
+            what="alert responder",
+            env=responder_env(settings),
+            cwd=REPO_ROOT,
+        )
+        started.append(f"responder pid {r_pid}")
     if proc.read_pid(settings.stack_dir, am_name) is None and not _ready(
         alertmanager_url(settings)
     ):
@@ -148,7 +220,7 @@ def up(settings: Settings) -> str:
             [
                 alertmanager_binary(),
                 f"--config.file={am_cfg}",
-                f"--storage.path={home / 'alertmanager-data'}",
+                f"--storage.path={home / (am_name + '-data')}",
                 f"--web.listen-address=127.0.0.1:{settings.alertmanager_port}",
                 "--cluster.listen-address=",  # no gossip port: one Alertmanager, loopback only
             ],
@@ -163,7 +235,7 @@ def up(settings: Settings) -> str:
             [
                 prometheus_binary(),
                 f"--config.file={prom_cfg}",
-                f"--storage.tsdb.path={home / 'prometheus-data'}",
+                f"--storage.tsdb.path={home / (name + '-data')}",  # one per port
                 f"--storage.tsdb.retention.time={settings.monitoring_retention}",
                 f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
                 "--web.enable-lifecycle",  # POST /-/reload after a config change
@@ -180,7 +252,8 @@ def up(settings: Settings) -> str:
 
 def down(settings: Settings) -> bool:
     stopped = proc.stop(settings.stack_dir, prometheus_name(settings))
-    return proc.stop(settings.stack_dir, alertmanager_name(settings)) or stopped
+    stopped = proc.stop(settings.stack_dir, alertmanager_name(settings)) or stopped
+    return proc.stop(settings.stack_dir, responder_name(settings), grace_s=5) or stopped
 
 
 # -- reading it back ------------------------------------------------------------------------------
@@ -200,9 +273,10 @@ def query(settings: Settings, promql: str, timeout_s: float = 5.0) -> list[dict[
 
 
 def scalar(settings: Settings, promql: str) -> float | None:
-    """The one value of ``promql`` (None when it has no series, e.g. no traffic yet)."""
+    """The one value of ``promql`` (None when it has no series or is NaN, e.g. no traffic)."""
     rows = query(settings, promql)
-    return float(rows[0]["value"][1]) if rows else None
+    value = float(rows[0]["value"][1]) if rows else math.nan
+    return None if math.isnan(value) else value  # NaN: a ratio of no traffic to none
 
 
 def alerts(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]]:
@@ -213,9 +287,12 @@ def alerts(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]]:
     return sorted(found, key=lambda a: a.get("startsAt", ""))
 
 
-def targets(settings: Settings) -> dict[str, bool]:
-    """Each scrape job: whether its last scrape answered."""
+def targets(settings: Settings, timeout_s: float = 5.0) -> dict[str, bool]:
+    """Each scrape target Prometheus has now (``job instance``): whether its last scrape
+    answered. (Not the ``up`` series: after a restart it still holds the old targets' points.)"""
+    r = httpx.get(f"{prometheus_url(settings)}/api/v1/targets", timeout=timeout_s)
+    r.raise_for_status()
     return {
-        f"{row['metric'].get('job')} {row['metric'].get('instance')}": row["value"][1] == "1"
-        for row in query(settings, "up")
+        f"{t['labels'].get('job')} {t['labels'].get('instance')}": t.get("health") == "up"
+        for t in r.json()["data"]["activeTargets"]
     }

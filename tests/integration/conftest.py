@@ -40,9 +40,9 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     from serving.security import hash_key
     from stack import local
 
-    origin_port, edge_port, gate_port, prometheus_port, alertmanager_port, metrics_port = (
-        free_ports(6)
-    )
+    ports = free_ports(7)
+    origin_port, edge_port, gate_port, prometheus_port, alertmanager_port = ports[:5]
+    metrics_port, responder_port = ports[5:]
     s = Settings(
         env="test",
         redis_port=TEST_REDIS_PORT,
@@ -77,6 +77,7 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         prometheus_port=prometheus_port,
         alertmanager_port=alertmanager_port,
         ray_metrics_port=metrics_port,
+        responder_port=responder_port,
         monitoring_scrape_s=1.0,  # the monitoring test waits for series and rules
     )
     # Idempotent: what already runs (a demo's stack, say) is used as it is; what this session

@@ -2,6 +2,7 @@
 rules without an error, hands alerts to Alertmanager, and ``feedcast ops status`` reads it."""
 
 import json
+import time
 
 import httpx
 from typer.testing import CliRunner
@@ -28,6 +29,7 @@ def test_prometheus_scrapes_the_feed_and_evaluates_every_rule(service, settings,
         f"ray 127.0.0.1:{settings.ray_metrics_port}": True,
         f"prometheus 127.0.0.1:{settings.prometheus_port}": True,
         f"alertmanager 127.0.0.1:{settings.alertmanager_port}": True,
+        f"responder 127.0.0.1:{settings.responder_port}": True,
     }
     # Every rule loaded and evaluated against the live series without an error.
     url = monitoring.prometheus_url(settings)
@@ -68,7 +70,12 @@ def test_ops_status_reads_the_live_figures(service, settings, world, monkeypatch
         timeout=90,
         what="a request rate in Prometheus",
     )
-    for key in ("PROMETHEUS_PORT", "ALERTMANAGER_PORT", "RAY_METRICS_PORT"):
+    wait_until(  # the recorded ratio lags the raw series by an evaluation or two
+        lambda: monitoring.scalar(settings, "feedcast:errors:ratio_rate5m") is not None,
+        timeout=30,
+        what="the 5xx share recorded",
+    )
+    for key in ("PROMETHEUS_PORT", "ALERTMANAGER_PORT", "REDIS_PORT", "FEAST_PROJECT"):
         monkeypatch.setenv(f"FEEDCAST_{key}", str(getattr(settings, key.lower())))
     r = CliRunner().invoke(app, ["ops", "status", "--json"])
     assert r.exit_code == 0, r.output
@@ -79,3 +86,64 @@ def test_ops_status_reads_the_live_figures(service, settings, world, monkeypatch
     assert isinstance(out["alerts"], list)
     human = CliRunner().invoke(app, ["ops", "status"])
     assert human.exit_code == 0 and "SLOs" in human.output and "Targets" in human.output
+
+
+def test_the_responder_acts_once_per_incident_and_only_with_its_token(settings):
+    url = f"{monitoring.responder_url(settings)}/alerts"
+    token = monitoring.token_file(settings).read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "ResponderDirectTest", "severity": "page"},
+        "annotations": {"summary": "a test page"},
+        "fingerprint": "direct",
+        "startsAt": "2026-12-06T00:00:00Z",
+    }
+    assert httpx.post(url, json={"alerts": [alert]}, timeout=10).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert httpx.post(url, json={"alerts": [alert]}, headers=wrong, timeout=10).status_code == 401
+    bad = httpx.post(url, content=b"[1, 2", headers=auth, timeout=10)
+    assert bad.status_code == 400 and "not an Alertmanager webhook payload" in bad.text
+
+    def outcome(a: dict) -> str:
+        r = httpx.post(url, json={"alerts": [a]}, headers=auth, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()["actions"][0]["outcome"]
+
+    assert outcome(alert) == "done"
+    assert outcome(alert) == "already"  # Alertmanager re-sends: one action per incident
+    again = alert | {"startsAt": "2026-12-06T00:01:00Z"}  # a new incident within the interval
+    assert outcome(again) == "rate_limited"
+    metrics = httpx.get(f"{monitoring.responder_url(settings)}/metrics", timeout=10).text
+    for result in ("done", "already", "rate_limited"):
+        line = (
+            f'feedcast_responder_actions_total{{action="page",alert="ResponderDirectTest",'
+            f'outcome="{result}"}} 1.0'
+        )
+        assert line in metrics, metrics
+
+
+def test_an_alert_in_alertmanager_reaches_the_responder_and_ops_status(settings, monkeypatch):
+    """Through the real path: an alert posted to Alertmanager is grouped, sent to the webhook
+    with the token, and the responder's page shows in ``feedcast ops status``."""
+    from core import cache
+    from pipelines import responder
+    from pipelines.cli import app
+
+    name = f"E2EPage{int(time.time())}"
+    alert = [{"labels": {"alertname": name, "severity": "page"},
+              "annotations": {"summary": "posted by the test"}}]  # fmt: skip
+    r = httpx.post(f"{monitoring.alertmanager_url(settings)}/api/v2/alerts", json=alert, timeout=10)
+    assert r.status_code == 200, r.text
+    client = cache.client(settings)
+    found = wait_until(
+        lambda: [a for a in responder.recent_actions(settings, client, 20) if a["alert"] == name],
+        timeout=60,
+        what="the responder's page for the alert posted to Alertmanager",
+    )
+    assert found[0]["action"] == "page" and found[0]["outcome"] == "done"
+    for key in ("PROMETHEUS_PORT", "ALERTMANAGER_PORT", "REDIS_PORT", "FEAST_PROJECT"):
+        monkeypatch.setenv(f"FEEDCAST_{key}", str(getattr(settings, key.lower())))
+    out = json.loads(CliRunner().invoke(app, ["ops", "status", "--json"]).output)
+    assert name in {a["alert"] for a in out["actions"]}
+    assert name in {a["alert"] for a in out["alerts"]}
