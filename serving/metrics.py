@@ -179,6 +179,14 @@ def scrape_targets(nodes: list[dict[str, Any]]) -> list[str]:
     )
 
 
+def _samples(targets: list[str], timeout_s: float) -> Iterator[Any]:
+    """Every sample every node's metrics endpoint in ``targets`` serves, one scrape each."""
+    for target in targets:
+        text = httpx.get(f"http://{target}/metrics", timeout=timeout_s).text
+        for family in text_string_to_metric_families(text):
+            yield from family.samples
+
+
 def prefetch_counters(targets: list[str], timeout_s: float = 5.0) -> dict[str, float]:
     """The prefetch counters summed over every replica of every node's endpoint in ``targets``
     (``scrape_targets``): ``planned:page``, ``warm:failed``, ``sessions:new`` ..."""
@@ -188,14 +196,11 @@ def prefetch_counters(targets: list[str], timeout_s: float = 5.0) -> dict[str, f
         "ray_feedcast_sessions_total": ("sessions", "outcome"),
     }
     out: dict[str, float] = {}
-    for target in targets:
-        text = httpx.get(f"http://{target}/metrics", timeout=timeout_s).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name in names:
-                    short, tag = names[sample.name]
-                    key = f"{short}:{sample.labels.get(tag, '')}"
-                    out[key] = out.get(key, 0.0) + sample.value
+    for sample in _samples(targets, timeout_s):
+        if sample.name in names:
+            short, tag = names[sample.name]
+            key = f"{short}:{sample.labels.get(tag, '')}"
+            out[key] = out.get(key, 0.0) + sample.value
     return out
 
 
@@ -204,15 +209,11 @@ def stage_buckets(targets: list[str], timeout_s: float = 5.0) -> dict[str, dict[
     {upper bound in seconds (inf included): requests at or under it}, cumulative, as scraped.
     Two scrapes' difference is that window's histogram (:func:`bucket_quantile`)."""
     out: dict[str, dict[float, float]] = {}
-    for target in targets:
-        text = httpx.get(f"http://{target}/metrics", timeout=timeout_s).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name != "ray_feedcast_stage_seconds_bucket":
-                    continue
-                stage, le = sample.labels.get("stage", ""), float(sample.labels["le"])
-                per = out.setdefault(stage, {})
-                per[le] = per.get(le, 0.0) + sample.value
+    for sample in _samples(targets, timeout_s):
+        if sample.name == "ray_feedcast_stage_seconds_bucket":
+            stage, le = sample.labels.get("stage", ""), float(sample.labels["le"])
+            per = out.setdefault(stage, {})
+            per[le] = per.get(le, 0.0) + sample.value
     return out
 
 

@@ -32,23 +32,21 @@ RULES = REPO_ROOT / "monitoring" / "rules.yml"
 RULES_TEST = REPO_ROOT / "monitoring" / "rules_test.yml"
 
 
+def _per_port(base: str, port: int, default: int) -> str:
+    """Pid-file name: one process per port (the tests run their own beside the demo's)."""
+    return base if port == default else f"{base}-{port}"
+
+
 def prometheus_name(settings: Settings) -> str:
-    """Pid-file name: one Prometheus per port (the tests run their own beside the demo's)."""
-    return (
-        PROMETHEUS
-        if settings.prometheus_port == 9190
-        else f"{PROMETHEUS}-{settings.prometheus_port}"
-    )
+    return _per_port(PROMETHEUS, settings.prometheus_port, 9190)
 
 
 def alertmanager_name(settings: Settings) -> str:
-    port = settings.alertmanager_port
-    return ALERTMANAGER if port == 9193 else f"{ALERTMANAGER}-{port}"
+    return _per_port(ALERTMANAGER, settings.alertmanager_port, 9193)
 
 
 def responder_name(settings: Settings) -> str:
-    port = settings.responder_port
-    return RESPONDER if port == 9194 else f"{RESPONDER}-{port}"
+    return _per_port(RESPONDER, settings.responder_port, 9194)
 
 
 def responder_url(settings: Settings) -> str:
