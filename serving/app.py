@@ -219,7 +219,7 @@ class FeedService:
                 stmts,
                 claimed,
                 days=s.timeline_days,
-                written=self.path.timelines.drop,
+                written=self.path.timelines.add,
             )
         return ingest.PostResult(
             post_id=body.post_id,

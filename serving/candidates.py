@@ -132,16 +132,39 @@ class TimelineCache:
     """A Redis copy of users' recent timelines, newest first, as packed records.
 
     Cassandra's ``feed_by_user`` stays the store of record: a miss reads it and writes the copy
-    with a TTL of ``ttl_s``; fan-out drops the copies of the followers it wrote to
-    (:meth:`drop`), so a new post shows on the follower's next first page. A read that raced
-    a fan-out may put back a copy without the new post: it lasts ``ttl_s`` at most (the same
-    bound as :class:`PullCache`). Every Redis call goes through the replica's breaker; Redis
-    down is a miss, never an error.
+    with a TTL of ``ttl_s``. Fan-out puts its post at the head of the copies of the followers
+    it wrote to (:meth:`add`), so a new post shows on the follower's next first page and the
+    copy survives: dropping it instead sent every follower of every new post back to Cassandra
+    (docs/RELIABILITY.md, uploads_2x). A read that raced a fan-out may put back a copy without
+    the new post: it lasts ``ttl_s`` at most (the same bound as :class:`PullCache`). Every Redis
+    call goes through the replica's breaker; Redis down is a miss, never an error.
     """
+
+    # Atomic per key (one key a call, so Redis Cluster may place keys anywhere): a copy that
+    # already holds the record is left alone (fan-out re-runs), a copy whose newest record is
+    # newer than this one is dropped (the head stays newest first), else the record goes to
+    # the head, the copy is cut to ``cap`` bytes and keeps its TTL. No copy: nothing to do.
+    _ADD = """
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local rec, size = ARGV[1], #ARGV[1]
+if #v % size ~= 0 then redis.call('DEL', KEYS[1]) return -1 end
+for i = 1, #v, size do
+  if string.sub(v, i, i + size - 1) == rec then return 0 end
+end
+if #v >= size then
+  local head = 0
+  for i = 24, 17, -1 do head = head * 256 + string.byte(v, i) end
+  if head > tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) return -1 end
+end
+redis.call('SET', KEYS[1], string.sub(rec .. v, 1, tonumber(ARGV[3])), 'KEEPTTL')
+return 1
+"""
 
     def __init__(self, settings: Settings, client: redis.Redis, breaker: Breaker) -> None:
         self.s, self.redis, self.breaker = settings, client, breaker
         self.ttl_s = settings.timeline_cache_s
+        self._add = client.register_script(self._ADD)
 
     def get(self, user_id: int) -> Candidates | None:
         if self.ttl_s <= 0:
@@ -168,12 +191,21 @@ class TimelineCache:
         key, ttl_ms = timeline_key(self.s, user_id), jittered_ttl_ms(self.ttl_s)
         self.breaker.call(lambda: self.redis.set(key, rows.tobytes(), px=ttl_ms), None)
 
-    def drop(self, user_ids: Sequence[int]) -> None:
-        """Forget the copies of ``user_ids`` (their timelines just changed)."""
+    def add(self, user_ids: Sequence[int], post: tuple[int, int, int, int]) -> None:
+        """``post`` (post, author, created_ms, topic) at the head of the copies of
+        ``user_ids``, whose timelines just got it; a copy that cannot take it is dropped."""
         if self.ttl_s <= 0 or not user_ids:
             return
-        keys = [timeline_key(self.s, u) for u in user_ids]
-        self.breaker.call(lambda: self.redis.delete(*keys), None)
+        rec = np.array([post], dtype=PACKED).tobytes()
+        args: list[bytes | int] = [rec, post[2], self.s.cap_timeline * PACKED.itemsize]
+
+        def send() -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            for u in user_ids:
+                self._add(keys=[timeline_key(self.s, u)], args=args, client=pipe)
+            pipe.execute()
+
+        self.breaker.call(send, None)
 
 
 class ContextCache:

@@ -295,18 +295,23 @@ def claim_post(
     return Claimed(post, created_at, created, pull)
 
 
+Written = Callable[[list[int], tuple[int, int, int, int]], None]
+"""Told after each batch of a fan-out: the followers written to and the post's row."""
+
+
 def fan_out(
     session: Session,
     stmts: Statements,
     c: Claimed,
     *,
     days: int,
-    written: Callable[[list[int]], None] | None = None,
+    written: Written | None = None,
     batch: int = 200,
 ) -> int:
     """Write the post into every follower's recent timeline (``feed_by_user``, with the TTL
-    left of the ``days`` window), ``batch`` followers at a time; ``written(followers)`` after
-    each batch (the replica drops their cached timelines)."""
+    left of the ``days`` window), ``batch`` followers at a time; ``written(followers, row)``
+    after each batch, ``row`` being (post, author, created_ms, topic): the replica puts it at
+    the head of their cached timelines."""
     if c.pull:
         return 0
     p, done = c.post, 0
@@ -314,15 +319,17 @@ def fan_out(
     ttl = context.ttl_s(created_ms, context.to_ms(datetime.now(UTC)), days)
     if ttl <= 0:  # older than the window: no timeline would show it
         return 0
+    row = (p.post_id, p.author_id, created_ms, p.topic or 0)
+    told = None if written is None else lambda followers: written(followers, row)
     rows = session.execute(stmts.followers_of, (p.author_id,))  # pages through large lists
     chunk: list[tuple[object, ...]] = []
     for r in rows:
         chunk.append((r.follower_id, created_ms, p.post_id, p.author_id, p.topic, ttl))
         if len(chunk) == batch:
-            _write_feed(session, stmts, chunk, written)
+            _write_feed(session, stmts, chunk, told)
             done, chunk = done + len(chunk), []
     if chunk:
-        _write_feed(session, stmts, chunk, written)
+        _write_feed(session, stmts, chunk, told)
         done += len(chunk)
     log.info("fanned out post %s to %d timelines", p.post_id, done)
     return done

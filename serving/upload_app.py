@@ -294,7 +294,7 @@ class UploadWorker:
         # share of the Ray session the feed's replicas are in (serving/startup.own_session).
         self.renderer = uploads.RenderProcess(s.upload_nice, s.upload_sched_idle)
         self.processor = uploads.Processor(
-            s, session, stmts, blobs, timelines_written=timelines.drop,
+            s, session, stmts, blobs, timelines_written=timelines.add,
             render_in=self.renderer.render,
         )  # fmt: skip
         self.takedowns = takedown.Takedowns(s, session, stmts, blobs)

@@ -215,7 +215,7 @@ class Processor:
         stmts: Statements,
         blobs: BlobStore,
         *,
-        timelines_written: Callable[[list[int]], None] | None = None,
+        timelines_written: ingest.Written | None = None,
         render_in: Callable[[str, bytes, float], Rendered] | None = None,
     ) -> None:
         self.s, self.session, self.stmts, self.blobs = settings, session, stmts, blobs

@@ -87,10 +87,11 @@ def test_an_upload_reaches_the_followers_next_first_page_past_their_cached_copy(
     assert r.status_code == 202, r.text
     try:
         wait_until(
-            lambda: post_id in _gather(settings, db, follower, cache=cache)[0].post.tolist(),
+            lambda: (copy := cache.get(follower)) is not None and copy.post[0] == post_id,
             timeout=15,
-            what="the upload in the follower's candidates (fan-out dropped the cached copy)",
+            what="the post at the head of the follower's cached copy (fan-out adds it there)",
         )
+        assert post_id in _gather(settings, db, follower, cache=cache)[0].post.tolist()
         got, _ = _gather(settings, db, follower, cache=cache)
         k = got.post.tolist().index(post_id)
         assert candidates.SOURCES[got.source[k]] == "timeline" and got.author[k] == author
@@ -115,6 +116,30 @@ def test_an_upload_reaches_the_followers_next_first_page_past_their_cached_copy(
                     (int(f), created_ms, post_id),
                 )
         redis.delete(timeline_key(settings, follower))
+
+
+def test_the_cached_copy_takes_a_new_post_at_its_head_once_and_keeps_its_ttl(settings, redis):
+    cache = candidates.TimelineCache(settings, redis, Breaker(1.0))
+    user = 9_100_000_000 + uuid.uuid4().int % 1_000_000
+    key = timeline_key(settings, user)
+    now = context.to_ms(datetime.now(UTC))
+    rows = [(100 + i, 7, now - 1000 * (i + 1), 1) for i in range(settings.cap_timeline)]
+    try:
+        cache.add([user], (1, 7, now, 1))  # no copy: nothing is made up
+        assert not redis.exists(key)
+        cache.put(user, candidates.Candidates.from_rows(rows, candidates.TIMELINE))
+        ttl = redis.pttl(key)
+        cache.add([user], (1, 7, now, 2))
+        cache.add([user], (1, 7, now, 2))  # a fan-out that ran twice
+        copy = cache.get(user)
+        assert copy is not None and len(copy) == settings.cap_timeline  # cut to the cap
+        assert copy.post[:3].tolist() == [1, 100, 101] and copy.topic[0] == 2
+        assert copy.post.tolist().count(1) == 1 and 100 + settings.cap_timeline - 1 not in copy.post
+        assert 0 < redis.pttl(key) <= ttl  # the copy's TTL, not a new one
+        cache.add([user], (2, 7, now - 500, 1))  # older than the head: the copy goes
+        assert not redis.exists(key)
+    finally:
+        redis.delete(key)
 
 
 def test_timeline_rows_leave_the_read_when_their_ttl_runs_out(settings, db, new_user):
