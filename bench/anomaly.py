@@ -35,13 +35,8 @@ def _minutes(hourly_rate: np.ndarray) -> np.ndarray:
 
 
 def band_from(q: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The 95% band per hour: the median ± the 80% interval's half-widths scaled to 95% as a
-    normal's would be (1.96 / 1.28). The 2.5% and 97.5% quantile boosters themselves, fitted
-    on few points beyond them, come out nearly flat (at a true 20 a minute at night: 18 to
-    101), which no anomaly can leave."""
-    med = q[0.5].to_numpy()
-    k = 1.959964 / 1.281552
-    return med - k * (med - q[0.1].to_numpy()), med + k * (q[0.9].to_numpy() - med)
+    """The 95% band per hour from the forecaster's quantiles (:func:`anomaly.band_bounds`)."""
+    return anomaly.band_bounds(q[0.5].to_numpy(), q[0.1].to_numpy(), q[0.9].to_numpy())
 
 
 def _f1(s: dict[str, float]) -> float:

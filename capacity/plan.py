@@ -262,6 +262,9 @@ class CapacityPlan:
     # before the schedule carried them.
     expected_uploads: list[float] | None = None
     bytes_per_post: float | None = None  # stored bytes per upload the storage plan assumes
+    # The forecaster's 95% band per hour (``capacity.anomaly.band_rows``) that the live
+    # request and upload rates are judged against (monitoring/rules.yml); None without it.
+    forecast_band: list[dict[str, Any]] | None = None
 
     def autoscaling_bounds(self) -> list[dict[str, Any]]:
         """Hour by hour: the expected rate and the deployment's ``min_replicas`` and
@@ -299,6 +302,8 @@ class CapacityPlan:
         }
         if self.bytes_per_post is not None:
             out["bytes_per_post"] = float(self.bytes_per_post)
+        if self.forecast_band is not None:
+            out["forecast_band"] = self.forecast_band
         return out
 
 

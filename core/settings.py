@@ -189,8 +189,8 @@ class Settings(BaseSettings):
         60.0,
         ge=0,
         description="How long a Redis copy of a user's recent timeline spares the Cassandra "
-        "read (fan-out drops the followers' copies; a racing read can keep a post out this "
-        "long at most). 0: read Cassandra every time.",
+        "read (fan-out puts each new post at the head of the followers' copies; a racing read "
+        "can keep a post out this long at most). 0: read Cassandra every time.",
     )
     cap_pull: int = Field(100, ge=0, description="Most candidates pulled from big accounts.")
     cap_explore: int = Field(50, ge=0, description="Most candidates from the popular list.")
@@ -290,6 +290,19 @@ class Settings(BaseSettings):
         pattern=r"^[0-9]+(ms|s|m|h|d|w|y)$",
         description="How long Prometheus keeps its series (a Prometheus duration, e.g. 2d).",
     )
+    monitoring_for_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Every alert's `for` (how long its condition holds before it fires) times "
+        "this, in the rules the stack's Prometheus loads; 1 in production, tests shorten it.",
+    )
+    monitoring_band_plan: Path | None = Field(
+        None,
+        description="A schedule written by `feedcast capacity schedule` whose forecast band "
+        "the live request and upload rates are judged against (the responder exports it; "
+        "monitoring/rules.yml alerts outside it). Default: serve_capacity_plan.",
+    )
 
     responder_port: int = Field(
         9194, description="Port of the alert responder, Alertmanager's webhook (127.0.0.1)."
@@ -304,6 +317,12 @@ class Settings(BaseSettings):
         300.0,
         ge=1,
         description="The responder takes one action for one alert at most this often.",
+    )
+    responder_lease_s: float = Field(
+        900.0,
+        ge=10,
+        description="How long a replica-floor lease the responder grants on traffic above the "
+        "forecast band lasts; it lapses on its own (`feedcast ops release` ends it sooner).",
     )
 
     # Prefetch: the media origin, the CDN edge in front of it, and the cache warmers

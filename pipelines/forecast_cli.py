@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capacity import plan as cp
+from capacity.anomaly import band_rows
 from pipelines.cli_common import settings
 from pipelines.render import figures_table
 from simulator.traffic import VARIANTS, from_lake
@@ -243,12 +244,13 @@ def capacity_schedule_cmd(
 ) -> None:
     """Plan the week after the history for the live deployment: fit the forecaster on the
     history, forecast the next 168 hours and write the replica plan (expected rate, min and
-    max replicas per hour), upload workers per hour and days until storage is full. Serve with
-    it: FEEDCAST_SERVE_CAPACITY_PLAN=OUT feedcast serve start."""
+    max replicas per hour), upload workers per hour, days until storage is full, and the
+    forecast's 95% band per hour for the request and upload rates (what monitoring judges the
+    live rates against). Serve with it: FEEDCAST_SERVE_CAPACITY_PLAN=OUT feedcast serve start."""
     from training.forecast import Forecaster, ForecastParams  # lazy: lightgbm, scipy: ~0.7 s
 
     frame = _history(history)
-    params = ForecastParams(quantiles=(0.5, 0.95))
+    params = ForecastParams(quantiles=(0.1, 0.5, 0.9, 0.95))
     needed = params.min_history
     if len(frame) < needed:
         raise typer.BadParameter(
@@ -276,6 +278,13 @@ def capacity_schedule_cmd(
         config=cfg,
         expected_uploads=uploads.tolist(),
         bytes_per_post=cp.stored_bytes_per_post(uploads, growth),
+        forecast_band=band_rows(
+            [t.isoformat() for t in hours],
+            {
+                name: {q: forecasts[name][q].to_numpy() for q in (0.1, 0.5, 0.9)}
+                for name in ("requests", "uploads")
+            },
+        ),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(plan.to_dict()))

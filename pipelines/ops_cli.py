@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -11,7 +13,7 @@ import redis
 import typer
 from rich.table import Table
 
-from core import cache
+from core import cache, lease
 from pipelines import responder
 from pipelines.cli_common import console, fail, settings
 from stack import monitoring
@@ -40,6 +42,16 @@ FIGURES = {
     ),
 }
 
+# series -> (the live rate, 5 min; the band's edges as the alerts widen them)
+BAND = {
+    name: (
+        f"feedcast:{name}:rate5m",
+        f'feedcast:band_low:rps{{series="{name}"}}',
+        f'feedcast:band_high:rps{{series="{name}"}}',
+    )
+    for name in ("requests", "uploads")
+}
+
 
 def status_of(s: Any) -> dict[str, Any]:
     """Everything ``ops status`` shows, as data: figures (None: no series yet), the SLOs' burn
@@ -59,18 +71,35 @@ def status_of(s: Any) -> dict[str, Any]:
         }
         for a in monitoring.alerts(s)
     ]
+    band = {
+        name: {
+            key: monitoring.scalar(s, q)
+            for key, q in zip(("live_rps", "low_rps", "high_rps"), qs, strict=True)
+        }
+        for name, qs in BAND.items()
+    }
+    floor: dict[str, Any] | None
     try:
-        actions: list[dict[str, Any]] | None = responder.recent_actions(s, cache.client(s))
+        client = cache.client(s)
+        actions: list[dict[str, Any]] | None = responder.recent_actions(s, client)
+        held_lease = lease.current(client, lease.lease_key(s))
+        floor = {"replicas": 0} if held_lease is None else asdict(held_lease)
     except redis.RedisError:
-        actions = None  # shown as unknown, not as none
+        actions, floor = None, None  # shown as unknown, not as none
     return {
         "prometheus": monitoring.prometheus_url(s),
         "figures": figures,
         "burn_rate": burn,
+        "band": band,
         "alerts": held,
         "actions": actions,
+        "floor_lease": floor,
         "targets": monitoring.targets(s),
     }
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def _pct(v: float | None) -> str:
@@ -102,6 +131,26 @@ def status(
         burn = out["burn_rate"].get(key)
         table.add_row(what, _pct(value), "" if burn is None else f"{burn:.1f}x")
     console.print(table)
+    band = Table("rate", "live / s", "band low", "band high", title="Forecast band (5 min)")
+    for name, b in out["band"].items():
+        if b["low_rps"] is None:
+            band.add_row(name, _num(b["live_rps"]), "no plan", "no plan")
+        else:
+            mark = "" if b["low_rps"] <= (b["live_rps"] or 0) <= b["high_rps"] else "[red]"
+            band.add_row(name, f"{mark}{_num(b['live_rps'])}", _num(b["low_rps"]),
+                         _num(b["high_rps"]))  # fmt: skip
+    console.print(band)
+    floor = out["floor_lease"]
+    if floor is None:
+        console.print("[yellow]replica-floor lease unknown: Redis unreachable[/yellow]")
+    elif floor["replicas"]:
+        until = datetime.fromtimestamp(floor["until"], UTC).strftime("%H:%M:%S")
+        console.print(
+            f"replica-floor lease: [bold]{floor['replicas']}[/bold] feed replicas until {until} "
+            f"UTC ({floor['alert']}); `feedcast ops release` ends it"
+        )
+    else:
+        console.print("no replica-floor lease")
     alerts = Table("alert", "severity", "state", "since", "summary", title="Alerts")
     for a in out["alerts"]:
         alerts.add_row(a["alert"], a["severity"], a["state"], a["since"], a["summary"])
@@ -120,3 +169,52 @@ def status(
     for name, up in sorted(out["targets"].items()):
         targets.add_row(name, "yes" if up else "[red]no[/red]")
     console.print(targets)
+
+
+@ops_app.command("release")
+def release() -> None:
+    """End the replica-floor lease the responder granted, now (it would lapse on its own);
+    the feed then scales as its plan or Ray's rule says."""
+    s = settings()
+    try:
+        client = cache.client(s)
+        old = lease.release(client, lease.lease_key(s))
+        if old is not None:
+            responder.record(s, client, {
+                "action": "release", "alert": old.alert, "fingerprint": "", "severity": "",
+                "summary": f"lease of {old.replicas} replicas ended by hand",
+                "outcome": "done", "at": round(datetime.now(UTC).timestamp(), 3),
+            })  # fmt: skip
+    except redis.RedisError as exc:
+        fail(f"Redis unreachable ({type(exc).__name__}): nothing released")
+    if old is None:
+        console.print("no replica-floor lease was in force")
+    else:
+        console.print(f"released the lease of {old.replicas} feed replicas ({old.alert})")
+
+
+@ops_app.command("plot")
+def plot(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the PNG.")] = Path(
+        "ops_last_day.png"
+    ),
+    hours: Annotated[
+        float, typer.Option(min=0.1, max=24 * 14, help="How far back (hours).")
+    ] = 24.0,
+) -> None:
+    """The last day (or --hours) as a PNG: the live request and upload rates against the
+    forecast band, when each alert fired, and the responder's actions."""
+    from pipelines import ops_plot  # lazy: matplotlib (~0.3 s) only for the plot
+
+    s = settings()
+    try:
+        data = ops_plot.gather(s, hours)
+    except httpx.HTTPError as exc:
+        fail(
+            f"monitoring unreachable at {monitoring.prometheus_url(s)} "
+            f"({type(exc).__name__}): is the stack up? (feedcast stack up)"
+        )
+    ops_plot.plot(data, out)
+    fired = sum(len(v) for v in data["alerts"].values())
+    console.print(f"wrote {out}  ({len(data['alerts'])} alerts fired {fired} times, "
+                  f"{len(data['actions'] or [])} responder actions)")  # fmt: skip

@@ -10,9 +10,20 @@ says it would. Every decision is a JSON log line, a count in ``feedcast_responde
 (its ``GET /metrics``, scraped by Prometheus) and an entry in Redis that ``feedcast ops status``
 shows; ``responder_enabled`` off makes every decision ``off``.
 
-Actions today: ``page`` (an alert of severity ``page``: a human is called; here the log line,
-the counter and the entry are the call). Not yet: the replica-floor lease on traffic above the
-forecast band, and re-warming first pages when the edge's hit ratio collapses (issue 23).
+Actions, chosen by the alert's labels (``monitoring/rules.yml``):
+
+- ``page`` (severity ``page``): a human is called; here the log line, the counter and the entry
+  are the call.
+- ``raise_floor`` (``response: raise_floor``: the live request rate above the forecast band): a
+  replica-floor lease for the feed (``core/lease.py``) of the replicas the live rate needs at
+  the plan's ``replica_rps``, within the deployment's ceiling, for ``responder_lease_s``; the
+  feed's autoscaling policy keeps at least that many while it lasts (the maximum with the
+  capacity plan's decision), and it lapses on its own. ``feedcast ops release`` ends it.
+
+It also exports the forecast band the live rates are judged against
+(``feedcast_forecast_band_rps{series, bound}``, from the capacity plan's ``forecast_band``
+rows: ``monitoring_band_plan``, else ``serve_capacity_plan``; re-read when the file changes).
+Not yet: re-warming first pages when the edge's hit ratio collapses (issue 23).
 """
 
 from __future__ import annotations
@@ -20,17 +31,25 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
+import yaml
 from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from core import cache
+from capacity.anomaly import band_at
+from capacity.plan import CapacityConfig
+from core import cache, lease
 from core.settings import Settings
 
 log = logging.getLogger("feedcast.responder")
@@ -38,33 +57,111 @@ MAX_BODY = 1_000_000  # Alertmanager's batches are small; anything larger is ref
 KEEP = 100  # entries of the action log kept in Redis
 
 
+LIVE_RATE = "feedcast:requests:rate5m"  # the live request rate the band alert judges
+
+
 @dataclass(frozen=True)
 class Action:
-    action: str  # page
+    action: str  # page, raise_floor
     alert: str  # the alert's name
     fingerprint: str  # Alertmanager's, with the alert's start: one incident
     severity: str
     summary: str
 
 
+RESPONSES = ("raise_floor",)  # the ``response`` label's values
+
+
 def plan(payload: dict[str, Any]) -> list[Action]:
-    """The actions an Alertmanager webhook payload calls for (firing alerts only)."""
+    """The actions an Alertmanager webhook payload calls for (firing alerts only): the one its
+    ``response`` label names, and a page for severity ``page``."""
     out = []
     for alert in payload.get("alerts") or []:
         if not isinstance(alert, dict) or alert.get("status") != "firing":
             continue
         labels = alert.get("labels") or {}
+        kinds = [labels["response"]] if labels.get("response") in RESPONSES else []
         if labels.get("severity") == "page":
+            kinds.append("page")
+        for kind in kinds:
             out.append(
                 Action(
-                    action="page",
+                    action=kind,
                     alert=str(labels.get("alertname", "unnamed")),
                     fingerprint=f"{alert.get('fingerprint', '')}@{alert.get('startsAt', '')}",
-                    severity="page",
+                    severity=str(labels.get("severity", "")),
                     summary=str((alert.get("annotations") or {}).get("summary", "")),
                 )
             )
     return out
+
+
+class BandPlan:
+    """The capacity plan file whose band and replica sizing the responder uses, re-read when
+    its modification time changes; an absent or unreadable file is no plan (no band)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._seen: float | None = None
+        self.raw: dict[str, Any] = {}
+
+    def load(self) -> dict[str, Any]:
+        try:
+            mtime = self.path.stat().st_mtime if self.path else None
+        except OSError:
+            mtime = None
+        if mtime != self._seen:
+            self._seen, self.raw = mtime, {}
+            if mtime is not None and self.path is not None:
+                try:
+                    raw = yaml.safe_load(self.path.read_text())
+                    self.raw = raw if isinstance(raw, dict) else {}
+                except (OSError, yaml.YAMLError) as exc:
+                    log.warning("band plan %s unreadable: %s", self.path, exc)
+        return self.raw
+
+    def band(self, now: float) -> dict[str, float] | None:
+        rows = self.load().get("forecast_band")
+        try:
+            return band_at(rows, now) if isinstance(rows, list) else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def replica_rps(self) -> float:
+        config = self.load().get("config") or {}
+        return float(config.get("replica_rps", CapacityConfig().replica_rps))
+
+    def max_replicas(self, default: int) -> int:
+        rows = self.load().get("feed_autoscaling")
+        try:
+            return max(int(r["max_replicas"]) for r in rows) if rows else default
+        except (KeyError, TypeError, ValueError):
+            return default
+
+
+class BandCollector(Collector):
+    """``feedcast_forecast_band_rps{series, bound}`` now, and ``feedcast_forecast_band_active``
+    (0 outside the plan's hours or without a plan: the band alerts then stay silent)."""
+
+    def __init__(self, band_plan: BandPlan) -> None:
+        self.band_plan = band_plan
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        band = self.band_plan.band(time.time())
+        g = GaugeMetricFamily(
+            "feedcast_forecast_band_rps",
+            "The forecaster's 95% band for this minute, per second (low, median, high)",
+            labels=["series", "bound"],
+        )
+        for key, value in (band or {}).items():
+            series, bound = key.removesuffix("_rps").rsplit("_", 1)
+            g.add_metric([series, bound], value)
+        yield g
+        yield GaugeMetricFamily(
+            "feedcast_forecast_band_active",
+            "1 while a capacity plan's forecast band covers now",
+            value=1.0 if band else 0.0,
+        )
 
 
 def actions_key(s: Settings) -> str:
@@ -74,8 +171,15 @@ def actions_key(s: Settings) -> str:
 class Responder:
     """Takes (or declines) the planned actions; Redis holds what was done."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, registry: CollectorRegistry):
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        registry: CollectorRegistry,
+        band_plan: BandPlan | None = None,
+    ):
         self.s, self.redis = settings, client
+        self.band_plan = band_plan or BandPlan(None)
         self.counter = Counter(
             "feedcast_responder_actions",
             "Actions the alert responder decided, by action, alert and outcome (done, dry_run, "
@@ -96,21 +200,64 @@ class Responder:
             return "rate_limited"
         return "dry_run" if s.responder_dry_run else "done"
 
+    def live_rps(self) -> float | None:
+        """The live request rate Prometheus has (None where it cannot say)."""
+        url = f"http://127.0.0.1:{self.s.prometheus_port}/api/v1/query"
+        try:
+            r = httpx.get(url, params={"query": LIVE_RATE}, timeout=3.0)
+            result = r.json()["data"]["result"]
+            value = float(result[0]["value"][1]) if result else math.nan
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            return None
+        return value if math.isfinite(value) and value >= 0 else None
+
+    def floor_for(self, live: float | None) -> tuple[int, str]:
+        """The replicas the live rate needs at the plan's ``replica_rps``, within the feed's
+        ceiling (the plan's, else ``serve_max_replicas``); the ceiling where the rate is
+        unknown (a lease lapses on its own: erring high costs replica-minutes, not pages)."""
+        ceiling = self.band_plan.max_replicas(self.s.serve_max_replicas)
+        if live is None:
+            return ceiling, "the ceiling: live rate unknown"
+        need = math.ceil(live / self.band_plan.replica_rps())
+        return max(1, min(need, ceiling)), f"{live:.2f} req/s at {self.band_plan.replica_rps():g}"
+
+    def _do(self, a: Action) -> dict[str, Any]:
+        """Carry out ``a`` (outcome ``done``); what was done, for the entry."""
+        if a.action != "raise_floor":
+            return {}
+        replicas, why = self.floor_for(self.live_rps())
+        granted, old = lease.grant(
+            self.redis, lease.lease_key(self.s), replicas, self.s.responder_lease_s, a.alert
+        )
+        return {
+            "replicas": granted.replicas,
+            "sized": why,
+            "until": round(granted.until, 3),
+            "extended": old is not None,
+        }
+
     def handle(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """Decide and record every action of ``payload``; what was decided."""
         decided = []
         for a in plan(payload):
             outcome = self._outcome(a)
             entry = {**asdict(a), "outcome": outcome, "at": round(time.time(), 3)}
+            if outcome == "done":
+                entry["detail"] = self._do(a)
             if outcome in ("done", "dry_run"):  # repeats are counted, not logged again
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.lpush(actions_key(self.s), json.dumps(entry))
-                pipe.ltrim(actions_key(self.s), 0, KEEP - 1)
-                pipe.execute()
-                log.warning("responder %s", json.dumps(entry))
+                record(self.s, self.redis, entry)
             self.counter.labels(a.action, a.alert, outcome).inc()
             decided.append(entry)
         return decided
+
+
+def record(s: Settings, client: redis.Redis, entry: dict[str, Any]) -> None:
+    """An action into the log ``ops status`` shows (the last ``KEEP``) and the process log."""
+    pipe = client.pipeline(transaction=False)
+    pipe.lpush(actions_key(s), json.dumps(entry))
+    pipe.ltrim(actions_key(s), 0, KEEP - 1)
+    pipe.execute()
+    log.warning("responder %s", json.dumps(entry))
 
 
 def recent_actions(s: Settings, client: redis.Redis, n: int = 10) -> list[dict[str, Any]]:
@@ -180,7 +327,9 @@ def main() -> None:  # pragma: no cover — run by the stack as a process
     s = Settings()
     token = Path(sys.argv[1]).read_text().strip()
     registry = CollectorRegistry()
-    responder = Responder(s, cache.client(s), registry)
+    band_plan = BandPlan(s.monitoring_band_plan or s.serve_capacity_plan)
+    registry.register(BandCollector(band_plan))
+    responder = Responder(s, cache.client(s), registry, band_plan)
     server = make_server(s, responder, registry, token)
     log.info("responder on 127.0.0.1:%d (dry run: %s)", s.responder_port, s.responder_dry_run)
     server.serve_forever()

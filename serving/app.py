@@ -24,10 +24,11 @@ from ray import serve
 from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
 from ray.serve import Application
 
+from core.lease import lease_key
 from core.settings import Settings
 from media.blobs import BlobStore
 from serving import ingest, startup, takedown
-from serving.autoscaling import POLICY, load_plan
+from serving.autoscaling import LEASED_POLICY, POLICY, load_plan
 from serving.cursor import MAX_CURSOR_CHARS, CursorError
 from serving.feed import I64, FeedPage, FeedPath
 from serving.http import AppArgs, Guard, document, errors, unavailable
@@ -300,7 +301,8 @@ def build_app(args: AppArgs) -> Application:
 
 def autoscaling_config(s: Settings) -> dict[str, Any]:
     """Ray's queue-length policy between the configured bounds, or, with a capacity plan, the
-    plan's policy between the lowest and highest of its hourly bounds (it keeps each hour's)."""
+    plan's policy between the lowest and highest of its hourly bounds (it keeps each hour's);
+    either with the responder's floor lease on top (serving/autoscaling.py)."""
     config: dict[str, Any] = {
         "min_replicas": s.serve_min_replicas,
         "max_replicas": s.serve_max_replicas,
@@ -308,11 +310,14 @@ def autoscaling_config(s: Settings) -> dict[str, Any]:
         "upscale_delay_s": 5,
         "downscale_delay_s": 60,
     }
+    lease = {"host": s.redis_host, "port": s.redis_port, "db": s.redis_db, "key": lease_key(s)}
     if s.serve_capacity_plan is not None:
         plan = load_plan(s.serve_capacity_plan)
         config["min_replicas"] = min(plan["min_replicas"])
         config["max_replicas"] = max(plan["max_replicas"])
-        config["policy"] = {"policy_function": POLICY, "policy_kwargs": plan}
+        config["policy"] = {"policy_function": POLICY, "policy_kwargs": {**plan, "lease": lease}}
+    else:
+        config["policy"] = {"policy_function": LEASED_POLICY, "policy_kwargs": {"lease": lease}}
     return config
 
 

@@ -21,6 +21,14 @@ forecast growth, the deployment's bounds) and says so: a ``plan`` of ``expired``
 ``feedcast_capacity_plan_active`` at 0. A load Ray could not measure counts as none (the hour's
 floor holds) and shows as ``load: missing`` in the state.
 
+Either way the feed keeps at least the replicas of a **floor lease** in force (``core/lease.py``:
+one Redis key with its own expiry, granted by the alert responder when the live rate leaves the
+forecast band upwards): the decision is the maximum of the plan's (or Ray's rule, without a
+plan: :class:`LeasedQueuePolicy`) and the lease's. :class:`FloorLease` reads it at most once a
+second (a Redis that does not answer is skipped for ten, and the state says ``unreadable``: the
+floor then is what it would be without a lease), and the gauge ``feedcast_replica_floor_lease``
+shows it.
+
 The same file holds the upload tier's floor (key ``upload_workers``: the workers the forecast
 uploads of each hour need). :class:`UploadFloorPolicy` scales the upload deployment on the load
 Ray measured, as Ray's rule does, but never below the workers of the hour the new ones will run
@@ -41,11 +49,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import redis
 import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from capacity.plan import CapacityConfig, climb, guided, rate_knots
+from core.lease import Lease, current
 
 POLICY = "serving.autoscaling:ForecastPolicy"
+LEASED_POLICY = "serving.autoscaling:LeasedQueuePolicy"
 UPLOAD_POLICY = "serving.autoscaling:UploadFloorPolicy"
 log = logging.getLogger("ray.serve")
 
@@ -140,8 +153,99 @@ def _first_hour(hours: list[str]) -> float:
     return float(starts[0].timestamp())
 
 
+class FloorLease:
+    """The replica-floor lease (``core/lease.py``) as the controller sees it: read from Redis
+    at most every ``every_s`` with a ``timeout_s`` socket, skipped ``backoff_s`` after a
+    failure, so that a Redis that hangs costs the control loop a fraction of a second now and
+    then, never each tick."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        db: int,
+        key: str,
+        every_s: float = 1.0,
+        timeout_s: float = 0.2,
+        backoff_s: float = 10.0,
+    ) -> None:
+        self.host, self.port, self.db, self.key = host, port, db, key
+        self.every_s, self.timeout_s, self.backoff_s = every_s, timeout_s, backoff_s
+        self._client: redis.Redis | None = None
+        self._next = -math.inf
+        self._lease: Lease | None = None
+        self._failed = False
+
+    def floor(self, now: float) -> tuple[int, str]:
+        """The leased replicas at ``now`` (0 without a lease) and ``held`` / ``none`` /
+        ``unreadable``."""
+        if now >= self._next:
+            try:
+                if self._client is None:
+                    self._client = redis.Redis(
+                        host=self.host,
+                        port=self.port,
+                        db=self.db,
+                        socket_timeout=self.timeout_s,
+                        socket_connect_timeout=self.timeout_s,
+                        retry=Retry(NoBackoff(), 0),
+                    )
+                self._lease, self._failed = current(self._client, self.key, now), False
+                self._next = now + self.every_s
+            except redis.RedisError:
+                self._lease, self._failed = None, True
+                self._next = now + self.backoff_s
+        if self._lease is not None and self._lease.until > now:
+            return self._lease.replicas, "held"
+        return 0, "unreadable" if self._failed else "none"
+
+
+def _leased(
+    want: int, now: float, lease: FloorLease | None, state: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """``want`` raised to the lease's floor; the state says which."""
+    if lease is None:
+        return want, state
+    floor, how = lease.floor(now)
+    state["lease"] = {"status": how, "replicas": floor} if floor else how
+    if floor > want:
+        state["lease_raised"] = True
+    return max(want, floor), state
+
+
+class LeasedQueuePolicy:
+    """Ray's own rule (``replica_queue_length_autoscaling_policy``: the same decision as with no
+    policy set) with the floor lease on top: the feed's policy when there is no capacity plan.
+    ``lease``: :class:`FloorLease`'s arguments."""
+
+    def __init__(self, lease: dict[str, Any]) -> None:
+        self.lease = FloorLease(**lease)
+        self._gauge: Any = None
+
+    def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
+        from ray.serve.autoscaling_policy import replica_queue_length_autoscaling_policy
+
+        want, _ = replica_queue_length_autoscaling_policy(ctx)
+        now = ctx.current_time if ctx.current_time is not None else time.time()
+        decided, state = _leased(math.ceil(want), now, self.lease, {"plan": "none"})
+        _report_lease(self, state)
+        return decided, {**ctx.policy_state, "feedcast": state}
+
+
+def _report_lease(policy: Any, state: dict[str, Any]) -> None:
+    """``feedcast_replica_floor_lease``: the replicas leased now (0 without a lease)."""
+    if policy._gauge is None:
+        policy._gauge = _gauges(
+            ("feedcast_replica_floor_lease", "Feed replicas the responder's lease holds now")
+        )
+    if policy._gauge:
+        held = state.get("lease")
+        policy._gauge[0].set(float(held["replicas"]) if isinstance(held, dict) else 0.0)
+
+
 class ForecastPolicy:
-    """Ray Serve class-callable autoscaling policy; see the module's docstring."""
+    """Ray Serve class-callable autoscaling policy; see the module's docstring. ``lease``:
+    :class:`FloorLease`'s arguments (None: no lease is read)."""
 
     def __init__(
         self,
@@ -152,6 +256,7 @@ class ForecastPolicy:
         lead_s: float = 300.0,
         climb_threshold: float = 1.05,
         climb_window_s: float = 300.0,
+        lease: dict[str, Any] | None = None,
     ) -> None:
         n = len(hours)
         if not n or not (len(expected_rps) == len(min_replicas) == len(max_replicas) == n):
@@ -177,6 +282,8 @@ class ForecastPolicy:
         self.centres = np.arange(n) + 0.5
         self._said: str | None = None
         self._gauges: Any = None
+        self._gauge: Any = None
+        self.lease = FloorLease(**lease) if lease else None
 
     def growth(self, t_h: float) -> float:
         """The plan's rate ``lead_s`` after ``t_h`` hours into it over the rate at ``t_h``."""
@@ -221,6 +328,7 @@ class ForecastPolicy:
             }
         if missing:
             state["load"] = "missing"
+        want, state = _leased(want, now, self.lease, state)
         self._report(state)
         return want, state
 
@@ -229,6 +337,8 @@ class ForecastPolicy:
         return want, {**ctx.policy_state, "feedcast": state}
 
     def _report(self, state: dict[str, Any]) -> None:
+        if self.lease is not None:
+            _report_lease(self, state)
         self._said = _say_mode(self._said, state["plan"], "the feed")
         if self._gauges is None:
             self._gauges = _gauges(

@@ -15,6 +15,7 @@ file of ``serving.metrics.scrape_targets(ray.nodes())``.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import shutil
 import sys
@@ -104,7 +105,7 @@ def prometheus_config(settings: Settings) -> dict[str, Any]:
             "evaluation_interval": every,
             "scrape_timeout": _duration(min(settings.monitoring_scrape_s, 10.0)),
         },
-        "rule_files": [str(RULES)],
+        "rule_files": [str(rules_file(settings))],
         "alerting": {
             "alertmanagers": [
                 {"static_configs": [{"targets": [f"127.0.0.1:{settings.alertmanager_port}"]}]}
@@ -142,10 +143,41 @@ def alertmanager_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def rules_file(settings: Settings) -> Path:
+    """The rules Prometheus loads: the repo's, or with ``monitoring_for_scale`` below 1 a copy
+    under the stack folder with every ``for`` shortened (written by :func:`write_configs`)."""
+    if settings.monitoring_for_scale == 1.0:
+        return RULES
+    return settings.stack_dir / "monitoring" / f"rules-{settings.prometheus_port}.yml"
+
+
+def scaled_rules(text: str, scale: float) -> dict[str, Any]:
+    """The rules of ``text`` with every alert's ``for`` times ``scale`` (at least 1 s)."""
+    rules = yaml.safe_load(text)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = _duration(max(1.0, _seconds(rule["for"]) * scale))
+    return dict(rules)
+
+
+def _seconds(duration: str) -> float:
+    """A Prometheus duration such as ``1h30m`` or ``90s``, in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(f"not a Prometheus duration: {duration!r}")
+    return float(sum(int(n) * units[u] for n, u in parts))
+
+
 def write_configs(settings: Settings) -> tuple[Path, Path]:
-    """Both configuration files under the stack folder; their paths."""
+    """Both configuration files under the stack folder (and the scaled rules, where the
+    settings scale them); their paths."""
     home = settings.stack_dir / "monitoring"
     home.mkdir(parents=True, exist_ok=True)
+    if rules_file(settings) != RULES:
+        scaled = scaled_rules(RULES.read_text(), settings.monitoring_for_scale)
+        rules_file(settings).write_text(yaml.safe_dump(scaled, sort_keys=False))
     prom, am = home / "prometheus.yml", home / "alertmanager.yml"
     prom.write_text(yaml.safe_dump(prometheus_config(settings), sort_keys=False))
     am.write_text(yaml.safe_dump(alertmanager_config(settings), sort_keys=False))
@@ -169,7 +201,7 @@ def responder_answers(settings: Settings) -> bool:
 
 def responder_env(settings: Settings) -> dict[str, str]:
     """The settings the responder reads, as ``FEEDCAST_*`` variables."""
-    return {
+    env = {
         "FEEDCAST_REDIS_HOST": settings.redis_host,
         "FEEDCAST_REDIS_PORT": str(settings.redis_port),
         "FEEDCAST_REDIS_DB": str(settings.redis_db),
@@ -178,7 +210,17 @@ def responder_env(settings: Settings) -> dict[str, str]:
         "FEEDCAST_RESPONDER_ENABLED": str(settings.responder_enabled).lower(),
         "FEEDCAST_RESPONDER_DRY_RUN": str(settings.responder_dry_run).lower(),
         "FEEDCAST_RESPONDER_MIN_INTERVAL_S": str(settings.responder_min_interval_s),
+        "FEEDCAST_RESPONDER_LEASE_S": str(settings.responder_lease_s),
+        "FEEDCAST_PROMETHEUS_PORT": str(settings.prometheus_port),
+        "FEEDCAST_SERVE_MAX_REPLICAS": str(settings.serve_max_replicas),
     }
+    for name, path in (
+        ("FEEDCAST_MONITORING_BAND_PLAN", settings.monitoring_band_plan),
+        ("FEEDCAST_SERVE_CAPACITY_PLAN", settings.serve_capacity_plan),
+    ):
+        if path is not None:
+            env[name] = str(Path(path).resolve())
+    return env
 
 
 def answers(settings: Settings) -> bool:
@@ -262,12 +304,33 @@ def query(settings: Settings, promql: str, timeout_s: float = 5.0) -> list[dict[
     r = httpx.get(
         f"{prometheus_url(settings)}/api/v1/query", params={"query": promql}, timeout=timeout_s
     )
+    return _result(r, promql)
+
+
+def _result(r: httpx.Response, promql: str) -> list[dict[str, Any]]:
     r.raise_for_status()
     body = r.json()
     if body.get("status") != "success":
         raise RuntimeError(f"Prometheus refused {promql!r}: {body.get('error')}")
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
+
+
+def query_range(
+    settings: Settings,
+    promql: str,
+    start: float,
+    end: float,
+    step_s: float,
+    timeout_s: float = 30.0,
+) -> list[dict[str, Any]]:
+    """A range query (epoch seconds): each series' labels and ``values`` ([t, "v"] pairs)."""
+    r = httpx.get(
+        f"{prometheus_url(settings)}/api/v1/query_range",
+        params={"query": promql, "start": start, "end": end, "step": f"{step_s:g}s"},
+        timeout=timeout_s,
+    )
+    return _result(r, promql)
 
 
 def scalar(settings: Settings, promql: str) -> float | None:

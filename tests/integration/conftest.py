@@ -79,6 +79,11 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         ray_metrics_port=metrics_port,
         responder_port=responder_port,
         monitoring_scrape_s=1.0,  # the monitoring test waits for series and rules
+        # Alerts' `for` at a tenth (the band alert holds 12 s, not 2 min); the band's plan
+        # is written by the test that needs it; its lease lapses within the test.
+        monitoring_for_scale=0.1,
+        monitoring_band_plan=tmp_path_factory.mktemp("ops") / "band_plan.yaml",
+        responder_lease_s=20.0,
     )
     # Idempotent: what already runs (a demo's stack, say) is used as it is; what this session
     # starts, it stops at the end, so a test run leaves nothing behind.

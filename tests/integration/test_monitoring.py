@@ -2,9 +2,12 @@
 rules without an error, hands alerts to Alertmanager, and ``feedcast ops status`` reads it."""
 
 import json
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
+import yaml
 from typer.testing import CliRunner
 
 from core.settings import DEV_API_KEY
@@ -38,6 +41,7 @@ def test_prometheus_scrapes_the_feed_and_evaluates_every_rule(service, settings,
         "feedcast-slo",
         "feedcast-dependencies",
         "feedcast-media",
+        "feedcast-band",
     }
     wait_until(
         lambda: all(
@@ -147,3 +151,99 @@ def test_an_alert_in_alertmanager_reaches_the_responder_and_ops_status(settings,
     out = json.loads(CliRunner().invoke(app, ["ops", "status", "--json"]).output)
     assert name in {a["alert"] for a in out["actions"]}
     assert name in {a["alert"] for a in out["alerts"]}
+
+
+def _feed_replicas() -> int:
+    from ray import serve
+
+    from serving.deploy import APP_NAME
+
+    app = serve.status().applications.get(APP_NAME)
+    if app is None or "FeedService" not in app.deployments:
+        return 0
+    return int(app.deployments["FeedService"].replica_states.get("RUNNING", 0))
+
+
+def test_traffic_above_the_band_leases_a_replica_floor_that_lapses(service, settings, world):
+    """The whole loop on the real stack: the band the responder exports from a capacity plan,
+    feed traffic above it, the alert Prometheus fires, Alertmanager's webhook, the responder's
+    lease in Redis, the feed's autoscaling policy in the Serve controller raising the replicas
+    to the lease, and the lease lapsing on its own."""
+    from core import cache, lease
+    from pipelines import responder
+
+    assert settings.monitoring_band_plan is not None
+    client = cache.client(settings)
+    key = lease.lease_key(settings)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    rows = [  # a quiet hour is forecast: 0.01 requests a second at most
+        {"hour": (hour + timedelta(hours=i)).isoformat(), "requests_low_rps": 0.001,
+         "requests_median_rps": 0.005, "requests_high_rps": 0.01}
+        for i in (-1, 0, 1, 2)
+    ]  # fmt: skip
+    # One replica serves 0.05 req/s in this plan: the live rate needs more than the two the
+    # deployment may have, so the floor is its ceiling.
+    plan = {"config": {"replica_rps": 0.05}, "forecast_band": rows}
+    wait_until(  # from one replica, so that the second is the lease's doing
+        lambda: _feed_replicas() == 1, timeout=120, what="the feed at one replica"
+    )
+    stop = threading.Event()
+
+    def traffic() -> None:
+        users = readers(world, settings, 20, skip=10)
+        while not stop.is_set():
+            for user in users:
+                if stop.wait(0.3):
+                    return
+                httpx.get(f"{service}/v1/feed/{user}", headers=API, timeout=30)
+
+    sender = threading.Thread(target=traffic, daemon=True)
+    settings.monitoring_band_plan.write_text(yaml.safe_dump(plan))
+    try:
+        wait_until(
+            lambda: monitoring.scalar(settings, "max(feedcast_forecast_band_active)") == 1,
+            timeout=30,
+            what="the band exported by the responder and scraped",
+        )
+        sender.start()
+        acted = wait_until(
+            lambda: [
+                a for a in responder.recent_actions(settings, client, 20)
+                if a["action"] == "raise_floor" and a["alert"] == "FeedTrafficAboveBand"
+            ],
+            timeout=120,
+            what="the responder's raise_floor for FeedTrafficAboveBand",
+        )  # fmt: skip
+        assert acted[0]["outcome"] == "done", acted[0]
+        assert acted[0]["detail"]["replicas"] == settings.serve_max_replicas == 2, acted[0]
+        held = lease.current(client, key)
+        assert held is not None and held.replicas == 2 and held.alert == "FeedTrafficAboveBand"
+        assert 0 < held.until - time.time() <= settings.responder_lease_s
+        wait_until(
+            lambda: _feed_replicas() >= 2,
+            timeout=120,
+            interval=1.0,
+            what="the feed at the lease's floor of 2 replicas (Ray Serve's status)",
+        )
+        wait_until(
+            lambda: monitoring.scalar(settings, "max(ray_feedcast_replica_floor_lease)") == 2,
+            timeout=30,
+            what="the controller's lease gauge at 2",
+        )
+        stop.set()
+        settings.monitoring_band_plan.unlink()  # no band: the alert resolves
+        wait_until(
+            lambda: lease.current(client, key) is None and not client.exists(key),
+            timeout=settings.responder_lease_s + 5,
+            what="the lease lapsing on its own",
+        )
+        wait_until(
+            lambda: monitoring.scalar(settings, "max(ray_feedcast_replica_floor_lease)") == 0,
+            timeout=30,
+            what="the controller seeing no lease",
+        )
+    finally:
+        stop.set()
+        settings.monitoring_band_plan.unlink(missing_ok=True)
+        lease.release(client, key)
+        client.close()

@@ -11,7 +11,15 @@ import yaml
 from capacity import plan as cp
 from core.settings import Settings
 from serving.app import autoscaling_config
-from serving.autoscaling import POLICY, ForecastPolicy, PlanError, load_plan
+from serving.autoscaling import (
+    LEASED_POLICY,
+    POLICY,
+    FloorLease,
+    ForecastPolicy,
+    PlanError,
+    _leased,
+    load_plan,
+)
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 T0 = START.timestamp()
@@ -171,11 +179,59 @@ def test_settings_with_a_plan_give_ray_the_policy(tmp_path) -> None:
         for i in range(3)
     ]  # fmt: skip
     path.write_text(yaml.safe_dump({"feed_autoscaling": rows}))
-    plain = autoscaling_config(Settings())
-    assert "policy" not in plain
+    plain = autoscaling_config(Settings())  # Ray's rule, with the floor lease on top
+    assert plain["policy"]["policy_function"] == LEASED_POLICY
+    assert plain["policy"]["policy_kwargs"]["lease"]["key"].endswith(":ops:lease:feed")
+    assert AutoscalingConfig(**plain).policy.policy_function == LEASED_POLICY
     config = autoscaling_config(Settings(serve_capacity_plan=path))
     assert (config["min_replicas"], config["max_replicas"]) == (2, 9)
     assert config["policy"]["policy_function"] == POLICY
     ray_config = AutoscalingConfig(**config)  # Ray imports and serialises the policy
     assert ray_config.policy.policy_function == POLICY
     assert not ray_config.policy.is_default_policy_function()
+
+
+def test_a_lease_raises_the_decision_to_its_floor_and_never_lowers_it() -> None:
+    class Held(FloorLease):
+        def __init__(self, replicas: int) -> None:
+            self.replicas = replicas
+
+        def floor(self, now: float) -> tuple[int, str]:
+            return (self.replicas, "held") if self.replicas else (0, "none")
+
+    assert _leased(2, 0.0, Held(5), {}) == (5, {"lease": {"status": "held", "replicas": 5},
+                                               "lease_raised": True})  # fmt: skip
+    assert _leased(7, 0.0, Held(5), {})[0] == 7  # the maximum: a floor, not a target
+    assert _leased(3, 0.0, Held(0), {}) == (3, {"lease": "none"})
+    assert _leased(3, 0.0, None, {}) == (3, {})
+    p = plan([20.0] * 3, [1] * 3, [6] * 3, lead_s=0.0)
+    p.lease = Held(4)
+    want, state = p.decide(T0 + 1800, 1.0, 8.0)  # the plan alone would keep its floor of 1
+    assert want == 4 and state["lease"] == {"status": "held", "replicas": 4}
+
+
+def test_a_redis_that_does_not_answer_is_no_lease_and_is_not_asked_every_tick() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    lease = FloorLease("127.0.0.1", port, 0, "k", every_s=1.0, timeout_s=0.2, backoff_s=10.0)
+    assert lease.floor(1000.0) == (0, "unreadable")
+    assert lease._next == 1010.0  # skipped for the backoff, then tried again
+    assert lease.floor(1005.0) == (0, "unreadable")
+    assert lease._next == 1010.0
+
+
+def test_a_stored_lease_counts_only_while_in_force_and_well_formed() -> None:
+    import json
+
+    from core.lease import Lease, parse
+
+    body = {"replicas": 3, "until": 200.0, "alert": "FeedTrafficAboveBand", "granted_at": 100.0}
+    assert parse(json.dumps(body), 150.0) == Lease(3, 200.0, "FeedTrafficAboveBand", 100.0)
+    assert parse(json.dumps(body).encode(), 150.0) is not None
+    assert parse(json.dumps(body), 200.0) is None  # expired, even if Redis still had it
+    assert parse(json.dumps(body | {"replicas": 0}), 150.0) is None
+    for garbled in (None, b"", b"{", json.dumps({"replicas": 3}), json.dumps([1, 2])):
+        assert parse(garbled, 150.0) is None

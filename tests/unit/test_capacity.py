@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -192,6 +193,27 @@ def test_cli_names_a_bad_variant() -> None:
     assert "the forecaster needs 3" in res.output
 
 
+BOUNDS = ("low", "median", "high")
+
+
+def test_the_band_widens_the_80_interval_to_95_and_is_read_between_hour_midpoints() -> None:
+    from capacity.anomaly import band_at, band_bounds, band_rows
+
+    low, high = band_bounds(np.array([100.0]), np.array([80.0]), np.array([130.0]))
+    assert low[0] == pytest.approx(100 - 20 * 1.959964 / 1.281552)
+    assert high[0] == pytest.approx(100 + 30 * 1.959964 / 1.281552)
+    q = {0.1: np.array([3600.0, 7200.0]), 0.5: np.array([7200.0, 14400.0])}
+    q[0.9] = q[0.5] * 1.5
+    rows = band_rows(["2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+00:00"], {"requests": q})
+    assert rows[1]["requests_median_rps"] == pytest.approx(4.0)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    assert band_at(rows, t0 + 1800)["requests_median_rps"] == pytest.approx(2.0)  # a midpoint
+    assert band_at(rows, t0 + 3600)["requests_median_rps"] == pytest.approx(3.0)  # halfway
+    assert band_at(rows, t0 + 7199)["requests_median_rps"] == pytest.approx(4.0)  # held flat
+    assert band_at(rows, t0 - 1) is None and band_at(rows, t0 + 7200) is None  # outside
+    assert band_at([], t0) is None
+
+
 def test_schedule_plans_the_week_after_the_history(tmp_path) -> None:
     import pandas as pd
     import yaml
@@ -222,7 +244,19 @@ def test_schedule_plans_the_week_after_the_history(tmp_path) -> None:
     assert len(plan["hours"]) == 168
     # ~20 req/s expected on average: one replica of 20 req/s, a few at the daily peak
     assert 5 < sum(plan["expected_rps"]) / 168 < 40
-    assert len(yaml.safe_load(out.read_text())["upload_workers"]) == 168
+    raw = yaml.safe_load(out.read_text())
+    assert len(raw["upload_workers"]) == 168
+    band = raw["forecast_band"]  # what monitoring judges the live rates against
+    assert [r["hour"] for r in band] == plan["hours"]
+    for name in ("requests", "uploads"):
+        lo, med, hi = (np.array([r[f"{name}_{b}_rps"] for r in band]) for b in BOUNDS)
+        assert np.all(lo >= 0) and np.all(lo <= med) and np.all(med <= hi)
+        assert np.mean(hi > lo) > 0.9  # a band, not a line
+    # the true rate of the planned week (the same generator, a week longer) mostly inside it
+    truth = generate(TrafficConfig(variant="stationary", weeks=6, seed=2, requests_per_hour=72_000))
+    rate = truth.requests[-168:] / 3600.0
+    lo, hi = (np.array([r[f"requests_{b}_rps"] for r in band]) for b in ("low", "high"))
+    assert np.mean((rate >= lo * 0.9) & (rate <= hi * 1.1)) > 0.8
 
     frame.head(200).to_parquet(short := tmp_path / "short.parquet")
     res = runner.invoke(app, ["capacity", "schedule", "--history", str(short), "--out", str(out)])

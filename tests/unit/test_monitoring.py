@@ -6,9 +6,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from core.settings import Settings
+from pipelines import responder
 from stack import monitoring
 
 RULES = yaml.safe_load(monitoring.RULES.read_text())
@@ -29,13 +31,88 @@ def test_every_alert_is_tested_firing_and_silent():
     fired = {t["alertname"] for c in CASES for t in c["alert_rule_test"] if t["exp_alerts"]}
     silent = {t["alertname"] for c in CASES for t in c["alert_rule_test"] if not t["exp_alerts"]}
     assert set(ALERTS) <= fired, set(ALERTS) - fired
-    assert set(ALERTS) - {"UploadsRefused"} <= silent, set(ALERTS) - silent
+    assert set(ALERTS) <= silent, set(ALERTS) - silent
 
 
 def test_every_alert_says_how_soon_it_fires_and_how_bad_it_is():
     for name, rule in ALERTS.items():
         assert rule["annotations"]["fires_within"], name
         assert rule["labels"]["severity"] in ("page", "ticket"), name
+        assert rule["labels"].get("response", "raise_floor") in responder.RESPONSES, name
+
+
+def test_scaled_rules_shorten_every_for_and_nothing_else():
+    scaled = monitoring.scaled_rules(monitoring.RULES.read_text(), 0.1)
+    pairs = zip(RULES["groups"], scaled["groups"], strict=True)
+    for before, after in (
+        (b, a) for g, h in pairs for b, a in zip(g["rules"], h["rules"], strict=True)
+    ):
+        if "for" in before:
+            want = max(1.0, monitoring._seconds(before["for"]) * 0.1)
+            assert abs(int(after["for"].removesuffix("ms")) / 1000 - want) < 1e-6, before
+        assert {k: v for k, v in after.items() if k != "for"} == {
+            k: v for k, v in before.items() if k != "for"
+        }
+    assert monitoring._seconds("1h30m") == 5400 and monitoring._seconds("250ms") == 0.25
+    for bad in ("", "5", "1x", "m5"):
+        with pytest.raises(ValueError, match="not a Prometheus duration"):
+            monitoring._seconds(bad)
+    s = Settings(monitoring_for_scale=0.1, prometheus_port=9999)
+    assert monitoring.rules_file(s).name == "rules-9999.yml"
+    assert monitoring.rules_file(Settings()) == monitoring.RULES
+
+
+def test_the_responder_plans_the_response_its_label_names_and_pages_for_page_severity():
+    def alert(status: str, **labels: str) -> dict:
+        return {"status": status, "labels": labels, "fingerprint": "f", "startsAt": "t"}
+
+    payload = {"alerts": [
+        alert("firing", alertname="AboveBand", severity="ticket", response="raise_floor"),
+        alert("firing", alertname="Both", severity="page", response="raise_floor"),
+        alert("firing", alertname="Unknown", severity="ticket", response="reboot_everything"),
+        alert("resolved", alertname="Over", severity="page"),
+        "not an alert",
+    ]}  # fmt: skip
+    planned = [(a.action, a.alert) for a in responder.plan(payload)]
+    assert planned == [
+        ("raise_floor", "AboveBand"), ("raise_floor", "Both"), ("page", "Both")
+    ]  # fmt: skip
+    assert responder.plan({}) == [] and responder.plan({"alerts": None}) == []
+
+
+def test_the_band_plan_is_exported_now_and_sizes_the_floor(tmp_path: Path):
+    import os
+    import time
+    from datetime import UTC, datetime
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    path = tmp_path / "plan.yaml"
+    band = responder.BandPlan(path)
+    registry = CollectorRegistry()
+    registry.register(responder.BandCollector(band))
+    assert "feedcast_forecast_band_active 0.0" in generate_latest(registry).decode()  # no file
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0).timestamp()
+    rows = [
+        {"hour": datetime.fromtimestamp(hour + 3600 * i, UTC).isoformat(),
+         "requests_low_rps": 1.0, "requests_median_rps": 2.0, "requests_high_rps": 3.0}
+        for i in (-1, 0, 1)
+    ]  # fmt: skip
+    path.write_text(yaml.safe_dump({"config": {"replica_rps": 4.0}, "forecast_band": rows,
+                                    "feed_autoscaling": [{"max_replicas": 5}]}))  # fmt: skip
+    text = generate_latest(registry).decode()
+    assert "feedcast_forecast_band_active 1.0" in text
+    assert 'feedcast_forecast_band_rps{bound="high",series="requests"} 3.0' in text
+    s = Settings(serve_max_replicas=2)
+    r = responder.Responder(s, None, CollectorRegistry(), band)  # type: ignore[arg-type]
+    assert r.floor_for(9.0)[0] == 3  # 9 req/s at 4 a replica
+    assert r.floor_for(100.0)[0] == 5  # the plan's ceiling, not the settings'
+    assert r.floor_for(0.0)[0] == 1
+    assert r.floor_for(None) == (5, "the ceiling: live rate unknown")
+    path.write_text("not: [a, plan")  # garbled: no band, the settings' ceiling
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert "feedcast_forecast_band_active 0.0" in generate_latest(registry).decode()
+    assert r.floor_for(None)[0] == 2
 
 
 def test_the_generated_prometheus_config_checks_out(tmp_path: Path):
@@ -65,3 +142,39 @@ def test_ops_status_says_when_monitoring_is_not_there(monkeypatch):
     r = CliRunner().invoke(app, ["ops", "status"])
     assert r.exit_code != 0
     assert "monitoring unreachable" in r.output and "feedcast stack up" in r.output
+
+
+def test_the_ops_plot_draws_rates_band_alert_spans_and_actions(tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+
+    from pipelines import ops_plot
+
+    t = np.arange(0.0, 3600.0, 60.0) + 1.8e9
+    firing = np.r_[t[10:20], t[40:45]]
+    assert ops_plot._spans(firing, 60.0) == [(t[10], t[19] + 60), (t[40], t[44] + 60)]
+    assert ops_plot._spans(np.zeros(0), 60.0) == []
+    live = (t, 5 + np.sin(t / 600.0))
+    band = {"live": live, "low": (t, np.full(len(t), 3.0)), "high": (t, np.full(len(t), 7.0)),
+            "median": (t, np.full(len(t), 5.0))}  # fmt: skip
+    empty = {k: (np.zeros(0), np.zeros(0)) for k in band}
+    data = {
+        "start": t[0], "end": t[-1],
+        "panels": {"requests": band, "uploads": empty},
+        "alerts": {"FeedTrafficAboveBand": ops_plot._spans(firing, 60.0)},
+        "actions": [{"at": t[12], "action": "raise_floor", "alert": "FeedTrafficAboveBand"}],
+    }  # fmt: skip
+    out = ops_plot.plot(data, tmp_path / "ops.png")
+    with Image.open(out) as img:
+        assert img.size == (1200, 800)
+        # the band (blue), the alert's span (red) and the action (green) are drawn
+        colors = img.convert("RGB").getcolors(1_000_000)
+    assert colors is not None
+
+    def near(rgb: tuple[int, int, int]) -> int:
+        return sum(
+            n for n, c in colors if sum(abs(a - b) for a, b in zip(c, rgb, strict=True)) < 60
+        )
+
+    assert near((214, 39, 40)) > 500  # tab:red
+    assert near((44, 160, 44)) > 100  # tab:green
