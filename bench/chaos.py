@@ -62,6 +62,8 @@ def chaos_settings(base: Settings) -> Settings:
             "gate_port": CHAOS_GATE_PORT,
             "prometheus_port": 9290,  # its own, scraping its own Ray head (8095)
             "alertmanager_port": 9293,
+            "redis_exporter_port": 9295,
+            "mtail_port": 9296,
             "serve_haproxy_ports": CHAOS_HAPROXY_PORTS,
             "rate_limit_per_s": 100_000.0,  # one load key: the limiter is not under test here
             "rate_limit_burst": 100_000,

@@ -279,6 +279,15 @@ class Settings(BaseSettings):
     alertmanager_port: int = Field(
         9193, description="Port of the local Alertmanager (127.0.0.1); its clustering is off."
     )
+    redis_exporter_port: int = Field(
+        9195,
+        description="Port of the Redis exporter (Debian's prometheus-redis-exporter, 127.0.0.1).",
+    )
+    mtail_port: int = Field(
+        9196,
+        description="Port of mtail (127.0.0.1), which turns the gate's and the edge's access logs "
+        "into series: status codes, shed 503s, cache hits (monitoring/nginx.mtail).",
+    )
     monitoring_scrape_s: float = Field(
         5.0,
         ge=1,

@@ -26,11 +26,13 @@ import httpx
 import yaml
 
 from core.settings import REPO_ROOT, Settings
-from stack import proc
+from stack import nginx, proc
 
 PROMETHEUS, ALERTMANAGER, RESPONDER = "prometheus", "alertmanager", "responder"
+REDIS_EXPORTER, MTAIL = "redis-exporter", "mtail"
 RULES = REPO_ROOT / "monitoring" / "rules.yml"
 RULES_TEST = REPO_ROOT / "monitoring" / "rules_test.yml"
+MTAIL_PROGS = REPO_ROOT / "monitoring"  # nginx.mtail: the gate's and the edge's access logs
 
 
 def _per_port(base: str, port: int, default: int) -> str:
@@ -48,6 +50,14 @@ def alertmanager_name(settings: Settings) -> str:
 
 def responder_name(settings: Settings) -> str:
     return _per_port(RESPONDER, settings.responder_port, 9194)
+
+
+def redis_exporter_name(settings: Settings) -> str:
+    return _per_port(REDIS_EXPORTER, settings.redis_exporter_port, 9195)
+
+
+def mtail_name(settings: Settings) -> str:
+    return _per_port(MTAIL, settings.mtail_port, 9196)
 
 
 def responder_url(settings: Settings) -> str:
@@ -88,6 +98,18 @@ def alertmanager_binary() -> str:
     return proc.apt_install(find, "prometheus-alertmanager", "Alertmanager")
 
 
+def redis_exporter_binary() -> str:
+    return proc.apt_install(
+        lambda: shutil.which("prometheus-redis-exporter"),
+        "prometheus-redis-exporter",
+        "the Redis exporter",
+    )
+
+
+def mtail_binary() -> str:
+    return proc.apt_install(lambda: shutil.which("mtail"), "mtail", "mtail")
+
+
 def _duration(seconds: float) -> str:
     return f"{int(seconds * 1000)}ms"
 
@@ -116,6 +138,8 @@ def prometheus_config(settings: Settings) -> dict[str, Any]:
             job("prometheus", settings.prometheus_port),
             job("alertmanager", settings.alertmanager_port),
             job("responder", settings.responder_port),  # feedcast_responder_actions_total
+            job("redis", settings.redis_exporter_port),  # redis_up, memory, clients, commands
+            job("nginx", settings.mtail_port),  # the gate's and the edge's access logs
         ],
     }
 
@@ -223,12 +247,73 @@ def responder_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _metrics(port: int, needle: str) -> bool:
+    """Whether ``GET /metrics`` on ``port`` answers with a series named ``needle``."""
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and needle in r.text
+
+
+def redis_exporter_answers(settings: Settings) -> bool:
+    return _metrics(settings.redis_exporter_port, "redis_exporter_build_info")
+
+
+def mtail_answers(settings: Settings) -> bool:
+    return _metrics(settings.mtail_port, "mtail_build_info")
+
+
 def answers(settings: Settings) -> bool:
     return (
         _ready(prometheus_url(settings))
         and _ready(alertmanager_url(settings))
         and responder_answers(settings)
+        and redis_exporter_answers(settings)
+        and mtail_answers(settings)
     )
+
+
+def _exporters(settings: Settings) -> list[str]:
+    """Start the Redis exporter and mtail where they are not answering; what was started."""
+    started = []
+    if not redis_exporter_answers(settings):
+        addr = f"redis://{settings.redis_host}:{settings.redis_port}"
+        pid = proc.launch(
+            settings.stack_dir,
+            redis_exporter_name(settings),
+            [
+                redis_exporter_binary(),
+                f"--redis.addr={addr}",
+                f"--web.listen-address=127.0.0.1:{settings.redis_exporter_port}",
+                "--connection-timeout=2s",
+            ],
+            answers=lambda: redis_exporter_answers(settings),
+            what="the Redis exporter",
+        )
+        started.append(f"redis exporter pid {pid}")
+    if not mtail_answers(settings):
+        logs = nginx.home(settings)
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in ("gate.log", "access.log"):  # mtail polls the files there at its start
+            (logs / name).touch()
+        pid = proc.launch(
+            settings.stack_dir,
+            mtail_name(settings),
+            [
+                mtail_binary(),
+                f"--progs={MTAIL_PROGS}",
+                f"--logs={logs / 'gate.log'}",
+                f"--logs={logs / 'access.log'}",
+                "--address=127.0.0.1",
+                f"--port={settings.mtail_port}",
+                "--emit_prog_label=false",
+            ],
+            answers=lambda: mtail_answers(settings),
+            what="mtail",
+        )
+        started.append(f"mtail pid {pid}")
+    return started
 
 
 def up(settings: Settings) -> str:
@@ -238,7 +323,7 @@ def up(settings: Settings) -> str:
         return "already running"
     prom_cfg, am_cfg = write_configs(settings)
     home = prom_cfg.parent
-    started = []
+    started = _exporters(settings)
     responder_running = proc.read_pid(settings.stack_dir, responder_name(settings)) is not None
     if not responder_running and not responder_answers(settings):
         r_pid = proc.launch(
@@ -292,6 +377,8 @@ def up(settings: Settings) -> str:
 
 def down(settings: Settings) -> bool:
     stopped = proc.stop(settings.stack_dir, prometheus_name(settings))
+    stopped = proc.stop(settings.stack_dir, mtail_name(settings)) or stopped
+    stopped = proc.stop(settings.stack_dir, redis_exporter_name(settings)) or stopped
     stopped = proc.stop(settings.stack_dir, alertmanager_name(settings)) or stopped
     return proc.stop(settings.stack_dir, responder_name(settings), grace_s=5) or stopped
 

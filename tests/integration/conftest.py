@@ -40,9 +40,9 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     from serving.security import hash_key
     from stack import local
 
-    ports = free_ports(7)
+    ports = free_ports(9)
     origin_port, edge_port, gate_port, prometheus_port, alertmanager_port = ports[:5]
-    metrics_port, responder_port = ports[5:]
+    metrics_port, responder_port, redis_exporter_port, mtail_port = ports[5:]
     s = Settings(
         env="test",
         redis_port=TEST_REDIS_PORT,
@@ -78,6 +78,8 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         alertmanager_port=alertmanager_port,
         ray_metrics_port=metrics_port,
         responder_port=responder_port,
+        redis_exporter_port=redis_exporter_port,
+        mtail_port=mtail_port,
         monitoring_scrape_s=1.0,  # the monitoring test waits for series and rules
         # Alerts' `for` at a tenth (the band alert holds 12 s, not 2 min); the band's plan
         # is written by the test that needs it; its lease lapses within the test.

@@ -38,7 +38,7 @@ def readers(world: Any, settings: Any, n: int, skip: int = 0) -> list[int]:
     """Users with many recent timeline posts (full pages, long sessions), most first, past the
     ``skip`` busiest: each test file takes its own slice, so that its tests start from users no
     other test served (test_serving reads the busiest, test_prefetch_serving 1-29,
-    test_sessions 30-39, test_read_path 40-50)."""
+    test_sessions 30-39, test_read_path 40-50, test_monitoring 60-99)."""
     import pandas as pd  # lazy: suite.py is imported for its constants alone
 
     from core import constants as C

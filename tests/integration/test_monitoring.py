@@ -1,6 +1,7 @@
 """The stack's Prometheus scrapes the live feed (Ray's metrics port), loads the versioned alert
 rules without an error, hands alerts to Alertmanager, and ``feedcast ops status`` reads it."""
 
+import itertools
 import json
 import threading
 import time
@@ -33,7 +34,10 @@ def test_prometheus_scrapes_the_feed_and_evaluates_every_rule(service, settings,
         f"prometheus 127.0.0.1:{settings.prometheus_port}": True,
         f"alertmanager 127.0.0.1:{settings.alertmanager_port}": True,
         f"responder 127.0.0.1:{settings.responder_port}": True,
+        f"redis 127.0.0.1:{settings.redis_exporter_port}": True,
+        f"nginx 127.0.0.1:{settings.mtail_port}": True,
     }
+    assert monitoring.scalar(settings, "min(redis_up)") == 1  # the exporter reaches Redis
     # Every rule loaded and evaluated against the live series without an error.
     url = monitoring.prometheus_url(settings)
     groups = httpx.get(f"{url}/api/v1/rules", timeout=10).json()["data"]["groups"]
@@ -42,6 +46,7 @@ def test_prometheus_scrapes_the_feed_and_evaluates_every_rule(service, settings,
         "feedcast-dependencies",
         "feedcast-media",
         "feedcast-band",
+        "feedcast-edge",
     }
     wait_until(
         lambda: all(
@@ -65,15 +70,14 @@ def test_prometheus_scrapes_the_feed_and_evaluates_every_rule(service, settings,
 def test_ops_status_reads_the_live_figures(service, settings, world, monkeypatch):
     from pipelines.cli import app
 
-    for user in readers(world, settings, 3, skip=5):
-        httpx.get(f"{service}/v1/feed/{user}", headers=API, timeout=30).raise_for_status()
-    wait_until(
-        lambda: (
-            (monitoring.scalar(settings, "sum(rate(ray_feedcast_requests_total[5m]))") or 0) > 0
-        ),
-        timeout=90,
-        what="a request rate in Prometheus",
-    )
+    users = itertools.cycle(readers(world, settings, 20, skip=60))
+
+    def rate_seen() -> bool:
+        # a rate needs the counter to rise between two scrapes: a page each poll
+        httpx.get(f"{service}/v1/feed/{next(users)}", headers=API, timeout=30).raise_for_status()
+        return (monitoring.scalar(settings, "sum(rate(ray_feedcast_requests_total[5m]))") or 0) > 0
+
+    wait_until(rate_seen, timeout=90, interval=0.5, what="a request rate in Prometheus")
     wait_until(  # the recorded ratio lags the raw series by an evaluation or two
         lambda: monitoring.scalar(settings, "feedcast:errors:ratio_rate5m") is not None,
         timeout=30,
@@ -190,7 +194,7 @@ def test_traffic_above_the_band_leases_a_replica_floor_that_lapses(service, sett
     stop = threading.Event()
 
     def traffic() -> None:
-        users = readers(world, settings, 20, skip=10)
+        users = readers(world, settings, 15, skip=80)
         while not stop.is_set():
             for user in users:
                 if stop.wait(0.3):
@@ -247,3 +251,24 @@ def test_traffic_above_the_band_leases_a_replica_floor_that_lapses(service, sett
         settings.monitoring_band_plan.unlink(missing_ok=True)
         lease.release(client, key)
         client.close()
+
+
+def test_the_gates_answers_reach_prometheus_through_its_access_log(service, settings, world):
+    """mtail reads the gate's nginx log: feed pages through the gate are counted by route and
+    code (what it makes of sheds and the edge's cache status: tests/unit/test_monitoring.py)."""
+    gate = f"http://127.0.0.1:{settings.gate_port}"
+    before = monitoring.scalar(settings, 'sum(feedcast_gate_responses{route="feed"})') or 0.0
+    for user in readers(world, settings, 3, skip=95):
+        r = httpx.get(f"{gate}/v1/feed/{user}", headers=API, timeout=30)
+        assert r.status_code == 200, r.text
+    wait_until(
+        lambda: (
+            (
+                monitoring.scalar(settings, 'sum(feedcast_gate_responses{route="feed",code="200"})')
+                or 0
+            )
+            >= before + 3
+        ),
+        timeout=30,
+        what="the gate's three feed answers counted from its access log",
+    )

@@ -178,3 +178,44 @@ def test_the_ops_plot_draws_rates_band_alert_spans_and_actions(tmp_path: Path):
 
     assert near((214, 39, 40)) > 500  # tab:red
     assert near((44, 160, 44)) > 100  # tab:green
+
+
+def test_mtail_counts_the_gates_codes_sheds_and_the_edges_cache_status(tmp_path: Path):
+    """monitoring/nginx.mtail over lines in the `edge` log format of stack/conf/nginx.conf, by
+    Debian's mtail itself (one-shot)."""
+    fmt = '127.0.0.1 [06/Dec/2026:23:00:00 +0000] "{} HTTP/1.1" {} {} cache={} rt=0.010 urt={}'
+    gate = [
+        ("GET /v1/feed/12?limit=3", 200, 512, "-", "0.011"),
+        ("GET /v1/feed/12", 503, 90, "-", "-"),  # the gate's own 503: shed
+        ("GET /v1/feed/13", 503, 90, "-", "0.099"),  # the service's 503: not shed
+        ("POST /v1/uploads", 503, 120, "-", "-"),
+        ("POST /v1/uploads", 202, 120, "-", "0.290"),
+        ("GET /healthz", 200, 20, "-", "0.001"),
+    ]
+    edge = [("GET /m/a.jpg", 200, 1000, "HIT", "-"), ("GET /m/b.jpg", 200, 3000, "MISS", "0.01")]
+    (tmp_path / "gate.log").write_text("".join(fmt.format(*x) + "\n" for x in gate))
+    (tmp_path / "access.log").write_text("".join(fmt.format(*x) + "\n" for x in edge))
+    done = _run(
+        monitoring.mtail_binary(), "--one_shot", "--one_shot_format", "prometheus",
+        "--emit_prog_label=false", f"--progs={monitoring.MTAIL_PROGS}",
+        f"--logs={tmp_path / 'gate.log'}", f"--logs={tmp_path / 'access.log'}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in done.stdout.splitlines()
+        if line.startswith("feedcast_")
+    }
+    assert got == {
+        'feedcast_gate_responses{code="200",route="feed"}': 1,
+        'feedcast_gate_responses{code="503",route="feed"}': 2,
+        'feedcast_gate_responses{code="503",route="uploads"}': 1,
+        'feedcast_gate_responses{code="202",route="uploads"}': 1,
+        'feedcast_gate_responses{code="200",route="other"}': 1,
+        'feedcast_gate_shed{route="feed"}': 1,
+        'feedcast_gate_shed{route="uploads"}': 1,
+        'feedcast_edge_responses{cache="HIT",code="200"}': 1,
+        'feedcast_edge_responses{cache="MISS",code="200"}': 1,
+        'feedcast_edge_bytes{cache="HIT"}': 1000,
+        'feedcast_edge_bytes{cache="MISS"}': 3000,
+    }
