@@ -20,9 +20,10 @@ Actions, chosen by the alert's labels (``monitoring/rules.yml``):
   feed's autoscaling policy keeps at least that many while it lasts (the maximum with the
   capacity plan's decision), and it lapses on its own. ``feedcast ops release`` ends it.
 
-It also exports the forecast band the live rates are judged against
-(``feedcast_forecast_band_rps{series, bound}``, from the capacity plan's ``forecast_band``
-rows: ``monitoring_band_plan``, else ``serve_capacity_plan``; re-read when the file changes).
+It also exports the retraining pipeline's state (``pipelines/pipeline_series.py``) and the
+forecast band the live rates are judged against (``feedcast_forecast_band_rps{series, bound}``,
+from the capacity plan's ``forecast_band`` rows: ``monitoring_band_plan``, else
+``serve_capacity_plan``; re-read when the file changes).
 Not yet: re-warming first pages when the edge's hit ratio collapses (issue 23).
 """
 
@@ -51,6 +52,7 @@ from capacity.anomaly import band_at
 from capacity.plan import CapacityConfig
 from core import cache, lease
 from core.settings import Settings
+from pipelines.pipeline_series import PipelineCollector
 
 log = logging.getLogger("feedcast.responder")
 MAX_BODY = 1_000_000  # Alertmanager's batches are small; anything larger is refused (413)
@@ -329,6 +331,7 @@ def main() -> None:  # pragma: no cover — run by the stack as a process
     registry = CollectorRegistry()
     band_plan = BandPlan(s.monitoring_band_plan or s.serve_capacity_plan)
     registry.register(BandCollector(band_plan))
+    registry.register(PipelineCollector(s.pipeline_dir))
     responder = Responder(s, cache.client(s), registry, band_plan)
     server = make_server(s, responder, registry, token)
     log.info("responder on 127.0.0.1:%d (dry run: %s)", s.responder_port, s.responder_dry_run)

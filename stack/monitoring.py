@@ -237,8 +237,10 @@ def responder_env(settings: Settings) -> dict[str, str]:
         "FEEDCAST_RESPONDER_LEASE_S": str(settings.responder_lease_s),
         "FEEDCAST_PROMETHEUS_PORT": str(settings.prometheus_port),
         "FEEDCAST_SERVE_MAX_REPLICAS": str(settings.serve_max_replicas),
+        "FEEDCAST_HOME": str(Path(settings.home).resolve()),  # the pipeline's run folders
     }
     for name, path in (
+        ("FEEDCAST_DATA_DIR", settings.data_dir),
         ("FEEDCAST_MONITORING_BAND_PLAN", settings.monitoring_band_plan),
         ("FEEDCAST_SERVE_CAPACITY_PLAN", settings.serve_capacity_plan),
     ):

@@ -85,7 +85,7 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         # is written by the test that needs it; its lease lapses within the test.
         monitoring_for_scale=0.1,
         monitoring_band_plan=tmp_path_factory.mktemp("ops") / "band_plan.yaml",
-        responder_lease_s=20.0,
+        responder_lease_s=45.0,
     )
     # Idempotent: what already runs (a demo's stack, say) is used as it is; what this session
     # starts, it stops at the end, so a test run leaves nothing behind.

@@ -38,6 +38,8 @@ def test_prometheus_scrapes_the_feed_and_evaluates_every_rule(service, settings,
         f"nginx 127.0.0.1:{settings.mtail_port}": True,
     }
     assert monitoring.scalar(settings, "min(redis_up)") == 1  # the exporter reaches Redis
+    responder_metrics = httpx.get(f"{monitoring.responder_url(settings)}/metrics", timeout=10)
+    assert "# TYPE feedcast_retrain_runs gauge" in responder_metrics.text  # the pipeline's
     # Every rule loaded and evaluated against the live series without an error.
     url = monitoring.prometheus_url(settings)
     groups = httpx.get(f"{url}/api/v1/rules", timeout=10).json()["data"]["groups"]
@@ -47,6 +49,7 @@ def test_prometheus_scrapes_the_feed_and_evaluates_every_rule(service, settings,
         "feedcast-media",
         "feedcast-band",
         "feedcast-edge",
+        "feedcast-pipeline",
     }
     wait_until(
         lambda: all(
@@ -223,16 +226,16 @@ def test_traffic_above_the_band_leases_a_replica_floor_that_lapses(service, sett
         held = lease.current(client, key)
         assert held is not None and held.replicas == 2 and held.alert == "FeedTrafficAboveBand"
         assert 0 < held.until - time.time() <= settings.responder_lease_s
+        wait_until(  # the controller holds it (Ray exports its gauge every few seconds)
+            lambda: monitoring.scalar(settings, "max(ray_feedcast_replica_floor_lease)") == 2,
+            timeout=30,
+            what="the controller's lease gauge at 2",
+        )
         wait_until(
             lambda: _feed_replicas() >= 2,
             timeout=120,
             interval=1.0,
             what="the feed at the lease's floor of 2 replicas (Ray Serve's status)",
-        )
-        wait_until(
-            lambda: monitoring.scalar(settings, "max(ray_feedcast_replica_floor_lease)") == 2,
-            timeout=30,
-            what="the controller's lease gauge at 2",
         )
         stop.set()
         settings.monitoring_band_plan.unlink()  # no band: the alert resolves

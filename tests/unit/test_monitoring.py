@@ -4,6 +4,7 @@ own tools, and every alert rule is tested with ``promtool test rules`` (firing w
 
 import re
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,33 @@ def test_mtail_counts_the_gates_codes_sheds_and_the_edges_cache_status(tmp_path:
         'feedcast_edge_bytes{cache="HIT"}': 1000,
         'feedcast_edge_bytes{cache="MISS"}': 3000,
     }
+
+
+def test_the_pipeline_series_come_from_the_run_folders(tmp_path: Path):
+    import json
+
+    from pipelines.pipeline_series import figures, read_runs
+
+    def run(run_id: str, status: str, ended: str | None, gate: bool | None = None) -> None:
+        state: dict = {"run_id": run_id, "status": status, "steps": {}}
+        if ended:
+            state["ended"] = ended
+        if gate is not None:
+            state["steps"]["gate"] = {"out": {"promote": gate, "reason": "", "checks": []}}
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run_id / "state.json").write_text(json.dumps(state))
+
+    assert figures(read_runs(tmp_path)) == {"runs": {}, "last_ok": None, "last_promoted": None,
+                                            "last_stopped": None, "gate_passed": None}  # fmt: skip
+    run("20261201T030000Z-aaaa", "promoted", "2026-12-01T03:20:00+00:00", gate=True)
+    run("20261202T030000Z-bbbb", "nothing-new", "2026-12-02T03:01:00+00:00")
+    run("20261203T030000Z-cccc", "refused", "2026-12-03T03:25:00+00:00", gate=False)
+    run("20261204T030000Z-dddd", "stopped", "2026-12-04T03:02:00+00:00")
+    run("20261205T030000Z-eeee", "running", None)  # failed, waiting to be resumed
+    (tmp_path / "runs" / "stray").mkdir()
+    (tmp_path / "runs" / "stray" / "state.json").write_text("{half a")
+    f = figures(read_runs(tmp_path))
+    assert f["runs"] == {"promoted": 1, "nothing-new": 1, "refused": 1, "stopped": 1, "running": 1}
+    assert f["last_ok"] == datetime(2026, 12, 2, 3, 1, tzinfo=UTC).timestamp()
+    assert f["last_promoted"] == datetime(2026, 12, 1, 3, 20, tzinfo=UTC).timestamp()
+    assert f["last_stopped"] == 1.0 and f["gate_passed"] == 0.0
