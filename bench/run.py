@@ -14,7 +14,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
-    from bench import anomaly, capacity, forecast, media, pit, prefetch, ranking, serve
+    from bench import anomaly, capacity, forecast, media, pit, prefetch, ranking, response, serve
 
     settings = Settings()
     RESULTS.mkdir(exist_ok=True)
@@ -28,6 +28,7 @@ def main() -> int:
         "forecast": lambda: forecast.run(settings),
         "media": lambda: media.run(settings),
         "anomaly": lambda: anomaly.run(),
+        "response": lambda: response.run(),
     }
     benches = {k: v for k, v in benches.items() if not only or k in only}
     failed = 0

@@ -272,3 +272,28 @@ def test_schedule_plans_the_week_after_the_history(tmp_path) -> None:
     frame.drop(index=[10]).to_parquet(gap := tmp_path / "gap.parquet")
     res = runner.invoke(app, ["capacity", "schedule", "--history", str(gap), "--out", str(out)])
     assert res.exit_code == 2 and "consecutive" in res.output
+
+
+def test_the_replayed_lease_arrives_one_lag_after_its_grant_and_lapses_after_renewals() -> None:
+    from capacity import response
+    from capacity.anomaly import episodes
+
+    cfg = cp.CapacityConfig(replica_rps=1.0, inbound_target=1.0, lag_min=10)  # 60 a replica-minute
+    demand = np.full(300, 60.0)
+    demand[100:160] = 300.0  # a spike: five replicas' load for an hour
+    high = np.full(300, 80.0)
+    alert = response.above_band(demand, high)
+    assert episodes(alert) == [(101, 164)]  # held 2 minutes; the 5-minute count stays over 4 more
+    floor, grants = response.lease_floor(demand, alert, cfg, lease_min=30, renew_min=5)
+    # sized on the last 5 minutes (two of them in the spike), raised at the next renewal
+    assert [(g["minute"], g["replicas"]) for g in grants[:2]] == [(101, 3), (106, 5)]
+    assert all(g["replicas"] == 5 for g in grants[1:])  # never lowered
+    assert floor[110] == 0 and floor[111] == 3 and floor[116] == 5  # one lag after each grant
+    last = grants[-1]["minute"]
+    assert floor[last + 29] == 5 and floor[last + 30] == 0  # lease_min after the last renewal
+    short, _ = response.lease_floor(demand, alert, cfg, lease_min=10)
+    assert not short.any()  # a lease no longer than the lag never serves
+    capped, _ = response.lease_floor(demand, alert, cfg, lease_min=30, ceiling=3, headroom=2.0)
+    assert capped.max() == 3
+    quiet = response.above_band(np.full(300, 60.0), high)
+    assert not quiet.any()
