@@ -16,9 +16,11 @@ Actions, chosen by the alert's labels (``monitoring/rules.yml``):
   are the call.
 - ``raise_floor`` (``response: raise_floor``: the live request rate above the forecast band): a
   replica-floor lease for the feed (``core/lease.py``) of the replicas the live rate needs at
-  the plan's ``replica_rps``, within the deployment's ceiling, for ``responder_lease_s``; the
-  feed's autoscaling policy keeps at least that many while it lasts (the maximum with the
-  capacity plan's decision), and it lapses on its own. ``feedcast ops release`` ends it.
+  the plan's ``replica_rps``, within the deployment's ceiling, for ``responder_lease_s``;
+  renewed (resized, never lowered) each time Alertmanager re-sends the firing alert (every 5
+  minutes for this route); the feed's autoscaling policy keeps at least that many while it
+  lasts (the maximum with the capacity plan's decision), and it lapses ``responder_lease_s``
+  after the last renewal. ``feedcast ops release`` ends it.
 
 It also exports the retraining pipeline's state (``pipelines/pipeline_series.py``) and the
 forecast band the live rates are judged against (``feedcast_forecast_band_rps{series, bound}``,
@@ -185,7 +187,7 @@ class Responder:
         self.counter = Counter(
             "feedcast_responder_actions",
             "Actions the alert responder decided, by action, alert and outcome (done, dry_run, "
-            "already, rate_limited, off).",
+            "already, renewed, rate_limited, off).",
             ("action", "alert", "outcome"),
             registry=registry,
         )
@@ -243,8 +245,10 @@ class Responder:
         decided = []
         for a in plan(payload):
             outcome = self._outcome(a)
+            if outcome == "already" and a.action == "raise_floor" and not self.s.responder_dry_run:
+                outcome = "renewed"  # Alertmanager re-sends while it fires: the lease goes on
             entry = {**asdict(a), "outcome": outcome, "at": round(time.time(), 3)}
-            if outcome == "done":
+            if outcome in ("done", "renewed"):
                 entry["detail"] = self._do(a)
             if outcome in ("done", "dry_run"):  # repeats are counted, not logged again
                 record(self.s, self.redis, entry)

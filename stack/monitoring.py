@@ -162,6 +162,14 @@ def alertmanager_config(settings: Settings) -> dict[str, Any]:
             "group_wait": "5s",
             "group_interval": "30s",
             "repeat_interval": "4h",
+            # A firing band alert is re-sent every 5 minutes: the responder renews its lease.
+            "routes": [
+                {
+                    "receiver": "feedcast",
+                    "matchers": ['response="raise_floor"'],
+                    "repeat_interval": "5m",
+                }
+            ],
         },
         "receivers": [{"name": "feedcast", "webhook_configs": [webhook]}],
     }

@@ -125,6 +125,24 @@ def test_the_responder_acts_once_per_incident_and_only_with_its_token(settings):
     assert outcome(alert) == "already"  # Alertmanager re-sends: one action per incident
     again = alert | {"startsAt": "2026-12-06T00:01:00Z"}  # a new incident within the interval
     assert outcome(again) == "rate_limited"
+    # A firing band alert re-sent is not "already": its lease is renewed. (Released at once:
+    # the controller would raise the replicas after its 5 s upscale delay.)
+    from core import cache, lease
+
+    client = cache.client(settings)
+    band = alert | {"labels": {"alertname": "BandDirectTest", "severity": "ticket",
+                               "response": "raise_floor"}, "fingerprint": "band"}  # fmt: skip
+    try:
+        first = httpx.post(url, json={"alerts": [band]}, headers=auth, timeout=10).json()
+        held = lease.current(client, lease.lease_key(settings))
+        again = httpx.post(url, json={"alerts": [band]}, headers=auth, timeout=10).json()
+        renewed = lease.current(client, lease.lease_key(settings))
+    finally:
+        lease.release(client, lease.lease_key(settings))
+    assert [a["outcome"] for a in first["actions"]] == ["done"]
+    assert [a["outcome"] for a in again["actions"]] == ["renewed"]
+    assert held is not None and renewed is not None and renewed.until >= held.until
+    assert renewed.replicas >= held.replicas
     metrics = httpx.get(f"{monitoring.responder_url(settings)}/metrics", timeout=10).text
     for result in ("done", "already", "rate_limited"):
         line = (
