@@ -7,6 +7,7 @@ here runs at import time.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -326,6 +327,18 @@ class Settings(BaseSettings):
         300.0,
         ge=1,
         description="The responder takes one action for one alert at most this often.",
+    )
+    responder_rewarm_users: int = Field(
+        500,
+        ge=1,
+        description="Most users whose first page a re-warm fetches (the responder's answer to "
+        "the edge's hit ratio collapsing: `feedcast prefetch ahead` for the coming 30 min).",
+    )
+    responder_rewarm_window_min: int = Field(
+        30,
+        ge=1,
+        le=1440,
+        description="The coming window whose likely users a re-warm picks (minutes).",
     )
     responder_lease_s: float = Field(
         900.0,
@@ -698,3 +711,31 @@ class Settings(BaseSettings):
     @property
     def stack_dir(self) -> Path:
         return self.home / "stack"
+
+
+def as_env(settings: Settings, *, every: bool = False) -> dict[str, str]:
+    """``settings`` as the ``FEEDCAST_*`` variables that make a process's ``Settings()`` equal
+    to it: every field that differs from its default, or with ``every`` every field (so that a
+    variable the child would inherit cannot override a default), lists comma-joined, tuples as
+    JSON, paths absolute. A field set to None where its default is not cannot be said in the
+    environment: refused."""
+    out: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        default = field.get_default(call_default_factory=True)
+        if value == default and not (every and value is not None):
+            continue
+        if value is None:
+            raise ValueError(f"{name} is None, which no FEEDCAST_{name.upper()} can say")
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, list):
+            text = ",".join(str(v) for v in value)
+        elif isinstance(value, tuple):
+            text = json.dumps(list(value))
+        elif isinstance(value, Path):
+            text = str(value.resolve())
+        else:
+            text = str(value)
+        out[f"FEEDCAST_{name.upper()}"] = text
+    return out

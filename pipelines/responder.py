@@ -21,12 +21,16 @@ Actions, chosen by the alert's labels (``monitoring/rules.yml``):
   minutes for this route); the feed's autoscaling policy keeps at least that many while it
   lasts (the maximum with the capacity plan's decision), and it lapses ``responder_lease_s``
   after the last renewal. ``feedcast ops release`` ends it.
+- ``rewarm`` (``response: rewarm``: the edge's hit ratio collapsed): the first pages of the
+  users likely to come in the next ``responder_rewarm_window_min`` fetched from the feed and
+  their media warmed at the edge (``prefetch/ahead.py``, at most ``responder_rewarm_users``), in
+  the background, one run at a time; its result is an entry of its own (``finished`` with the
+  counts, or ``failed``).
 
 It also exports the retraining pipeline's state (``pipelines/pipeline_series.py``) and the
 forecast band the live rates are judged against (``feedcast_forecast_band_rps{series, bound}``,
 from the capacity plan's ``forecast_band`` rows: ``monitoring_band_plan``, else
 ``serve_capacity_plan``; re-read when the file changes).
-Not yet: re-warming first pages when the edge's hit ratio collapses (issue 23).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import hmac
 import json
 import logging
 import math
+import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -53,7 +59,7 @@ from prometheus_client.registry import Collector
 from capacity.anomaly import band_at
 from capacity.plan import CapacityConfig
 from core import cache, lease
-from core.settings import Settings
+from core.settings import DEV_API_KEY, Settings
 from pipelines.pipeline_series import PipelineCollector
 
 log = logging.getLogger("feedcast.responder")
@@ -73,7 +79,7 @@ class Action:
     summary: str
 
 
-RESPONSES = ("raise_floor",)  # the ``response`` label's values
+RESPONSES = ("raise_floor", "rewarm")  # the ``response`` label's values
 
 
 def plan(payload: dict[str, Any]) -> list[Action]:
@@ -184,6 +190,7 @@ class Responder:
     ):
         self.s, self.redis = settings, client
         self.band_plan = band_plan or BandPlan(None)
+        self._warming = threading.Lock()
         self.counter = Counter(
             "feedcast_responder_actions",
             "Actions the alert responder decided, by action, alert and outcome (done, dry_run, "
@@ -225,8 +232,51 @@ class Responder:
         need = math.ceil(live / self.band_plan.replica_rps())
         return max(1, min(need, ceiling)), f"{live:.2f} req/s at {self.band_plan.replica_rps():g}"
 
+    def _rewarm(self, a: Action) -> dict[str, Any]:
+        """Start re-warming the coming window's first pages in the background (one at a time;
+        Alertmanager waits for no job); its result becomes an entry of its own when done."""
+        if not self._warming.acquire(blocking=False):
+            return {"started": False, "why": "a re-warm is still running"}
+
+        def work() -> None:
+            from prefetch import ahead  # lazy: the Cassandra driver and the prefetch planner
+
+            try:
+                cfg = ahead.AheadConfig(
+                    window_min=self.s.responder_rewarm_window_min,
+                    max_users=self.s.responder_rewarm_users,
+                )
+                key = os.environ.get("FEEDCAST_API_KEY", DEV_API_KEY)
+                out = ahead.run(self.s, cfg, api_key=key)
+                detail: dict[str, Any] = {
+                    k: getattr(out, k)
+                    for k in ("users_picked", "pages_warmed", "objects_warmed",
+                              "feed_failures", "warm_failures")
+                } | {"seconds": round(out.seconds, 1)}  # fmt: skip
+                outcome = "finished"
+            except Exception as exc:
+                detail, outcome = {"error": f"{type(exc).__name__}: {exc}"[:500]}, "failed"
+            finally:
+                self._warming.release()
+            entry = {**asdict(a), "action": "rewarm", "outcome": outcome,
+                     "at": round(time.time(), 3), "detail": detail}  # fmt: skip
+            self.counter.labels("rewarm", a.alert, outcome).inc()
+            try:
+                record(self.s, self.redis, entry)
+            except redis.RedisError:
+                log.warning("responder %s (not recorded: Redis unreachable)", json.dumps(entry))
+
+        threading.Thread(target=work, name="rewarm", daemon=True).start()
+        return {
+            "started": True,
+            "window_min": self.s.responder_rewarm_window_min,
+            "max_users": self.s.responder_rewarm_users,
+        }
+
     def _do(self, a: Action) -> dict[str, Any]:
         """Carry out ``a`` (outcome ``done``); what was done, for the entry."""
+        if a.action == "rewarm":
+            return self._rewarm(a)
         if a.action != "raise_floor":
             return {}
         replicas, why = self.floor_for(self.live_rps())

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import yaml
 
-from core.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings, as_env
 from stack import nginx, proc
 
 PROMETHEUS, ALERTMANAGER, RESPONDER = "prometheus", "alertmanager", "responder"
@@ -232,29 +232,11 @@ def responder_answers(settings: Settings) -> bool:
 
 
 def responder_env(settings: Settings) -> dict[str, str]:
-    """The settings the responder reads, as ``FEEDCAST_*`` variables."""
-    env = {
-        "FEEDCAST_REDIS_HOST": settings.redis_host,
-        "FEEDCAST_REDIS_PORT": str(settings.redis_port),
-        "FEEDCAST_REDIS_DB": str(settings.redis_db),
-        "FEEDCAST_FEAST_PROJECT": settings.feast_project,
-        "FEEDCAST_RESPONDER_PORT": str(settings.responder_port),
-        "FEEDCAST_RESPONDER_ENABLED": str(settings.responder_enabled).lower(),
-        "FEEDCAST_RESPONDER_DRY_RUN": str(settings.responder_dry_run).lower(),
-        "FEEDCAST_RESPONDER_MIN_INTERVAL_S": str(settings.responder_min_interval_s),
-        "FEEDCAST_RESPONDER_LEASE_S": str(settings.responder_lease_s),
-        "FEEDCAST_PROMETHEUS_PORT": str(settings.prometheus_port),
-        "FEEDCAST_SERVE_MAX_REPLICAS": str(settings.serve_max_replicas),
-        "FEEDCAST_HOME": str(Path(settings.home).resolve()),  # the pipeline's run folders
-    }
-    for name, path in (
-        ("FEEDCAST_DATA_DIR", settings.data_dir),
-        ("FEEDCAST_MONITORING_BAND_PLAN", settings.monitoring_band_plan),
-        ("FEEDCAST_SERVE_CAPACITY_PLAN", settings.serve_capacity_plan),
-    ):
-        if path is not None:
-            env[name] = str(Path(path).resolve())
-    return env
+    """The responder's environment: the stack's settings as ``FEEDCAST_*`` variables (it reads
+    Redis, Prometheus, the plan, the pipeline's runs, and for a re-warm Cassandra, the feed and
+    the edge). It inherits the rest of the stack's environment (FEEDCAST_API_KEY, the key a
+    re-warm sends, among it)."""
+    return as_env(settings, every=True)
 
 
 def _metrics(port: int, needle: str) -> bool:

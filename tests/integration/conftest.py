@@ -86,6 +86,7 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         monitoring_for_scale=0.1,
         monitoring_band_plan=tmp_path_factory.mktemp("ops") / "band_plan.yaml",
         responder_lease_s=45.0,
+        responder_rewarm_window_min=240,  # the small world's habits: some users in the window
     )
     # Idempotent: what already runs (a demo's stack, say) is used as it is; what this session
     # starts, it stops at the end, so a test run leaves nothing behind.

@@ -293,3 +293,36 @@ def test_the_gates_answers_reach_prometheus_through_its_access_log(service, sett
         timeout=30,
         what="the gate's three feed answers counted from its access log",
     )
+
+
+def test_a_collapsed_hit_ratio_rewarms_the_coming_windows_first_pages(service, settings):
+    """The responder's re-warm on the real stack: started in the background at the alert,
+    `prefetch ahead` against the live feed, Cassandra and the edge, its result recorded."""
+    from core import cache
+    from pipelines import responder
+
+    url = f"{monitoring.responder_url(settings)}/alerts"
+    auth = {"Authorization": f"Bearer {monitoring.token_file(settings).read_text().strip()}"}
+    name = f"RewarmDirectTest{int(time.time())}"
+    alert = {"status": "firing", "fingerprint": "rewarm", "startsAt": "2026-12-06T01:00:00Z",
+             "labels": {"alertname": name, "severity": "ticket", "response": "rewarm"}}  # fmt: skip
+    r = httpx.post(url, json={"alerts": [alert]}, headers=auth, timeout=10)
+    assert r.status_code == 200, r.text
+    started = r.json()["actions"][0]
+    assert started["action"] == "rewarm" and started["outcome"] == "done"
+    assert started["detail"]["started"] is True
+    client = cache.client(settings)
+    done = wait_until(
+        lambda: [
+            a for a in responder.recent_actions(settings, client, 20)
+            if a["alert"] == name and a["outcome"] in ("finished", "failed")
+        ],
+        timeout=180,
+        interval=1.0,
+        what="the re-warm's result in the responder's log",
+    )  # fmt: skip
+    assert done[0]["outcome"] == "finished", done[0]
+    d = done[0]["detail"]
+    assert d["users_picked"] > 0, d  # the world's habits put users in the coming window
+    assert d["pages_warmed"] == d["users_picked"] and d["feed_failures"] == d["warm_failures"] == 0
+    assert d["objects_warmed"] > 0
