@@ -54,3 +54,27 @@ def test_production_refuses_the_development_cursor_key_and_bad_keys_are_named():
         Settings(cursor_keys="k1:0123456789abcdef,k1:fedcba9876543210")
     two = Settings(cursor_keys="new:0123456789abcdef, old:fedcba9876543210")
     assert two.cursor_keys == ["new:0123456789abcdef", "old:fedcba9876543210"]
+
+
+def test_settings_travel_to_a_child_process_as_environment_variables(monkeypatch, tmp_path):
+    from core.settings import Settings, as_env
+
+    s = Settings(
+        redis_port=6390,
+        cassandra_hosts=["10.0.0.1", "10.0.0.2"],
+        serve_haproxy_ports=(9001, 9002),
+        data_dir=tmp_path,
+        responder_dry_run=True,
+        monitoring_for_scale=0.1,
+    )
+    changed = as_env(s)
+    assert changed["FEEDCAST_CASSANDRA_HOSTS"] == "10.0.0.1,10.0.0.2"
+    assert "FEEDCAST_REDIS_HOST" not in changed  # a default stays unsaid
+    every = as_env(s, every=True)
+    assert every["FEEDCAST_REDIS_HOST"] == s.redis_host
+    monkeypatch.setenv("FEEDCAST_REDIS_HOST", "inherited.example")  # what a child would inherit
+    for name, value in every.items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == s
+    with pytest.raises(ValueError, match="redis_db|None"):
+        as_env(s.model_copy(update={"redis_db": None}))
