@@ -37,6 +37,7 @@ GROUPS = (
     "redis",
     "mlflow",
     "generator",
+    "monitoring",
     "other",
 )
 _HZ = os.sysconf("SC_CLK_TCK")
@@ -65,6 +66,9 @@ def group_of(pid: int, comm: str, cmdline: bytes) -> str:
         return "ray"
     if comm == "java" and b"cassandra" in cmd:
         return "cassandra"
+    # Prometheus, Alertmanager, the exporters (comm is cut at 15 bytes) and the responder
+    if comm.startswith(("prometheus", "alertmanager", "mtail")) or b"pipelines.responder" in cmd:
+        return "monitoring"
     if comm.startswith("redis"):
         return "redis"
     if b"mlflow" in cmd:

@@ -114,3 +114,19 @@ def test_refuses_what_it_does_not_speak():
         RawClient("https://example.com", {}, timeout_s=1)
     with pytest.raises(ProtocolError, match="status line"):
         _parse_head(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+def test_monitoring_processes_are_a_cpu_group_of_their_own():
+    from bench.load import GROUPS, group_of
+
+    assert "monitoring" in GROUPS
+    cases = {
+        ("prometheus", b"/usr/bin/prometheus\0--config.file=x"): "monitoring",
+        ("prometheus-aler", b"/usr/bin/prometheus-alertmanager\0"): "monitoring",
+        ("prometheus-redi", b"/usr/bin/prometheus-redis-exporter\0--redis.addr=x"): "monitoring",
+        ("mtail", b"/usr/bin/mtail\0--progs=x"): "monitoring",
+        ("python", b"/v/bin/python\0-m\0pipelines.responder\0tok"): "monitoring",
+        ("redis-server", b"/usr/bin/redis-server 127.0.0.1:6379"): "redis",
+    }
+    for (comm, cmd), group in cases.items():
+        assert group_of(1, comm, cmd) == group, comm
