@@ -284,6 +284,11 @@ class Settings(BaseSettings):
         9195,
         description="Port of the Redis exporter (Debian's prometheus-redis-exporter, 127.0.0.1).",
     )
+    cassandra_metrics_port: int = Field(
+        9197,
+        description="Port of the Prometheus JMX agent inside the stack's Cassandra (127.0.0.1): "
+        "an allowlist of its MBeans (stack/conf/cassandra-jmx.yml).",
+    )
     mtail_port: int = Field(
         9196,
         description="Port of mtail (127.0.0.1), which turns the gate's and the edge's access logs "

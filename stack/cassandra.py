@@ -142,11 +142,39 @@ def _config(settings: Settings) -> Path:
     )
 
 
-def java_argv(lib: Path, conf: Path, data: Path, logdir: Path, heap_mb: int) -> list[str]:
-    """The command line of one node: its config, data and log folders, heap, JDK 17 flags."""
+JMX_AGENT_VERSION = "1.0.1"  # io.prometheus.jmx:jmx_prometheus_javaagent, from Maven Central
+JMX_CONFIG = HERE / "conf" / "cassandra-jmx.yml"  # the allowlist of MBeans it reads
+
+
+def jmx_agent(settings: Settings) -> Path:
+    """The Prometheus JMX agent's jar in the stack folder (fetched once with Maven)."""
+    jar = home(settings) / f"jmx_prometheus_javaagent-{JMX_AGENT_VERSION}.jar"
+    if jar.exists():
+        return jar
+    mvn = _require("mvn", "install Maven (apt-get install maven)")
+    cmd = [
+        mvn, "-q", "-B", "dependency:copy",
+        f"-Dartifact=io.prometheus.jmx:jmx_prometheus_javaagent:{JMX_AGENT_VERSION}",
+        f"-DoutputDirectory={jar.parent}",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0 or not jar.exists():
+        raise proc.StackError(
+            "could not fetch the Prometheus JMX agent from Maven Central with "
+            f"`{' '.join(cmd)}`:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    return jar
+
+
+def java_argv(
+    lib: Path, conf: Path, data: Path, logdir: Path, heap_mb: int, agent: str | None = None
+) -> list[str]:
+    """The command line of one node: its config, data and log folders, heap, JDK 17 flags, and
+    ``agent`` (a ``-javaagent:`` argument) where given."""
     heap = f"{heap_mb}m"
     return [
         _require("java", "install JDK 17 (apt-get install openjdk-17-jre-headless)"),
+        *([agent] if agent else []),
         f"-Xms{heap}",
         f"-Xmx{heap}",
         "-XX:+UseG1GC",
@@ -197,8 +225,12 @@ def up(settings: Settings) -> str:
     conf = _config(settings)
     logdir = settings.stack_dir / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
+    # Its metrics for Prometheus, read in the node's own JVM from an allowlist of MBeans.
+    agent = (
+        f"-javaagent:{jmx_agent(settings)}=127.0.0.1:{settings.cassandra_metrics_port}:{JMX_CONFIG}"
+    )
     argv = java_argv(
-        lib, conf, home(settings) / "data", logdir / "cassandra", settings.cassandra_heap_mb
+        lib, conf, home(settings) / "data", logdir / "cassandra", settings.cassandra_heap_mb, agent
     )
     pid = proc.start(settings.stack_dir, NAME, argv)
     proc.wait_until(

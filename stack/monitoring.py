@@ -140,6 +140,7 @@ def prometheus_config(settings: Settings) -> dict[str, Any]:
             job("responder", settings.responder_port),  # feedcast_responder_actions_total
             job("redis", settings.redis_exporter_port),  # redis_up, memory, clients, commands
             job("nginx", settings.mtail_port),  # the gate's and the edge's access logs
+            job("cassandra", settings.cassandra_metrics_port),  # the JMX agent in the node
         ],
     }
 

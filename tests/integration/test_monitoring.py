@@ -36,7 +36,11 @@ def test_prometheus_scrapes_the_feed_and_evaluates_every_rule(service, settings,
         f"responder 127.0.0.1:{settings.responder_port}": True,
         f"redis 127.0.0.1:{settings.redis_exporter_port}": True,
         f"nginx 127.0.0.1:{settings.mtail_port}": True,
+        f"cassandra 127.0.0.1:{settings.cassandra_metrics_port}": True,
     }
+    # the JMX agent in the node reads its allowlist: the feed's reads are counted
+    reads = 'sum(cassandra_clientrequest_latency_count{scope="Read"})'
+    assert (monitoring.scalar(settings, reads) or 0) > 0
     assert monitoring.scalar(settings, "min(redis_up)") == 1  # the exporter reaches Redis
     responder_metrics = httpx.get(f"{monitoring.responder_url(settings)}/metrics", timeout=10)
     assert "# TYPE feedcast_retrain_runs gauge" in responder_metrics.text  # the pipeline's
