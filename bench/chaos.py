@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from bench import chaos_uploads
+from bench import chaos_alerts, chaos_uploads
 from bench.chaos_load import Call, Load, capacity, percentile_ms
 from core import constants as C
 from core.settings import DEV_API_KEY, Settings
@@ -178,6 +178,8 @@ class Suite:
         self.s, self.url, self.users, self.posts, self.b = s, url, users, posts, b
         self.events: list = []  # every event posted during scenarios 2–6
         self.baseline_p50_ms = float("nan")
+        # scenario -> (fault, recovery), monotonic: what the alert timings count from
+        self.marks: dict[str, tuple[float, float]] = {}
 
     def load(self, *, events: bool = True, retry: bool = False) -> Load:
         return Load(
@@ -216,6 +218,7 @@ class Suite:
         time.sleep(60)
         t_back = time.monotonic()
         redis.up(self.s)
+        self.marks["redis_killed"] = (t_kill, time.monotonic())
         time.sleep(20)
         load.stop()
         self._keep(load)
@@ -277,6 +280,7 @@ class Suite:
         t_start = time.monotonic()
         cassandra.up(self.s)
         t_back = time.monotonic()
+        self.marks["cassandra_stopped"] = (t0, t_back)
         time.sleep(40)
         load.stop()
         self._keep(load)
@@ -317,6 +321,7 @@ class Suite:
                     killed += 1
             time.sleep(30)
         t1 = time.monotonic()
+        self.marks["replica_killed"] = (t0, t1)
         load.stop()
         self._keep(load)
         calls = load.window(t0, t1)
@@ -340,6 +345,7 @@ class Suite:
         load.set_rate(8 * self.b)  # B is half the capacity: 4× capacity
         time.sleep(30)
         t1 = time.monotonic()
+        self.marks["overload"] = (t0, t1)
         load.set_rate(self.b)
         time.sleep(30)
         load.stop()
@@ -450,7 +456,14 @@ def write(results: list[dict]) -> None:
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     by_name = {r["name"]: r for r in old.get("scenarios", [])}
     by_name |= {r["name"]: r for r in results}
-    doc = {"at": datetime.now(UTC).isoformat(), "scenarios": list(by_name.values())}
+    alerts = old.get("alerts", {}) | {
+        r["name"]: r["figures"]["alerts"] for r in results if "alerts" in r["figures"]
+    }
+    doc = {
+        "at": datetime.now(UTC).isoformat(),
+        "scenarios": list(by_name.values()),
+        "alerts": alerts,  # scenario -> alert -> {fired_s, resolved_s, bound_s}
+    }
     RESULTS.write_text(json.dumps(doc, indent=2, default=float))
     rows = []
     for r in doc["scenarios"]:
@@ -470,6 +483,25 @@ def write(results: list[dict]) -> None:
         text = (text or "# Reliability\n\n") + block + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
+
+
+def _watched(s: Settings, suite: Suite, name: str, run: Callable[[], dict]) -> dict:
+    """``run`` the scenario; for those the monitoring must see, with its alerts' timings
+    (``bench/chaos_alerts.py``) among the figures and the checks."""
+    expected = chaos_alerts.EXPECTED.get(name)
+    if expected is None:
+        return run()
+    with chaos_alerts.Watch(s, expected) as watch:
+        r = run()
+        watch.wait_resolved()
+    if name not in suite.marks:
+        return r
+    timings = watch.timings(*suite.marks[name])
+    print(f"  alerts: {timings}")
+    return result(
+        r["name"], r["figures"] | {"alerts": timings},
+        r["checks"] | chaos_alerts.checks(timings), r["why"] if not r["passed"] else "",
+    )  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
@@ -511,7 +543,7 @@ def main(argv: list[str]) -> int:
             if name in runs:
                 print(f"— {name}")
                 try:
-                    r = runs[name]()
+                    r = _watched(s, suite, name, runs[name])
                 except Exception as exc:  # a scenario that breaks is a failed scenario, said so
                     r = result(name, {}, {"ran to the end": False}, f"{type(exc).__name__}: {exc}")
                 r["figures"]["capacity_rps"] = cap
