@@ -85,11 +85,15 @@ def bring_up(s: Settings) -> tuple[str, list[int], list[int]]:
     from pipelines.steps import features_apply, features_materialize, generate_world, train
     from serving.deploy import deploy
     from simulator.config import WorldConfig
-    from stack import local, ray_head, redis
+    from stack import local, monitoring, ray_head, redis
     from training.heavy import HeavyParams
 
     local.up(s.model_copy(update={"redis_port": 6379}), report=lambda _: None)
     print("redis     ", redis.up(s))
+    # Monitoring watches the chaos Redis (the one its scenarios kill), not the stack's: started
+    # again with the chaos settings (local.up gave it the stack's Redis).
+    monitoring.down(s)
+    print("monitoring", monitoring.up(s))
     manifest = s.world_dir / "manifest.json"
     fresh = manifest.exists() and time.time() - manifest.stat().st_mtime < 6 * 3600
     if not fresh:

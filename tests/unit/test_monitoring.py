@@ -250,3 +250,37 @@ def test_the_pipeline_series_come_from_the_run_folders(tmp_path: Path):
     assert f["last_ok"] == datetime(2026, 12, 2, 3, 1, tzinfo=UTC).timestamp()
     assert f["last_promoted"] == datetime(2026, 12, 1, 3, 20, tzinfo=UTC).timestamp()
     assert f["last_stopped"] == 1.0 and f["gate_passed"] == 0.0
+
+
+def test_chaos_alert_timings_count_from_the_fault_and_the_recovery():
+    from bench import chaos_alerts
+
+    watch = chaos_alerts.Watch(Settings(), {"RedisDown": 45.0, "RedisUnreachable": 45.0})
+    watch.fired = {"RedisDown": 140.0, "RedisUnreachable": 170.0}
+    watch.resolved = {"RedisDown": 205.0}
+    t = watch.timings(fault=100.0, recovered=160.0)
+    assert t == {
+        "RedisDown": {"fired_s": 40.0, "resolved_s": 45.0, "bound_s": 45.0},
+        "RedisUnreachable": {"fired_s": 70.0, "resolved_s": None, "bound_s": 45.0},
+    }
+    assert chaos_alerts.checks(t) == {
+        "RedisDown fires within 45 s": True,
+        "RedisDown resolves after recovery": True,
+        "RedisUnreachable fires within 45 s": False,
+        "RedisUnreachable resolves after recovery": False,
+    }
+    toggling = chaos_alerts.Watch(Settings(), {"FeedReplicasDown": 45.0})
+    for now, firing in (
+        (10.0, set()),
+        (20.0, {"FeedReplicasDown"}),
+        (30.0, set()),
+        (40.0, {"FeedReplicasDown", "Other"}),
+        (50.0, set()),
+        (60.0, set()),
+    ):
+        toggling.observe(now, firing)  # fmt: skip
+    assert toggling.fired == {"FeedReplicasDown": 20.0}  # the first time it fired
+    assert toggling.resolved == {"FeedReplicasDown": 50.0}  # the last time it stopped
+    rules = {r["alert"] for g in RULES["groups"] for r in g["rules"] if "alert" in r}
+    for expected in chaos_alerts.EXPECTED.values():
+        assert set(expected) <= rules  # every alert the chaos suite waits for exists
