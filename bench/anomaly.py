@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from capacity import anomaly
+from capacity.response import minute_band
 from simulator.traffic import TrafficConfig, generate
 from training.forecast import WEEK, Forecaster, ForecastParams
 
@@ -26,12 +27,6 @@ WEEKS, CAL_WEEKS, TEST_WEEKS = 12, 2, 3
 EVENTS_PER_WEEK = 10
 PRECISION = 0.9  # the bar, and every method's tuning target
 SEEDS = (0, 1, 2)
-
-
-def _minutes(hourly_rate: np.ndarray) -> np.ndarray:
-    """Per-minute rate, linear between hour midpoints (as ``simulator.traffic.per_minute``)."""
-    t = np.arange(len(hourly_rate) * 60) / 60.0
-    return np.interp(t, np.arange(len(hourly_rate)) + 0.5, hourly_rate) / 60.0
 
 
 def band_from(q: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +55,7 @@ def one(seed: int) -> dict[str, Any]:
     n_h = len(traffic.index)
     cal0 = n_h - (CAL_WEEKS + TEST_WEEKS) * WEEK  # first calibration hour
     test0 = n_h - TEST_WEEKS * WEEK
-    minute_rate = _minutes(traffic.request_rate)
+    minute_rate = minute_band(traffic.request_rate)
     live_rate, events = minute_rate.copy(), []
     for w0, weeks in ((cal0, CAL_WEEKS), (test0, TEST_WEEKS)):
         part, evs = anomaly.inject(
@@ -78,8 +73,8 @@ def one(seed: int) -> dict[str, Any]:
     for w in range(CAL_WEEKS + TEST_WEEKS):  # each week forecast from what was seen before it
         origin = cal0 + w * WEEK - 1
         low, high = band_from(model.predict(hourly_seen, traffic.index, origin))
-        lo[(origin + 1) * 60 : (origin + 1 + WEEK) * 60] = _minutes(low)
-        hi[(origin + 1) * 60 : (origin + 1 + WEEK) * 60] = _minutes(high)
+        lo[(origin + 1) * 60 : (origin + 1 + WEEK) * 60] = minute_band(low)
+        hi[(origin + 1) * 60 : (origin + 1 + WEEK) * 60] = minute_band(high)
 
     cal = slice(cal0 * 60, test0 * 60)
     test = slice(test0 * 60, n_h * 60)

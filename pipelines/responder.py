@@ -61,6 +61,7 @@ from capacity.plan import CapacityConfig
 from core import cache, lease
 from core.settings import DEV_API_KEY, Settings
 from pipelines.pipeline_series import PipelineCollector
+from stack import monitoring
 
 log = logging.getLogger("feedcast.responder")
 MAX_BODY = 1_000_000  # Alertmanager's batches are small; anything larger is refused (413)
@@ -213,14 +214,11 @@ class Responder:
 
     def live_rps(self) -> float | None:
         """The live request rate Prometheus has (None where it cannot say)."""
-        url = f"http://127.0.0.1:{self.s.prometheus_port}/api/v1/query"
         try:
-            r = httpx.get(url, params={"query": LIVE_RATE}, timeout=3.0)
-            result = r.json()["data"]["result"]
-            value = float(result[0]["value"][1]) if result else math.nan
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            value = monitoring.scalar(self.s, LIVE_RATE)
+        except (httpx.HTTPError, RuntimeError, ValueError, KeyError, IndexError):
             return None
-        return value if math.isfinite(value) and value >= 0 else None
+        return value if value is not None and math.isfinite(value) and value >= 0 else None
 
     def floor_for(self, live: float | None) -> tuple[int, str]:
         """The replicas the live rate needs at the plan's ``replica_rps``, within the feed's
