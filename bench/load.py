@@ -104,14 +104,17 @@ class CpuMeter:
 
     total_ms: float = 0.0
     groups_ms: dict[str, float] = field(default_factory=dict)
+    wall_ms: float = 0.0
     _busy: float = 0.0
+    _at: float = 0.0
     _procs: dict[int, tuple[str, float]] = field(default_factory=dict)
 
     def start(self) -> None:
-        self._procs, self._busy = _processes(), busy_ms()
+        self._procs, self._busy, self._at = _processes(), busy_ms(), time.monotonic()
 
     def stop(self) -> None:
         busy, procs = busy_ms(), _processes()
+        self.wall_ms = (time.monotonic() - self._at) * 1000
         self.total_ms = busy - self._busy
         groups = dict.fromkeys(GROUPS, 0.0)
         for pid, (group, ms) in procs.items():
@@ -124,6 +127,10 @@ class CpuMeter:
     def per_request(self, answered: int) -> tuple[float, dict[str, float]]:
         n = max(answered, 1)
         return self.total_ms / n, {g: ms / n for g, ms in self.groups_ms.items()}
+
+    def cores(self, group: str) -> float:
+        """The group's CPU over the window in cores (1.0: one core busy all the time)."""
+        return self.groups_ms.get(group, 0.0) / max(self.wall_ms, 1e-9)
 
 
 @dataclass
@@ -142,6 +149,7 @@ class Run:
     cpu_ms_per_request: float = math.nan
     cpu_ms_by_group: dict[str, float] = field(default_factory=dict)
     cpu_total_ms: float = 0.0
+    monitoring_cores: float = math.nan  # Prometheus, Alertmanager, exporters, responder
 
     def quantile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else math.inf
@@ -171,6 +179,7 @@ class Run:
             "mean_candidates": float(np.mean(self.candidates)) if self.candidates else 0.0,
             "cpu_ms_per_request": self.cpu_ms_per_request,
             "cpu_ms_by_group": {k: round(v, 3) for k, v in self.cpu_ms_by_group.items()},
+            "monitoring_cores": round(self.monitoring_cores, 4),
         }
 
 
@@ -230,6 +239,7 @@ async def open_loop(
         meter.stop()
     run.cpu_ms_per_request, run.cpu_ms_by_group = meter.per_request(run.ok)
     run.cpu_total_ms = meter.total_ms
+    run.monitoring_cores = meter.cores("monitoring")
     return run
 
 

@@ -58,6 +58,9 @@ def _summary(per: list[dict[str, Any]]) -> dict[str, Any]:
     out = {
         "underprov_minutes_without": int(total("without", "underprov_minutes")),
         "underprov_minutes_with": int(total("with_response", "underprov_minutes")),
+        # capacity.response.oracle_floor: any response to the live rate, detected at once
+        "underprov_minutes_oracle": int(total("oracle", "underprov_minutes")),
+        "replica_hours_oracle": total("oracle", "replica_hours"),
         "unserved_requests_without": total("without", "unserved_requests"),
         "unserved_requests_with": total("with_response", "unserved_requests"),
         "replica_hours_without": total("without", "replica_hours"),
@@ -94,6 +97,7 @@ def run() -> dict[str, Any]:
                     rows[key] = r = _summary(per)
                     print(f"  {variant} {key}: {r['underprov_minutes_without']} → "
                           f"{r['underprov_minutes_with']} under-provisioned minutes "
+                          f"(an instant oracle: {r['underprov_minutes_oracle']}) "
                           f"({r['short_minutes_unleased']} with no lease in force), "
                           f"+{100 * r['replica_hours_extra']:.2f}% replica-hours, "
                           f"{r['alert_episodes']} alerts", flush=True)  # fmt: skip

@@ -181,8 +181,12 @@ def run(settings: Settings) -> dict[str, Any]:
     from bench import sessions
     from bench.features import feature_read_speedup
     from serving.deploy import deploy
+    from stack import monitoring
 
     s = bench_settings(settings)
+    # Monitoring on, as in production: its own CPU is measured in every window (issue 23's
+    # bar: at most 5% of a core).
+    print(f"monitoring: {monitoring.up(settings)}", flush=True)
     readers = _world(s)
     features = feature_read_speedup(s, n=500)
     url = deploy(s, address="local")
@@ -220,6 +224,10 @@ def run(settings: Settings) -> dict[str, Any]:
             }
             for rate in RATES
         },
+        "monitoring_cores_max": max(
+            r.monitoring_cores for by_rate in runs.values() for r in by_rate.values()
+        ),
+        "monitoring_cores_feed": feed_cpu.monitoring_cores,
         "mean_candidates": float(
             np.mean([c for r in runs["feed"].values() for c in r.candidates] or [0.0])
         ),

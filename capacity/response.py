@@ -72,6 +72,22 @@ def lease_floor(
     return floor, grants
 
 
+def oracle_floor(
+    demand_min: np.ndarray, cfg: CapacityConfig, *, headroom: float = 1.0
+) -> np.ndarray:
+    """The best any reactive floor can do: each minute's load known the minute it happens, no
+    detector, no hold, no ceiling, and the replicas for it (``headroom`` times it) serving one
+    lag later, as every decision's do. A short minute this floor leaves is out of reach of any
+    response to the live rate, however fast its alert."""
+    d = np.asarray(demand_min, np.float64)
+    per_replica = cfg.replica_rps * 60.0 * cfg.inbound_target
+    need = np.ceil(d * headroom / per_replica).astype(np.int64)
+    floor = np.zeros(len(d), np.int64)
+    if cfg.lag_min < len(d):
+        floor[cfg.lag_min :] = need[: len(d) - cfg.lag_min]
+    return floor
+
+
 def replay(
     demand_min: np.ndarray,
     rate_h: np.ndarray,
@@ -92,6 +108,9 @@ def replay(
     )  # fmt: skip
     without = judge(demand_min, plan, cfg)
     with_response = judge(demand_min, np.maximum(plan, floor), cfg)
+    oracle = judge(
+        demand_min, np.maximum(plan, oracle_floor(demand_min, cfg, headroom=headroom)), cfg
+    )
     # Where the response's own short minutes fall: with a lease in force (it was too small),
     # or with none (the alert had not fired one lag before: nothing leased could be there yet).
     leased = np.maximum(plan, floor)
@@ -99,6 +118,7 @@ def replay(
     return {
         "without": without,
         "with_response": with_response,
+        "oracle": oracle,
         "alert_episodes": len(episodes(alert)),
         "grants": len(grants),
         "leased_minutes": int((floor > plan).sum()),

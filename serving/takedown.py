@@ -108,9 +108,11 @@ class Takedowns:
         if upload is None:  # an announced post: no stored media
             return Removal(post_id, False, 0, 0, 0, None)
         # Its media, the upload's status last: a takedown cut short is finished by a retry.
-        return self._remove_media(post_id, upload.original)
+        return self.remove_media(post_id, upload.original)
 
-    def _remove_media(self, post_id: int, original: str | None) -> Removal:
+    def remove_media(self, post_id: int, original: str | None) -> Removal:
+        """The post's stored media out of the served store and the edge, its upload 'removed'.
+        Also what an upload worker calls when the takedown came while it rendered."""
         rows = list(self._run(self._renditions, (post_id,)))
         used = {r.sha256: r.format for r in rows}
         if original:

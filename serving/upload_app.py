@@ -37,7 +37,7 @@ from core.statements import Statements
 from media import ids, images
 from media.blobs import BlobStore
 from media.renditions import RenditionStore
-from serving import startup, storage, takedown, uploads
+from serving import startup, storage, uploads
 from serving.autoscaling import load_upload_plan, upload_autoscaling
 from serving.candidates import TimelineCache
 from serving.feed import I64, Rendition
@@ -297,7 +297,7 @@ class UploadWorker:
             s, session, stmts, blobs, timelines_written=timelines.add,
             render_in=self.renderer.render,
         )  # fmt: skip
-        self.takedowns = takedown.Takedowns(s, session, stmts, blobs)
+        self.takedowns = self.processor.takedowns
         self.storage = storage.StorageGauge(s, blobs)
         threading.Thread(target=self._sweep, name="upload-sweeper", daemon=True).start()
         threading.Thread(target=self._start_renderer, name="renderer-start", daemon=True).start()

@@ -34,7 +34,7 @@ from media import images
 from media.blobs import BlobStore
 from media.images import MediaError
 from media.renditions import RenditionStore, Stored
-from serving import ingest, startup
+from serving import ingest, startup, takedown
 
 log = logging.getLogger("feedcast.serving.uploads")
 
@@ -84,9 +84,9 @@ class Jobs:
             "UPDATE uploads SET lease_ms = ?, attempts = ?, updated_ms = ? WHERE post_id = ? "
             "IF lease_ms = ? AND status = 'processing'"
         )
-        self._finish = p(
+        self._finish = p(  # a takedown's 'removed' is never overwritten
             "UPDATE uploads SET status = ?, reason = ?, placeholder = ?, updated_ms = ? "
-            "WHERE post_id = ?"
+            "WHERE post_id = ? IF status = 'processing'"
         )
         self._done = p("DELETE FROM uploads_pending WHERE bucket = ? AND post_id = ?")
         self._scan = p("SELECT post_id FROM uploads_pending WHERE bucket = ?")
@@ -139,8 +139,15 @@ class Jobs:
 
     def finish(
         self, post_id: int, status: str, reason: str | None, placeholder: str | None
-    ) -> None:
-        self._run(self._finish, (status, reason, placeholder, now_ms(), post_id))
+    ) -> bool:
+        """End the job as ``status``; False when it was no longer processing (taken down)."""
+        rs = self._run(self._finish, (status, reason, placeholder, now_ms(), post_id))
+        applied = bool(rs.was_applied)
+        self.done(post_id)
+        return applied
+
+    def done(self, post_id: int) -> None:
+        """Off the sweeper's list."""
         self._run(self._done, (post_id % PENDING_BUCKETS, post_id))
 
     def pending(self) -> list[int]:
@@ -223,6 +230,7 @@ class Processor:
         self.jobs = Jobs(session, timeout)
         self.renditions = RenditionStore(session, blobs, timeout)
         self.engine = images.engine(settings.media_engine)
+        self.takedowns = takedown.Takedowns(settings, session, stmts, blobs)
         self.timelines_written = timelines_written
         self.render_in = render_in or render  # e.g. RenderProcess.render; default: here
 
@@ -251,15 +259,35 @@ class Processor:
             rendered, placeholder = self.render_in(
                 self.s.media_engine, original, self.s.media_ssim_floor
             )
+        except FileNotFoundError:  # the original trashed: taken down before it was read
+            if self._taken_down(job.post_id):
+                return self._withdraw(job)
+            raise
         except MediaError as exc:  # the photo itself: no retry will change it
-            self.jobs.finish(job.post_id, "failed", f"{exc.code}: {exc.detail}", None)
+            if not self.jobs.finish(job.post_id, "failed", f"{exc.code}: {exc.detail}", None):
+                return self._withdraw(job)
             log.info("upload %d failed: %s", job.post_id, exc)
             return "failed"
         stored = self.renditions.put(job.post_id, rendered)
+        if self._taken_down(job.post_id):  # while it rendered: announce nothing
+            return self._withdraw(job)
         self._announce(job, stored)
-        self.jobs.finish(job.post_id, "ready", None, placeholder)
+        if not self.jobs.finish(job.post_id, "ready", None, placeholder):
+            return self._withdraw(job)  # while it was announced: the feeds leave it out already
         log.info("upload %d ready: %d renditions", job.post_id, len(stored))
         return "ready"
+
+    def _taken_down(self, post_id: int) -> bool:
+        job = self.jobs.get(post_id)
+        return job is not None and job.status == "removed"
+
+    def _withdraw(self, job: Job) -> str:
+        """A job taken down while it was processed: what this worker stored is taken down too
+        (the takedown found no renditions yet), and the job leaves the sweeper's list."""
+        removal = self.takedowns.remove_media(job.post_id, job.original)
+        self.jobs.done(job.post_id)
+        log.info("upload %d taken down while processing: %s", job.post_id, removal)
+        return "removed"
 
     def _announce(self, job: Job, stored: list[Stored]) -> None:
         """The post into the posts tables and the followers' timelines, now that its
@@ -289,6 +317,8 @@ class Processor:
         for post_id in self.jobs.pending():
             try:
                 status = self.run(post_id)
+                if status not in ("processing", "error"):
+                    self.jobs.done(post_id)  # e.g. taken down before any worker held it
             except Exception:
                 log.exception("sweeping upload %d", post_id)
                 status = "error"

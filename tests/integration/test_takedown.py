@@ -8,10 +8,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from core.db import connect
+from core.statements import Statements
 from media import samples
-from media.blobs import BlobStore
+from media.blobs import BlobStore, digest_of
 from media.renditions import parse_name
-from tests.integration.test_uploads import API, _author_with_followers, _post, _ready
+from serving import uploads
+from tests.integration.test_uploads import API, _author_with_followers, _post, _ready, _record
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -126,3 +129,60 @@ def test_bytes_another_post_shares_stay(service, settings, world):
         httpx.get(f"{service}/v1/uploads/{kept}", headers=API, timeout=10).json()["status"]
         == "ready"
     )
+
+
+@pytest.mark.parametrize("when", ["rendering", "announcing"])
+def test_a_takedown_while_the_upload_is_processed_wins(service, settings, world, when):
+    """DELETE lands while a worker holds the job (here: this test's worker, on the real tables,
+    blob store and edge; the deployment's sweeper leaves a job whose lease runs): the job ends
+    `removed`, not `ready`; what the worker stored is out of the store; no feed shows it."""
+    author, follower = _author_with_followers(settings, world)
+    data = samples.crop(samples.photos()[2], aspect=1.0, scale=0.7 if when == "rendering" else 0.65)
+    cluster, session = connect(settings)
+    try:
+        blobs = BlobStore(settings.blob_store_url)
+        post_id, original, jobs = _record(settings, session, author, data, lease_s=600)
+        deleted: list[httpx.Response] = []
+
+        def take_down() -> None:
+            deleted.append(_delete(service, post_id, author))
+
+        def render_then(engine: str, raw: bytes, floor: float) -> uploads.Rendered:
+            out = uploads.render(engine, raw, floor)
+            if when == "rendering":
+                take_down()
+            return out
+
+        class Worker(uploads.Processor):
+            def _announce(self, job, stored):  # the takedown between the check and the end
+                take_down()
+                super()._announce(job, stored)
+
+        cls = Worker if when == "announcing" else uploads.Processor
+        worker = cls(settings, session, Statements(session, settings), blobs, render_in=render_then)
+        assert worker.run(post_id, first=True) == "removed"
+        assert deleted and deleted[0].status_code == 200, deleted[0].text
+        # The same bytes the worker stored (the encoders are deterministic).
+        rendered = {
+            digest_of(r.data)
+            for r in uploads.render(settings.media_engine, data, settings.media_ssim_floor)[0]
+        }
+        # While rendering the takedown finds the original alone; while announcing, the
+        # renditions too, and the worker's own withdrawal finds nothing more to do.
+        trashed = 1 if when == "rendering" else 1 + len(rendered)
+        assert deleted[0].json()["blobs_trashed"] == trashed
+
+        status = httpx.get(f"{service}/v1/uploads/{post_id}", headers=API, timeout=10).json()
+        assert status["status"] == "removed" and status["renditions"] == []
+        assert post_id not in jobs.pending()
+        assert rendered and not any(blobs.exists(d) for d in rendered)
+        refs = "SELECT post_id FROM blob_refs WHERE sha256 = %s AND post_id = %s"
+        assert not any(session.execute(refs, (d, post_id)).one() for d in rendered | {original})
+        assert not blobs.exists(original)
+        wait_until(
+            lambda: post_id not in _scroll(service, follower)[0],
+            timeout=2 * settings.takedown_refresh_s + 5,
+            what="the post off the follower's feed",
+        )
+    finally:
+        cluster.shutdown()

@@ -206,6 +206,18 @@ def test_the_blob_store_unavailable_is_a_503_and_nothing_is_half_written(service
     assert _ready(service, again.json()["post_id"])["status"] == "ready"
 
 
+def _record(settings, session, author: int, data: bytes, lease_s: float):
+    """A job recorded by hand as the ingress would (the original stored, the content claimed),
+    with a lease of ``lease_s`` (negative: run out at once); its id, original and tables."""
+    original = BlobStore(settings.blob_store_url).put(data)
+    post_id = ids.IdMaker(shard=ids.SHARDS - 1).next()
+    jobs = uploads.Jobs(session, 5.0)
+    assert jobs.claim_content(author, digest_of(data), post_id) == (post_id, True)
+    p = probe(data, max_bytes=settings.upload_max_bytes, max_pixels=settings.upload_max_pixels)
+    jobs.record(post_id, author, 1, original, p, lease_s=lease_s)
+    return post_id, original, jobs
+
+
 def test_a_job_no_worker_took_is_swept_up(service, settings, world):
     """A job recorded with its lease already run out and never handed to a worker (as if the
     ingress died right after the 202): a worker's sweeper takes it and it ends ready."""
@@ -213,13 +225,7 @@ def test_a_job_no_worker_took_is_swept_up(service, settings, world):
     data = samples.crop(samples.photos()[1], 4 / 5, 0.6)
     cluster, session = connect(settings)
     try:
-        blobs = BlobStore(settings.blob_store_url)
-        digest = blobs.put(data)
-        post_id = ids.IdMaker(shard=ids.SHARDS - 1).next()
-        jobs = uploads.Jobs(session, 5.0)
-        assert jobs.claim_content(author, digest_of(data), post_id) == (post_id, True)
-        p = probe(data, max_bytes=settings.upload_max_bytes, max_pixels=settings.upload_max_pixels)
-        jobs.record(post_id, author, 1, digest, p, lease_s=-1)  # expired at once
+        post_id, _, jobs = _record(settings, session, author, data, lease_s=-1)  # run out
         assert post_id in jobs.pending()
         done = _ready(service, post_id, timeout_s=settings.upload_sweep_s * 6 + 30)
         assert done["status"] == "ready" and done["renditions"]

@@ -297,3 +297,18 @@ def test_the_replayed_lease_arrives_one_lag_after_its_grant_and_lapses_after_ren
     assert capped.max() == 3
     quiet = response.above_band(np.full(300, 60.0), high)
     assert not quiet.any()
+
+
+def test_the_instant_oracle_serves_each_minutes_load_one_lag_later() -> None:
+    from capacity import response
+
+    cfg = cp.CapacityConfig(replica_rps=1.0, inbound_target=1.0, lag_min=10)
+    demand = np.full(100, 60.0)
+    demand[40:70] = 300.0
+    floor = response.oracle_floor(demand, cfg)
+    assert floor[:10].tolist() == [0] * 10  # nothing is known before the first lag
+    assert floor[49] == 1 and floor[50] == 5 and floor[79] == 5 and floor[80] == 1
+    # so a spike's first lag is short whatever the response: 10 of its 30 minutes at 1 replica
+    short = cp.judge(demand, np.maximum(floor, 1), cfg)["underprov_minutes"]
+    assert short == 10
+    assert response.oracle_floor(demand, cfg, headroom=1.5)[50] == 8
