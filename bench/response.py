@@ -68,6 +68,10 @@ def _summary(per: list[dict[str, Any]]) -> dict[str, Any]:
         "short_minutes_leased": sum(p["short_minutes_leased"] for p in per),
         "short_minutes_unleased": sum(p["short_minutes_unleased"] for p in per),
         "alert_episodes": sum(p["alert_episodes"] for p in per),
+        # the plan's short minutes: in the band, within a lag of crossing it, or reachable
+        "plan_short_minutes": {
+            k: sum(p["plan_short_minutes"][k] for p in per) for k in per[0]["plan_short_minutes"]
+        },
         "grants": sum(p["grants"] for p in per),
     }
     out["underprov_cut"] = 1 - out["underprov_minutes_with"] / max(
@@ -97,7 +101,8 @@ def run() -> dict[str, Any]:
                     rows[key] = r = _summary(per)
                     print(f"  {variant} {key}: {r['underprov_minutes_without']} → "
                           f"{r['underprov_minutes_with']} under-provisioned minutes "
-                          f"(an instant oracle: {r['underprov_minutes_oracle']}) "
+                          f"(an instant oracle: {r['underprov_minutes_oracle']}; the plan's: "
+                          f"{r['plan_short_minutes']}) "
                           f"({r['short_minutes_unleased']} with no lease in force), "
                           f"+{100 * r['replica_hours_extra']:.2f}% replica-hours, "
                           f"{r['alert_episodes']} alerts", flush=True)  # fmt: skip

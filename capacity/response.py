@@ -88,6 +88,29 @@ def oracle_floor(
     return floor
 
 
+def reach(
+    demand_min: np.ndarray, replicas_min: np.ndarray, high_min: np.ndarray, cfg: CapacityConfig
+) -> dict[str, int]:
+    """Where ``replicas_min``'s short minutes fall, as seen by any response to the band: the
+    demand still inside the band (its raw high edge: nothing anomalous to respond to), within
+    one lag of the demand's first minute above it (nothing triggered then could serve yet,
+    however fast its detector), or after that (reachable)."""
+    d = np.asarray(demand_min, np.float64)
+    above = d > np.asarray(high_min, np.float64)[: len(d)]
+    short = d > np.asarray(replicas_min) * cfg.replica_rps * 60.0
+    # each minute's first minute of its run above the band
+    idx = np.arange(len(d))
+    starts = np.where(above & ~np.r_[False, above[:-1]], idx, 0)
+    crossed = np.maximum.accumulate(starts)
+    in_band = short & ~above
+    early = short & above & (idx < crossed + cfg.lag_min)
+    return {
+        "in_band": int(in_band.sum()),
+        "within_lag_of_crossing": int(early.sum()),
+        "reachable": int((short & above).sum() - early.sum()),
+    }
+
+
 def replay(
     demand_min: np.ndarray,
     rate_h: np.ndarray,
@@ -100,7 +123,8 @@ def replay(
 ) -> dict[str, Any]:
     """The same plan with and without the response, judged on the same minutes."""
     plan = planned_replicas(demand_min, rate_h, cfg)
-    alert = above_band(demand_min, minute_band(band_high_h)[: len(demand_min)])
+    high_min = minute_band(band_high_h)[: len(demand_min)]
+    alert = above_band(demand_min, high_min)
     ceiling = int(max_replicas(replica_schedule(np.asarray(rate_h, np.float64), cfg), cfg).max())
     floor, grants = lease_floor(
         demand_min, alert, cfg, lease_min=lease_min, renew_min=renew_min, ceiling=ceiling,
@@ -124,4 +148,5 @@ def replay(
         "leased_minutes": int((floor > plan).sum()),
         "short_minutes_leased": int((short & (floor > 0)).sum()),
         "short_minutes_unleased": int((short & (floor == 0)).sum()),
+        "plan_short_minutes": reach(demand_min, plan, high_min, cfg),
     }

@@ -312,3 +312,16 @@ def test_the_instant_oracle_serves_each_minutes_load_one_lag_later() -> None:
     short = cp.judge(demand, np.maximum(floor, 1), cfg)["underprov_minutes"]
     assert short == 10
     assert response.oracle_floor(demand, cfg, headroom=1.5)[50] == 8
+
+
+def test_reach_sorts_short_minutes_by_what_a_band_response_could_do() -> None:
+    from capacity import response
+
+    cfg = cp.CapacityConfig(replica_rps=1.0, inbound_target=1.0, lag_min=10)
+    demand = np.full(100, 60.0)
+    demand[20:25] = 100.0  # short (1 replica) but inside the band
+    demand[40:70] = 300.0  # above the band for 30 minutes
+    high = np.full(100, 150.0)
+    got = response.reach(demand, np.ones(100, np.int64), high, cfg)
+    assert got == {"in_band": 5, "within_lag_of_crossing": 10, "reachable": 20}
+    assert sum(response.reach(demand, np.full(100, 5), high, cfg).values()) == 0
