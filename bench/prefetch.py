@@ -8,15 +8,18 @@ bars checked on every run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from core.settings import Settings
 from prefetch.replay import engine as replay
 from prefetch.replay.report import plot, plot_summary, summarize
 
 SEEDS = (0, 1, 2)
+REAL_PHOTOS = 300  # the most requested photos rendered for the real-size run
 WORLDS = Path(__file__).resolve().parent / "worlds"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -34,16 +37,25 @@ def bars(h: dict[str, Any]) -> dict[str, bool]:
     }
 
 
-def run(_settings: object = None) -> dict[str, Any]:
-    worlds: list[tuple[str, int, dict[str, Any]]] = [("default", s, {}) for s in SEEDS]
+def _say(key: str) -> Callable[[str], None]:
+    return lambda m: print(f"[{key}] {m}", flush=True)
+
+
+def run(settings: Settings | None = None) -> dict[str, Any]:
+    s = settings or Settings()
+    worlds: list[tuple[str, int, dict[str, Any]]] = [("default", n, {}) for n in SEEDS]
     worlds.append(("churn", 0, yaml.safe_load((WORLDS / "churn.yaml").read_text())))
+    # the first default world again with its photos' sizes from real renditions
+    worlds.append(("real_photos", SEEDS[0], {}))
     runs: dict[str, Any] = {}
     for name, seed, overrides in worlds:
         key = f"{name}_seed{seed}"
         out = replay.run(
             replay.replay_config(seed, **overrides),
             reference=(name == "default" and seed == SEEDS[0]) or name == "churn",
-            progress=lambda m, k=key: print(f"[{k}] {m}", flush=True),
+            real_photos=REAL_PHOTOS if name == "real_photos" else 0,
+            sizes_cache=(s.data_dir or s.home) / "replay" / "photo-sizes.json",
+            progress=_say(key),
         )
         plot(out, RESULTS / f"prefetch_{key}")
         out["bars"] = bars(out)
@@ -62,4 +74,12 @@ def run(_settings: object = None) -> dict[str, Any]:
             for k, r in runs.items()
         },
         "all_bars_hold": {k: all(r["bars"].values()) for k, r in runs.items()},
+        # the same world and policies, photo sizes simulated → real (prefetch/replay/real_sizes)
+        "real_photo_sizes": {
+            "sizes": runs[f"real_photos_seed{SEEDS[0]}"]["sizes"],
+            **{
+                k: {"simulated": first[k], "real": runs[f"real_photos_seed{SEEDS[0]}"][k]}
+                for k in keys
+            },
+        },
     }

@@ -36,6 +36,11 @@ Kind = Literal["jpeg", "png", "webp"]
 Format = Literal["jpeg", "webp", "avif"]
 FORMATS: tuple[Format, ...] = ("jpeg", "webp", "avif")
 WIDTHS = (1080, 640, 320, 150)  # the feed's variants, widest first
+# What a phone's feed draws, rendered without the quality search (the demo's photos, the trace
+# replay's sizes): its column and its thumbnail grid, at one quality per format near the
+# search's typical choices (bench/media.py has the search).
+FEED_WIDTHS = (640, 320)
+FIXED_QUALITY: dict[Format, int] = {"jpeg": 82, "webp": 80, "avif": 60}
 CONTENT_TYPES = {
     "jpeg": "image/jpeg",
     "png": "image/png",

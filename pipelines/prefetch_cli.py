@@ -23,6 +23,11 @@ prefetch_app = typer.Typer(
 console = Console()
 
 
+def _sizes_cache(s: Settings) -> Path:
+    """Where the replay keeps the rendered photo sizes (prefetch/replay/real_sizes.py)."""
+    return (s.data_dir or s.home) / "replay" / "photo-sizes.json"
+
+
 @prefetch_app.command("replay")
 def replay_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the world (and so of its trace).")] = 0,
@@ -43,6 +48,15 @@ def replay_cmd(
     no_reference: Annotated[
         bool, typer.Option("--no-reference", help="Skip the libCacheSim cross-check.")
     ] = False,
+    real_photos: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Photo sizes from the media tier's own renditions: this many of the most "
+            "requested photos rendered (about 0.1 s each, cached under the data folder), every "
+            "other photo one of their sizes. 0: the simulated sizes.",
+        ),
+    ] = 300,
 ) -> None:
     """Replay the world's media request trace through FIFO, LRU, S3-FIFO, Belady, ours and an
     oracle prefetcher at caches of 0.1%, 1% and 10% of the footprint; write JSON and plots."""
@@ -63,8 +77,10 @@ def replay_cmd(
         raise typer.BadParameter(str(exc), param_hint="--world-config") from exc
     with console.status("replaying") as status:
         out = replay.run(
-            config, budget_frac=budget, reference=not no_reference, progress=status.update
-        )
+            config, budget_frac=budget, reference=not no_reference, real_photos=real_photos,
+            sizes_cache=_sizes_cache(Settings()),
+            progress=status.update,
+        )  # fmt: skip
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(out, indent=2))
     pngs = plot(out, json_out.with_suffix(""))

@@ -29,12 +29,8 @@ from media.renditions import RenditionStore
 
 log = logging.getLogger("feedcast.pipelines.world_media")
 
-DEMO_WIDTHS = (640, 320)  # a phone's feed column and its thumbnail grid
-DEMO_QUALITY: dict[images.Format, int] = {
-    "jpeg": 82,
-    "webp": 80,
-    "avif": 60,
-}  # near the search's typical choices
+DEMO_WIDTHS = images.FEED_WIDTHS  # a phone's feed column and its thumbnail grid
+DEMO_QUALITY = images.FIXED_QUALITY  # near the search's typical choices
 
 
 @dataclass(frozen=True)

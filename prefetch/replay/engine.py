@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from prefetch import planner
-from prefetch.replay import cache
+from prefetch.replay import cache, real_sizes
 from simulator.config import WorldConfig
 from simulator.trace import Trace, generate, stats
 
@@ -107,14 +107,29 @@ def run(
     plan: planner.PlanConfig | None = None,
     oracle_window_s: float = ORACLE_WINDOW_S,
     reference: bool = True,
+    real_photos: int = 0,
+    sizes_cache: Path | None = None,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
-    """Replay one world's trace through every policy at every cache size; figures as a dict."""
+    """Replay one world's trace through every policy at every cache size; figures as a dict.
+    ``real_photos``: photo sizes from the media tier's own renditions, that many of the most
+    requested photos rendered (:mod:`prefetch.replay.real_sizes`); 0: simulated sizes."""
     plan = plan or planner.PlanConfig()
     t0 = time.perf_counter()
     progress("generating the trace")
     trace = generate(config)
     t_gen = time.perf_counter() - t0
+    sizes: dict[str, Any] = {"photo_sizes": "simulated (a lognormal per post)"}
+    if real_photos > 0:
+        trace, sizes = real_sizes.real_photos(
+            trace, real_photos, cache=sizes_cache, progress=progress
+        )
+        progress(
+            f"photo sizes real: {sizes['photos_rendered']:,} of {sizes['photos']:,} photos "
+            f"rendered, {sizes['photo_requests_own_size']:.0%} of photo requests their own; mean "
+            f"{sizes['photo_mean_bytes_real'] / 1e3:.0f} KB (simulated "
+            f"{sizes['photo_mean_bytes_simulated'] / 1e3:.0f} KB)"
+        )
     tstats = stats(trace)
     progress(f"{trace.n:,} requests, {int(tstats['objects']):,} objects")
 
@@ -170,6 +185,7 @@ def run(
     out: dict[str, Any] = {
         "world": config.model_dump(mode="json"),
         "trace": tstats,
+        "sizes": sizes,
         "budget_frac": budget_frac,
         "warm_frac": warm_frac,
         "plan": asdict(plan),
