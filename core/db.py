@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
@@ -14,7 +16,10 @@ from cassandra.policies import (
 )
 from cassandra.query import tuple_factory
 
+from core.breaker import Breaker
 from core.settings import Settings
+
+T = TypeVar("T")
 
 # The hot path's profile: rows as plain tuples. The default named-tuple rows build a namedtuple
 # class for every result set (~0.1 ms each), which a feed request reading ~15 partitions pays
@@ -62,3 +67,36 @@ def connect(
     ks = settings.cassandra_keyspace if keyspace == "" else keyspace
     session = cluster.connect(ks) if ks else cluster.connect()
     return cluster, session
+
+
+class Lazy(Generic[T]):
+    """A connection made on first use, with what is built on it (``build(cluster, session)``):
+    a replica starts while Cassandra is down and serves what does not need it. While Cassandra
+    is unreachable, ``breaker`` lets one try through per interval and the rest fail at once
+    (:class:`ConnectionError`, a 503 at the route)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        build: Callable[[Cluster, Session], T],
+        breaker: Breaker,
+        connect_timeout_s: float = 1.0,
+    ) -> None:
+        self.s, self._build, self._breaker = settings, build, breaker
+        self._connect_timeout_s = connect_timeout_s
+        self._lock = threading.Lock()
+        self._made: T | None = None
+
+    def get(self) -> T:
+        with self._lock:
+            if self._made is None:
+                if not self._breaker.acquire():
+                    raise ConnectionError("Cassandra unreachable (retrying shortly)")
+                try:
+                    cluster, session = connect(self.s, connect_timeout_s=self._connect_timeout_s)
+                    self._made = self._build(cluster, session)
+                except Exception:
+                    self._breaker.failure()
+                    raise
+                self._breaker.success()
+            return self._made

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -33,9 +32,8 @@ import torch
 from cassandra.cluster import Cluster, Session
 from pydantic import BaseModel, Field
 
-from core import cache
+from core import cache, db
 from core.breaker import Breaker
-from core.db import connect
 from core.settings import Settings
 from core.statements import Statements
 from core.time import day_bucket
@@ -168,9 +166,10 @@ class FeedPath:
         self.models = ModelHolder(settings)
         self.models.refresh()
         self.models.poll()
-        self._db: tuple[Cluster, Session, Statements] | None = None
-        self._db_lock = threading.Lock()
-        self._db_breaker = Breaker(2.0)
+        self._db = db.Lazy(
+            settings, lambda cluster, session: (cluster, session, Statements(session, settings)),
+            Breaker(2.0),
+        )  # fmt: skip
         self._popular: tuple[float, list[cache.CachedItem], candidates.Candidates] = (
             0.0,
             [],
@@ -203,18 +202,7 @@ class FeedPath:
 
     # -- dependencies -------------------------------------------------------------------------
     def _connect(self) -> tuple[Cluster, Session, Statements]:
-        with self._db_lock:
-            if self._db is None:
-                if not self._db_breaker.acquire():
-                    raise ConnectionError("Cassandra unreachable (retrying shortly)")
-                try:
-                    cluster, session = connect(self.s, connect_timeout_s=1.0)
-                    self._db = (cluster, session, Statements(session, self.s))
-                except Exception:
-                    self._db_breaker.failure()
-                    raise
-                self._db_breaker.success()
-            return self._db
+        return self._db.get()
 
     def session(self) -> Session:
         return self._connect()[1]

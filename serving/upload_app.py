@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
-from core import cache
+from core import cache, db
 from core.breaker import Breaker
 from core.db import connect
 from core.settings import Settings
@@ -140,9 +140,14 @@ class UploadService:
         self.metrics = Metrics()
         self.redis = cache.client(s)
         self.blobs = BlobStore(s.blob_store_url)
-        self._lock = threading.Lock()
-        self._parts: _Db | None = None
-        self._db_breaker = Breaker(1.0)
+        timeout = s.cassandra_request_timeout_s
+        self._parts = db.Lazy(
+            s, lambda cluster, session: _Db(
+                cluster, session, Statements(session, s), uploads.Jobs(session, timeout),
+                RenditionStore(session, self.blobs, timeout),
+            ),
+            Breaker(1.0),
+        )  # fmt: skip
         self._ids: ids.IdMaker | None = None
         Guard.arm(s, self.metrics, Breaker(1.0))
         nice = _lower_priority(s)
@@ -151,26 +156,7 @@ class UploadService:
     def _db(self) -> _Db:
         """Cassandra and the job tables, connected on first use (Cassandra may be down at
         start); while it is unreachable, one try a second and the rest fail at once (503)."""
-        with self._lock:
-            if self._parts is None:
-                if not self._db_breaker.acquire():
-                    raise ConnectionError("Cassandra unreachable (retrying shortly)")
-                s = self.settings
-                try:
-                    cluster, session = connect(s, connect_timeout_s=1.0)
-                except Exception:
-                    self._db_breaker.failure()
-                    raise
-                self._db_breaker.success()
-                timeout = s.cassandra_request_timeout_s
-                self._parts = _Db(
-                    cluster,
-                    session,
-                    Statements(session, s),
-                    uploads.Jobs(session, timeout),
-                    RenditionStore(session, self.blobs, timeout),
-                )
-            return self._parts
+        return self._parts.get()
 
     def _id_maker(self) -> ids.IdMaker:
         """This replica's id maker; its shard is unique among live replicas (a Redis counter)."""

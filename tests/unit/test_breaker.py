@@ -92,3 +92,30 @@ def test_only_one_of_many_threads_probes():
 def test_cool_down_must_be_positive():
     with pytest.raises(ValueError, match="cool_s"):
         Breaker(0)
+
+
+def test_a_lazy_connection_fails_fast_while_cassandra_is_unreachable() -> None:
+    """core.db.Lazy against a port nothing listens on: the first get tries and fails, the next
+    ones within the breaker's cool-down fail at once without trying, and nothing is built."""
+    import socket
+
+    from core.breaker import Breaker
+    from core.db import Lazy
+    from core.settings import Settings
+
+    with socket.socket() as sock:  # a free port, closed again: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    built: list[object] = []
+    now = [0.0]
+    lazy = Lazy(
+        Settings(cassandra_port=port),
+        lambda c, s: built.append(s),
+        Breaker(5.0, clock=lambda: now[0]),
+    )
+    with pytest.raises(Exception) as first:
+        lazy.get()
+    assert not isinstance(first.value, ConnectionError) or "retrying" not in str(first.value)
+    with pytest.raises(ConnectionError, match="Cassandra unreachable"):
+        lazy.get()  # within the cool-down: no connection tried
+    assert built == []
