@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -188,14 +189,15 @@ def _warm(
             try:
                 r = http.get(f"{url}/v1/feed/{user}", params=params)
                 r.raise_for_status()
-                ids = [int(i["post_id"]) for i in r.json()["items"]]
+                page = r.json()["items"]
+                ids = [int(i["post_id"]) for i in page]
                 known = media.get(ids)
             except Exception as exc:  # one user's failure is counted, the run goes on
                 log.warning("ahead: no page for user %s: %s", user, exc)
                 return False, 0, 0, 0, 0
             items = [cache.CachedItem(p, 0, 0, 0.0, 0.0, *known.get(p, ("", 0))) for p in ids]
             c = read_continuation(redis, s, user)
-            actions = plan_items(s, items, c, at=None, cfg=plan_cfg)
+            actions = plan_items(s, items, c, at=None, cfg=plan_cfg, stored=stored_first(page))
             done = edge.warm(a.path for a in actions)
             fetches = sum(a.fetch for a in actions)
             refreshes = done.refreshed + done.absent
@@ -212,6 +214,21 @@ def _warm(
             out.objects_refreshed += refreshed
             out.warm_failures += failed
     redis.close()
+
+
+def stored_first(items: list[dict[str, Any]]) -> dict[int, tuple[str, int]]:
+    """post → (edge path, bytes) of the first rendition a client draws, for the page's items
+    whose media the upload tier stored (their URLs under ``/media/r/``): the real object and
+    size, as the feed's own warming plans them (``serving/feed.py``)."""
+    out: dict[int, tuple[str, int]] = {}
+    for item in items:
+        first = (item.get("renditions") or [None])[0]
+        if first is None:
+            continue
+        path = urlsplit(str(first["url"])).path
+        if path.startswith("/media/r/"):
+            out[int(item["post_id"])] = (path, int(first["bytes"]))
+    return out
 
 
 def schedule(job: Callable[[], object], every_s: float, *, blocking: bool = True) -> Any:
