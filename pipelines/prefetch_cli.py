@@ -53,7 +53,7 @@ def replay_cmd(
         typer.Option(
             min=0,
             help="Photo sizes from the media tier's own renditions: this many of the most "
-            "requested photos rendered (about 0.1 s each, cached under the data folder), every "
+            "requested photos rendered (under a second each, cached under the data folder), every "
             "other photo one of their sizes. 0: the simulated sizes.",
         ),
     ] = 300,

@@ -6,7 +6,7 @@ feed draws first and the prefetcher warms: the widest rendition at the feed's wi
 smallest format (``serving/feed.py`` lists them so), rendered as the demo stores them
 (:data:`media.images.FEED_WIDTHS`, :data:`media.images.FIXED_QUALITY`, no quality search).
 
-A replay world has tens of thousands of photos; rendering each takes ~0.1 s. So the ``top``
+A replay world has tens of thousands of photos; each takes up to a second to render. So the ``top``
 most requested photos are rendered exactly, and every other photo takes the size of one of
 those, picked by its post id: every photo size in the trace is then a real encode, and the
 share of photo requests whose own photo was rendered is reported with the figures. Videos keep
