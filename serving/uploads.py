@@ -317,8 +317,8 @@ class Processor:
         for post_id in self.jobs.pending():
             try:
                 status = self.run(post_id)
-                if status not in ("processing", "error"):
-                    self.jobs.done(post_id)  # e.g. taken down before any worker held it
+                if status == "removed":  # taken down before any worker held it
+                    self.jobs.done(post_id)  # (an unknown job may be one not yet readable)
             except Exception:
                 log.exception("sweeping upload %d", post_id)
                 status = "error"
