@@ -16,6 +16,7 @@ from core import constants as C
 from core.db import connect
 from core.settings import DEV_API_KEY, Settings
 from core.time import day_bucket
+from media.renditions import StoredLookup, rendition_path
 from prefetch.pages import plan_items, read_continuation
 from stack import nginx
 from tests.integration.suite import readers
@@ -67,6 +68,22 @@ def _deep_scroller(settings: Settings, user: int) -> float:
         r.close()
 
 
+def _stored(settings: Settings, items: list[cache.CachedItem]) -> dict[int, tuple[str, int]]:
+    """The stored rendition a client draws first of each item with real media (uploads, the
+    demo's photos; other tests add them to the world), as the service plans it: the planner
+    warms that, not a simulated object, for those posts."""
+    cluster, session = connect(settings)
+    try:
+        found = StoredLookup(lambda: session).get([i.post_id for i in items], 10.0)
+    finally:
+        cluster.shutdown()
+    return {
+        p: (rendition_path(rs[0].sha256, rs[0].format), rs[0].bytes)
+        for p, rs in found.items()
+        if rs
+    }
+
+
 def _scrape(pattern: str) -> float:
     """Sum of the series matching ``pattern`` on every node's Prometheus endpoint."""
     import ray
@@ -92,7 +109,7 @@ def test_a_served_page_warms_its_planned_objects_at_the_edge(service, settings, 
     assert items, "the served page was never cached"
     assert all(i.media_kind in ("photo", "video") and i.media_bytes > 0 for i in items)
     assert all(i.e_dwell_s is not None and i.e_dwell_s > 0 for i in items)
-    planned = plan_items(settings, items, c, at=None)
+    planned = plan_items(settings, items, c, at=None, stored=_stored(settings, items))
     fetched = [a.path for a in planned if a.fetch]
     assert fetched, "nothing to fetch for a deep scroller's page: the planner's inputs are off"
     wait_until(
@@ -145,7 +162,7 @@ def test_impressions_roll_the_prefetch_along_the_page(service, settings, world):
         rc.close()
     assert {k.decode(): int(v) for k, v in counts.items()} == {"starts": 1, "continues": at}
     assert c < settings.prefetch_p_continue  # one page stopped at 6 items: less than the prior
-    planned = plan_items(settings, items, c, at=at)
+    planned = plan_items(settings, items, c, at=at, stored=_stored(settings, items))
     assert planned and {a.position for a in planned} == {at + settings.prefetch_lookahead}
     paths = [a.path for a in planned]
     wait_until(
@@ -252,7 +269,8 @@ def test_the_ahead_job_warms_the_pages_of_the_users_it_picks(service, settings, 
     with httpx.Client(base_url=nginx.url(settings), timeout=10) as edge:
         for user, items in pages.items():
             assert items, f"the service cached no page for picked user {user}"
-            plan = plan_items(settings, items, rates[user], at=None, cfg=plan_cfg)
+            stored = _stored(settings, items)
+            plan = plan_items(settings, items, rates[user], at=None, cfg=plan_cfg, stored=stored)
             paths = [a.path for a in plan if a.fetch]
             assert paths
             for p in paths:  # warmed by the job, so the app's first request is a hit
