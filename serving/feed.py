@@ -752,7 +752,12 @@ class FeedPath:
             if on and items:  # unknown media when Cassandra cannot say: then it is not warmed
                 later = _cached(
                     sess,
-                    self._with_media(sess, sessions.next_page(sess, len(items), self.rules), []),
+                    self._with_media(
+                        sess,
+                        # taken-down posts off it too, as the served next page has them
+                        sessions.next_page(sess, len(items), self.rules, self.removed.ids()),
+                        [],
+                    ),
                 )
             self._cache_page(sess.user_id, items + later)
             if on:
