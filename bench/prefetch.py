@@ -16,6 +16,7 @@ import yaml
 
 from core.settings import Settings
 from prefetch.replay import engine as replay
+from prefetch.replay import real_sizes
 from prefetch.replay.report import plot, plot_summary, summarize
 
 SEEDS = (0, 1, 2)
@@ -54,7 +55,7 @@ def run(settings: Settings | None = None) -> dict[str, Any]:
             replay.replay_config(seed, **overrides),
             reference=(name == "default" and seed == SEEDS[0]) or name == "churn",
             real_photos=REAL_PHOTOS if name == "real_photos" else 0,
-            sizes_cache=(s.data_dir or s.home) / "replay" / "photo-sizes.json",
+            sizes_cache=real_sizes.cache_file(s),
             progress=_say(key),
         )
         plot(out, RESULTS / f"prefetch_{key}")

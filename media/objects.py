@@ -43,6 +43,11 @@ def object_id(post_id: np.ndarray | int, variant: str) -> np.ndarray | int:
     return np.asarray(post_id, dtype=np.int64) * 2 + (1 if variant == "full" else 0)
 
 
+def post_of(object_id: np.ndarray) -> np.ndarray:
+    """The post of each object id (:func:`object_id`'s inverse, either variant)."""
+    return np.asarray(object_id, dtype=np.int64) // 2
+
+
 def path(post_id: int, variant: str) -> str:
     """The object's path at the edge and at the origin."""
     if variant not in VARIANTS:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +69,21 @@ def _listed(rows: Any) -> list[Stored]:
     return sorted(out, key=lambda s: (-s.width, FORMAT_ORDER.get(s.format, 9)))
 
 
+PATH_PREFIX = "/media/r/"  # every stored rendition's path at the edge and the origin
+
+
 def rendition_path(sha256: str, fmt: str) -> str:
-    return f"/media/r/{sha256}.{EXTENSIONS[fmt]}"
+    return f"{PATH_PREFIX}{sha256}.{EXTENSIONS[fmt]}"
+
+
+def first_drawn(found: Mapping[int, list[Stored]]) -> dict[int, tuple[str, int]]:
+    """post → (path, bytes) of the rendition a client draws first (the widest, its first
+    format: :func:`_listed`'s order), for the posts with any: what the prefetcher warms."""
+    return {
+        p: (rendition_path(rs[0].sha256, rs[0].format), rs[0].bytes)
+        for p, rs in found.items()
+        if rs
+    }
 
 
 def rendition_url(media_url: str, sha256: str, fmt: str) -> str:

@@ -23,11 +23,6 @@ prefetch_app = typer.Typer(
 console = Console()
 
 
-def _sizes_cache(s: Settings) -> Path:
-    """Where the replay keeps the rendered photo sizes (prefetch/replay/real_sizes.py)."""
-    return (s.data_dir or s.home) / "replay" / "photo-sizes.json"
-
-
 @prefetch_app.command("replay")
 def replay_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the world (and so of its trace).")] = 0,
@@ -61,6 +56,7 @@ def replay_cmd(
     """Replay the world's media request trace through FIFO, LRU, S3-FIFO, Belady, ours and an
     oracle prefetcher at caches of 0.1%, 1% and 10% of the footprint; write JSON and plots."""
     from prefetch.replay import engine as replay  # lazy: numba, ~0.15 s
+    from prefetch.replay import real_sizes
 
     overrides: dict[str, object] = {}
     if world_config is not None:
@@ -78,7 +74,7 @@ def replay_cmd(
     with console.status("replaying") as status:
         out = replay.run(
             config, budget_frac=budget, reference=not no_reference, real_photos=real_photos,
-            sizes_cache=_sizes_cache(Settings()),
+            sizes_cache=real_sizes.cache_file(Settings()),
             progress=status.update,
         )  # fmt: skip
     json_out.parent.mkdir(parents=True, exist_ok=True)

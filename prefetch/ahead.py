@@ -44,6 +44,7 @@ from core.db import connect
 from core.settings import DEV_API_KEY, Settings
 from core.statements import Statements
 from core.time import day_bucket
+from media.renditions import PATH_PREFIX
 from prefetch.pages import MediaCache, plan_config, plan_items, read_continuation
 from prefetch.warm import EdgeWarmer
 
@@ -218,7 +219,7 @@ def _warm(
 
 def stored_first(items: list[dict[str, Any]]) -> dict[int, tuple[str, int]]:
     """post → (edge path, bytes) of the first rendition a client draws, for the page's items
-    whose media the upload tier stored (their URLs under ``/media/r/``): the real object and
+    whose media the upload tier stored (their URLs under ``PATH_PREFIX``): the real object and
     size, as the feed's own warming plans them (``serving/feed.py``)."""
     out: dict[int, tuple[str, int]] = {}
     for item in items:
@@ -226,7 +227,7 @@ def stored_first(items: list[dict[str, Any]]) -> dict[int, tuple[str, int]]:
         if first is None:
             continue
         path = urlsplit(str(first["url"])).path
-        if path.startswith("/media/r/"):
+        if path.startswith(PATH_PREFIX):
             out[int(item["post_id"])] = (path, int(first["bytes"]))
     return out
 

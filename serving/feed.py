@@ -39,7 +39,7 @@ from core.statements import Statements
 from core.time import day_bucket
 from features.online import FeatureReader, reader_for
 from media import ids, objects
-from media.renditions import StoredLookup, rendition_path
+from media.renditions import StoredLookup, first_drawn
 from serving import candidates, cursor, impressions, ranking, sessions
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
@@ -544,11 +544,7 @@ class FeedPath:
         except Exception as exc:
             log.warning("renditions to warm unreadable: %s", exc)
             return {}
-        return {
-            p: (rendition_path(rs[0].sha256, rs[0].format), rs[0].bytes)
-            for p, rs in found.items()
-            if rs
-        }
+        return first_drawn(found)
 
     def _check_media_epoch(self) -> None:
         """Every ``takedown_refresh_s``, off the request path: when the media tier stored

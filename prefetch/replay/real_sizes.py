@@ -26,10 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from media import images, samples
+from core.settings import Settings
+from media import images, objects, samples
 from simulator.trace import Trace
 
 STAMP = f"v1 {images.FEED_WIDTHS} {sorted(images.FIXED_QUALITY.items())}"
+
+
+def cache_file(s: Settings) -> Path:
+    """Where the rendered sizes are kept between runs: under the data folder."""
+    return (s.data_dir or s.home) / "replay" / "photo-sizes.json"
 
 
 def photo_bytes(post_id: int) -> int:
@@ -74,7 +80,7 @@ def rendered_sizes(
 def photo_posts(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     """The trace's photo posts, most requested first, and their request counts."""
     photos = np.unique(trace.page_post[~trace.page_video])
-    post = trace.obj // 2
+    post = objects.post_of(trace.obj)
     asked = post[np.isin(post, photos)]
     ids, counts = np.unique(asked, return_counts=True)
     order = np.argsort(-counts, kind="stable")
@@ -95,8 +101,8 @@ def with_sizes(trace: Trace, sizes: dict[int, int]) -> tuple[Trace, dict[str, An
         own = keys[at] == posts
         return np.where(own, vals[at], vals[posts % len(vals)])
 
-    post = trace.obj // 2
-    photo_req = np.isin(post, ids) & (trace.obj % 2 == 1)
+    post = objects.post_of(trace.obj)
+    photo_req = np.isin(trace.obj, objects.object_id(ids, "full"))
     size = trace.size.copy()
     size[photo_req] = size_of(post[photo_req])
     page_photo = ~trace.page_video

@@ -16,7 +16,7 @@ from core import constants as C
 from core.db import connect
 from core.settings import DEV_API_KEY, Settings
 from core.time import day_bucket
-from media.renditions import StoredLookup, rendition_path
+from media.renditions import StoredLookup, first_drawn
 from prefetch.pages import plan_items, read_continuation
 from stack import nginx
 from tests.integration.suite import readers
@@ -77,11 +77,7 @@ def _stored(settings: Settings, items: list[cache.CachedItem]) -> dict[int, tupl
         found = StoredLookup(lambda: session).get([i.post_id for i in items], 10.0)
     finally:
         cluster.shutdown()
-    return {
-        p: (rendition_path(rs[0].sha256, rs[0].format), rs[0].bytes)
-        for p, rs in found.items()
-        if rs
-    }
+    return first_drawn(found)
 
 
 def _scrape(pattern: str) -> float:
