@@ -199,6 +199,7 @@ class FeedPath:
             max_per_author=settings.max_per_author,
             max_out_of_network_share=settings.max_out_of_network_share,
         )
+        self.removed.start()  # last: its periodic checks use the rest
 
     # -- dependencies -------------------------------------------------------------------------
     def _connect(self) -> tuple[Cluster, Session, Statements]:
@@ -339,7 +340,7 @@ class FeedPath:
         )
 
         t = time.perf_counter()
-        first = sessions.next_page(sess, limit, self.rules, self.removed.ids(side))
+        first = sessions.next_page(sess, limit, self.rules, self.removed.ids())
         m.observe_stage("rules", time.perf_counter() - t)
         page = self._with_media(sess, first, degraded)
         sess.pages = [page]
@@ -389,9 +390,9 @@ class FeedPath:
         stored = True
         if len(sess.pages) > n:  # loaded up to page n: a retry of this cursor
             self.metrics.session("retried")
-            page = self._not_removed(sess, sess.pages[n], side)
+            page = self._not_removed(sess, sess.pages[n])
         else:
-            removed = self.removed.ids(side)
+            removed = self.removed.ids()
             rows = sessions.next_page(sess, limit, self.rules, removed)
             if len(rows) < limit and sessions.unscored_left(sess):
                 self._extend(sess, degraded)
@@ -411,10 +412,10 @@ class FeedPath:
         )  # fmt: skip
 
     def _not_removed(
-        self, sess: sessions.FeedSession, page: list[sessions.PageItem], side: Executor
+        self, sess: sessions.FeedSession, page: list[sessions.PageItem]
     ) -> list[sessions.PageItem]:
         """A stored page less what was taken down since it was served (a retry's page)."""
-        removed = self.removed.ids(side)
+        removed = self.removed.ids()
         if not len(removed):
             return page
         gone = np.isin(sess.rows["post"][[i.row for i in page]], removed)

@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,9 +178,11 @@ def purge(urls: list[str], *, timeout_s: float) -> int:
 
 
 class RemovedPosts:
-    """This replica's copy of ``posts_removed``: the ids every page leaves out. Re-read at most
-    every ``refresh_s`` on the side executor, never on the request path; a takedown this
-    replica handled counts at once."""
+    """This replica's copy of ``posts_removed``: the ids every page leaves out. Re-read every
+    ``refresh_s`` by a thread of its own (:meth:`start`), never on the request path and
+    whether or not requests come: a replica idle when a takedown lands serves its next page
+    without it (a refresh started by that request, as before, answered it with the old copy).
+    A takedown this replica handled counts at once."""
 
     def __init__(
         self,
@@ -195,15 +196,18 @@ class RemovedPosts:
         self._also = also
         self._ids = np.empty(0, np.int64)
         self._recent: dict[int, float] = {}  # taken down here lately: kept through a refresh
-        self._at = -float("inf")
-        self._busy = threading.Lock()
+        self._stop = threading.Event()
         self._scan: Any = None
 
-    def ids(self, side: Executor | None = None) -> np.ndarray:
-        """The removed post ids (sorted); a refresh is started on ``side`` when due."""
-        due = side is not None and time.monotonic() - self._at > self.refresh_s
-        if due and side is not None and self._busy.acquire(blocking=False):
-            side.submit(self._refresh_then_release)
+    def start(self) -> None:
+        """Refresh now and every ``refresh_s`` until :meth:`stop` (a daemon thread)."""
+        threading.Thread(target=self._loop, name="removed-posts", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def ids(self) -> np.ndarray:
+        """The removed post ids (sorted)."""
         return self._ids
 
     def add(self, post_id: int) -> None:
@@ -222,18 +226,16 @@ class RemovedPosts:
         horizon = time.monotonic() - 2 * self.refresh_s - self.timeout_s
         self._recent = {p: t for p, t in self._recent.items() if t > horizon}
         self._ids = np.unique(np.array(found + list(self._recent), np.int64))
-        self._at = time.monotonic()
 
-    def _refresh_then_release(self) -> None:
-        try:
-            self.refresh()
-        except Exception as exc:  # kept as it was; tried again after refresh_s
-            log.warning("removed posts not re-read: %s", exc)
-            self._at = time.monotonic()
-        try:
-            if self._also is not None:
-                self._also()
-        except Exception as exc:
-            log.warning("periodic check failed: %s", exc)
-        finally:
-            self._busy.release()
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception as exc:  # kept as it was; tried again after refresh_s
+                log.warning("removed posts not re-read: %s", exc)
+            try:
+                if self._also is not None:
+                    self._also()
+            except Exception as exc:
+                log.warning("periodic check failed: %s", exc)
+            self._stop.wait(self.refresh_s)

@@ -249,6 +249,11 @@ def test_the_schedule_fires_the_real_retrain_on_a_cron_expression(pipe, tmp_path
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
         print(out[-3000:])  # the scheduler's own log: shown when the test fails
+        # A run it fired after the one awaited may have held the lock when it was stopped:
+        # that lock lapses after pipeline_lock_ttl_s; the next test must not find it held.
+        from pipelines.lock import holder
+
+        wait_until(lambda: holder(pipe) is None, timeout=60, interval=0.5, what="the lock free")
     assert runs[0].state["status"] == "nothing-new", runs[0].state
     assert "retrain on */3 * * * * *" in out
     assert (tmp_path / "pipeline" / "jobs.sqlite").exists()
