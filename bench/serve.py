@@ -73,7 +73,7 @@ def bench_settings(base: Settings) -> Settings:
     )
 
 
-def _world(s: Settings) -> list[int]:
+def world(s: Settings) -> list[int]:
     """Generate, materialize and train the bench world (reused within the hour it was built
     for: its ``end`` is that hour); return the readers to ask for."""
     from pipelines.steps import features_apply, features_materialize, generate_world, train
@@ -187,7 +187,7 @@ def run(settings: Settings) -> dict[str, Any]:
     # Monitoring on, as in production: its own CPU is measured in every window (issue 23's
     # bar: at most 5% of a core).
     print(f"monitoring: {monitoring.up(settings)}", flush=True)
-    readers = _world(s)
+    readers = world(s)
     features = feature_read_speedup(s, n=500)
     url = deploy(s, address="local")
     try:

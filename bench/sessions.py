@@ -33,6 +33,7 @@ import collections
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +81,7 @@ def pages_wanted(depth: int, limit: int = LIMIT) -> int:
     return max(1, math.ceil(depth / limit))
 
 
-async def _first_pages(client: RawClient, users: list[int], n: int) -> list[tuple[int, str]]:
+async def open_sessions(client: RawClient, users: list[int], n: int) -> list[tuple[int, str]]:
     """Open ``n`` sessions (outside any window): (user, cursor of page 2)."""
     out = []
     for k in range(n):
@@ -90,6 +91,27 @@ async def _first_pages(client: RawClient, users: list[int], n: int) -> list[tupl
         if cursor:
             out.append((user, cursor))
     return out
+
+
+def scroller(
+    opened: list[tuple[int, str]],
+) -> tuple[Callable[[int], tuple[str, dict[str, Any]]], Callable[[int, dict[str, Any]], None]]:
+    """An open loop's target and ``on_body`` that ask continued pages: request k takes the
+    next queued (user, cursor), and each answer queues its own next cursor (a session's next
+    page is asked after its previous one answered)."""
+    queue = collections.deque(opened)
+    asked: dict[int, int] = {}
+
+    def page(k: int) -> tuple[str, dict[str, Any]]:
+        user, cursor = queue.popleft() if queue else opened[k % len(opened)]
+        asked[k] = user
+        return f"/v1/feed/{user}", {"limit": LIMIT, "cursor": cursor}
+
+    def then(k: int, body: dict[str, Any]) -> None:
+        if body.get("next_cursor"):
+            queue.append((asked[k], body["next_cursor"]))
+
+    return page, then
 
 
 async def cpu_page2(
@@ -102,18 +124,8 @@ async def cpu_page2(
 
     headers = {"X-API-Key": DEV_API_KEY}
     async with RawClient(url, headers, timeout_s=30) as c:
-        opened = await _first_pages(c, users, int(rate * 2))
-    queue = collections.deque(opened)
-    asked: dict[int, int] = {}
-
-    def page(k: int) -> tuple[str, dict[str, Any]]:
-        user, cursor = queue.popleft() if queue else opened[k % len(opened)]
-        asked[k] = user
-        return f"/v1/feed/{user}", {"limit": LIMIT, "cursor": cursor}
-
-    def then(k: int, body: dict[str, Any]) -> None:  # scroll on: the next cursor, later
-        if body.get("next_cursor"):
-            queue.append((asked[k], body["next_cursor"]))
+        opened = await open_sessions(c, users, int(rate * 2))
+    page, then = scroller(opened)
 
     def ping(_: int) -> tuple[str, dict[str, Any]]:
         return "/v1/ping", {}

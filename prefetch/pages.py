@@ -47,15 +47,24 @@ def continuation(starts: int, continues: int, ends: int, prior: float, weight: f
     return min(max(c, 0.0), 0.999)
 
 
+SCROLL_FIELDS = [STARTS, CONTINUES, ENDS]  # the continuation hash's fields, as HMGET asks
+
+
+def continuation_of(raw: Sequence[Any] | None, s: Settings) -> float:
+    """The continuation rate from an HMGET of :data:`SCROLL_FIELDS` (None: Redis could not
+    say, so the default)."""
+    starts, conts, ends = (int(v or 0) for v in raw) if raw else (0, 0, 0)
+    return continuation(starts, conts, ends, s.prefetch_p_continue, s.prefetch_continue_prior)
+
+
 def read_continuation(r: redis.Redis, s: Settings, user_id: int) -> float:
     """The user's continuation rate from Redis; the default when Redis cannot say."""
     try:
-        raw: Any = r.hmget(cache.continuation_key(s, user_id), [STARTS, CONTINUES, ENDS])
-        starts, conts, ends = (int(v or 0) for v in raw)
+        raw: Any = r.hmget(cache.continuation_key(s, user_id), SCROLL_FIELDS)
     except redis.RedisError as exc:
         log.warning("scroll counts unreadable for %s: %s", user_id, exc)
-        starts = conts = ends = 0
-    return continuation(starts, conts, ends, s.prefetch_p_continue, s.prefetch_continue_prior)
+        raw = None
+    return continuation_of(raw, s)
 
 
 def plan_config(s: Settings) -> planner.PlanConfig:

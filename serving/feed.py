@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Annotated, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from core.time import day_bucket
 from features.online import FeatureReader, reader_for
 from media import ids, objects
 from media.renditions import StoredLookup, first_drawn
+from prefetch.pages import SCROLL_FIELDS, continuation_of
 from serving import candidates, cursor, impressions, ranking, sessions
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
@@ -756,9 +757,9 @@ class FeedPath:
                         [],
                     ),
                 )
-            self._cache_page(sess.user_id, items + later)
-            if on:
-                self.prefetch.on_page(sess.user_id, items + later)
+            c = self._cache_page(sess.user_id, items + later, continuation=on)
+            if on and items:
+                self.prefetch.on_page(sess.user_id, items + later, p_continue=c)
         except Exception:  # side work never raises into the executor unseen
             log.exception("side work after %s's page failed", sess.user_id)
             self.metrics.degraded("prefetch")
@@ -771,17 +772,27 @@ class FeedPath:
             log.exception("prefetch after %d impressions failed", len(seen))
             self.metrics.degraded("prefetch")
 
-    def _cache_page(self, user_id: int, items: list[cache.CachedItem]) -> None:
-        if items:
-            self._redis_call(
-                "cache page",
-                lambda: self.redis.set(
-                    cache.page_key(self.s, user_id),
-                    cache.dump_items(items),
-                    ex=self.s.page_cache_ttl_s,
-                ),
-                None,
-            )
+    def _cache_page(
+        self, user_id: int, items: list[cache.CachedItem], *, continuation: bool
+    ) -> float | None:
+        """Cache the page (when it has items) and, with ``continuation``, read the user's
+        continuation rate for the prefetch in the same round trip (a Redis request costs the
+        replica more CPU than what it carries); the rate, or None when not read."""
+        s = self.s
+        if not items and not continuation:
+            return None
+
+        def send() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            if items:
+                pipe.set(cache.page_key(s, user_id), cache.dump_items(items), ex=s.page_cache_ttl_s)
+            if continuation:
+                pipe.hmget(cache.continuation_key(s, user_id), SCROLL_FIELDS)
+            return cast(list[Any], pipe.execute())
+
+        out: list[Any]
+        out, ok = self._redis_call("cache page", send, [])
+        return continuation_of(out[-1] if ok else None, s) if continuation else None
 
     def _log_impressions(self, served: Served, degraded: list[str]) -> None:
         """Queue what was shown for the next burst of impression writes

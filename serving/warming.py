@@ -124,10 +124,13 @@ class Prefetcher:
         self.metrics.prefetch_warm("submitted", queued)
         return queued
 
-    def on_page(self, user_id: int, items: Sequence[cache.CachedItem]) -> None:
+    def on_page(
+        self, user_id: int, items: Sequence[cache.CachedItem], p_continue: float | None = None
+    ) -> None:
         """A page was served (``items``: it, then the session's next page): warm its objects
-        ahead of the first screen."""
-        c = self.p_continue(user_id)
+        ahead of the first screen. ``p_continue``: the user's continuation rate when the
+        caller read it already (in the round trip that cached the page), else read here."""
+        c = self.p_continue(user_id) if p_continue is None else p_continue
         stored = self._stored(items)
         self.submit("page", plan_items(self.s, items, c, at=None, cfg=self.cfg, stored=stored))
 

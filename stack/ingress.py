@@ -106,9 +106,13 @@ def check_ports(settings: Settings) -> None:
 
 def environment(settings: Settings) -> dict[str, str]:
     """The environment variables every Ray process of this head needs for the chosen ingress,
-    and the Serve controller's loop period (``serve_control_loop_s``). Raises ValueError when
+    the Serve controller's loop period (``serve_control_loop_s``) and the node agent's stats
+    period (``ray_node_stats_s``). Raises ValueError when
     HAProxy's ports collide with the stack's (:func:`check_ports`)."""
-    loop = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": f"{settings.serve_control_loop_s:g}"}
+    loop = {
+        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": f"{settings.serve_control_loop_s:g}",
+        "REPORTER_UPDATE_INTERVAL_MS": str(round(settings.ray_node_stats_s * 1000)),
+    }
     if settings.serve_ingress != "haproxy":
         return loop | {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
     check_ports(settings)

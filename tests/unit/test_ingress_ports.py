@@ -16,6 +16,12 @@ def test_defaults_do_not_collide() -> None:
     assert env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == f"{s.serve_control_loop_s:g}"
 
 
+def test_the_node_agent_gathers_stats_at_the_configured_period_in_either_ingress() -> None:
+    for ingress_kind in ("haproxy", "python"):
+        s = Settings().model_copy(update={"serve_ingress": ingress_kind, "ray_node_stats_s": 45})
+        assert ingress.environment(s)["REPORTER_UPDATE_INTERVAL_MS"] == "45000"
+
+
 def test_a_port_taken_by_the_edge_is_refused_by_name() -> None:
     # The chaos deployment's layout before it set its own: serve 8031, edge 8032, gate 8033.
     s = Settings().model_copy(update={"serve_port": 8031, "edge_port": 8032, "gate_port": 8033})
