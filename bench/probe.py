@@ -10,7 +10,8 @@ runs one open-loop window of each, at one rate, one after the other:
 - ``page2``: continued pages of sessions opened before the window (``limit`` 10, as
   ``bench/sessions.py``).
 
-Each prints machine CPU per request and its groups (``bench/load.py``). ``--profile W``
+Each prints machine CPU per request and its groups (``bench/load.py``), and the Cassandra
+node's CPU by thread (request pool, compaction, the collector, the JMX agent). ``--profile W``
 samples the replicas with py-spy during window ``W`` and prints the functions holding the
 most samples (own and cumulative): where the replica's share of that window goes. Switch a
 cost off between probes with the settings' environment variables (e.g.
@@ -74,6 +75,40 @@ def _named() -> dict[int, tuple[str, float]]:
     return out
 
 
+def _threads(pid: int | None) -> dict[int, tuple[str, float]]:
+    """Each thread of process ``pid``: its name with digits dropped (``ReadStage-3`` →
+    ``ReadStage-``) and its CPU so far (ms)."""
+    if pid is None:
+        return {}
+    hz, out = os.sysconf("SC_CLK_TCK"), {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = "".join(ch for ch in stat.partition("(")[2].rpartition(")")[0] if not ch.isdigit())
+        f = stat.rpartition(")")[2].split()
+        out[int(task.name)] = (name, (int(f[11]) + int(f[12])) / hz * 1000)
+    return out
+
+
+def _by_thread(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU (ms) each thread used between two readings, summed by its name at the second: where
+    a JVM's time went. Cassandra's request threads take the name of the stage they last
+    served (one pool runs reads, writes and the native transport), so read those three as
+    one."""
+    out: dict[str, float] = {}
+    for tid, (name, ms) in after.items():
+        out[name] = out.get(name, 0.0) + ms - before.get(tid, (name, 0.0))[1]
+    return out
+
+
 class Profile:
     """py-spy on every replica for one window; ``top()`` sums their raw stacks."""
 
@@ -126,8 +161,12 @@ async def _windows(
     seconds: float,
     profile: str | None,
 ) -> dict[str, Any]:
+    from stack import proc
+    from stack.cassandra import NAME
+
     rng = random.Random(0)
     out: dict[str, Any] = {}
+    cassandra_pid = proc.read_pid(serve.bench_settings(Settings()).stack_dir, NAME)
 
     def feed(_: int) -> tuple[str, dict[str, Any]]:
         return f"/v1/feed/{readers[rng.randrange(len(readers))]}", {"limit": serve.LIMIT}
@@ -140,6 +179,7 @@ async def _windows(
     page2, then = sessions.scroller(opened)
     for name in windows:
         spy = Profile(seconds) if profile == name else None
+        jvm_before = _threads(cassandra_pid)
         if name == "idle":
             meter, first = load.CpuMeter(), _named()
             meter.start()
@@ -184,6 +224,12 @@ async def _windows(
                 f"degraded {r.degraded} {groups}",
                 flush=True,
             )
+        used = _by_thread(jvm_before, _threads(cassandra_pid))
+        by_thread = sorted(((ms, k) for k, ms in used.items()), reverse=True)
+        per = seconds if name == "idle" else max(rate * seconds, 1)  # ms/s idle, else ms/request
+        tops = [(round(ms / per, 2), k) for ms, k in by_thread[:8] if ms > 0]
+        out[next(reversed(out))]["cassandra_threads"] = tops
+        print(f"  cassandra by thread ({'ms/s' if name == 'idle' else 'ms/request'}): {tops}")
         if spy is not None:
             total, rows = spy.top()
             out["profile"] = {"window": name, "samples": total, "top": rows}
