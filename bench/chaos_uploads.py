@@ -170,21 +170,22 @@ _GATE_LINE = re.compile(
 )
 
 
-def gate_times(s: Any, *windows: tuple[float, float]) -> list[float]:
-    """Seconds the gate took for each of the feed's answered requests (nginx's
-    ``$request_time``, from the request's first byte to the answer's last) in any of the
-    wall-clock ``(start, end)`` windows: the service's latency, whatever the load generator's
-    own delays (it shares the cores)."""
+def gate_times(s: Any, *windows: tuple[float, float]) -> list[list[float]]:
+    """For each wall-clock ``(start, end)`` window, the seconds the gate took for each of the
+    feed's answered requests in it (nginx's ``$request_time``, from the request's first byte to
+    the answer's last), from one read of its log: the service's latency, whatever the load
+    generator's own delays (it shares the cores)."""
     from stack import nginx
 
-    times = []
+    times: list[list[float]] = [[] for _ in windows]
     for line in (nginx.home(s) / "gate.log").read_text().splitlines():
         m = _GATE_LINE.search(line)
         if m is None or m["status"] != "200":
             continue
         at = datetime.strptime(m["at"], "%d/%b/%Y:%H:%M:%S %z").timestamp()
-        if any(start <= at < end for start, end in windows):
-            times.append(float(m["rt"]))
+        for k, (start, end) in enumerate(windows):
+            if start <= at < end:
+                times[k].append(float(m["rt"]))
     return times
 
 
@@ -285,11 +286,7 @@ def _side_by_side(
     ref, during = load.window(t0, t1), load.window(t1, t2)
     ref_after = load.window(t3, t4)
     p99_ref, p99_during = percentile_ms(ref, 99), percentile_ms(during, 99)
-    g_ref, g_during, g_after = (
-        gate_times(s, (w0, w1)),
-        gate_times(s, (w1, w2)),
-        gate_times(s, (w3, w4)),
-    )
+    g_ref, g_during, g_after = gate_times(s, (w0, w1), (w1, w2), (w3, w4))
     gate_ref, gate_during, gate_after = p99_ms(g_ref), p99_ms(g_during), p99_ms(g_after)
     gate_base = p99_ms(g_ref + g_after)
     return out, {

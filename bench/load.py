@@ -78,23 +78,28 @@ def group_of(pid: int, comm: str, cmdline: bytes) -> str:
     return "other"
 
 
-def _processes() -> dict[int, tuple[str, float]]:
-    """Every process's group and CPU time so far (ms)."""
+def read_stat(path: str | Path) -> tuple[str, float]:
+    """(name, CPU time so far in ms, utime + stime) from a ``/proc/PID/stat`` or
+    ``/proc/PID/task/TID/stat`` file; OSError when it is gone."""
+    head, _, rest = Path(path).read_text().rpartition(")")
+    fields = rest.split()
+    return head.partition("(")[2], (int(fields[11]) + int(fields[12])) / _HZ * 1000
+
+
+def processes() -> dict[int, tuple[str, str, float]]:
+    """Every process: its group, its command line (or name) and its CPU time so far (ms)."""
     out = {}
     for d in os.scandir("/proc"):
         if not d.name.isdigit():
             continue
         try:
-            stat = Path(d.path, "stat").read_text()
+            comm, ms = read_stat(Path(d.path, "stat"))
             cmdline = Path(d.path, "cmdline").read_bytes()
         except OSError:  # gone while we looked
             continue
-        head, _, rest = stat.rpartition(")")
-        fields = rest.split()
-        comm = head.partition("(")[2]
-        ms = (int(fields[11]) + int(fields[12])) / _HZ * 1000
         pid = int(d.name)
-        out[pid] = (group_of(pid, comm, cmdline), ms)
+        name = cmdline.replace(b"\0", b" ").decode(errors="replace").strip() or comm
+        out[pid] = (group_of(pid, comm, cmdline), name, ms)
     return out
 
 
@@ -107,19 +112,24 @@ class CpuMeter:
     wall_ms: float = 0.0
     _busy: float = 0.0
     _at: float = 0.0
-    _procs: dict[int, tuple[str, float]] = field(default_factory=dict)
+    # (pid, command line) → CPU over the window (ms), every process that ran in it
+    processes_ms: dict[tuple[int, str], float] = field(default_factory=dict)
+    _procs: dict[int, tuple[str, str, float]] = field(default_factory=dict)
 
     def start(self) -> None:
-        self._procs, self._busy, self._at = _processes(), busy_ms(), time.monotonic()
+        self._procs, self._busy, self._at = processes(), busy_ms(), time.monotonic()
 
     def stop(self) -> None:
-        busy, procs = busy_ms(), _processes()
+        busy, procs = busy_ms(), processes()
         self.wall_ms = (time.monotonic() - self._at) * 1000
         self.total_ms = busy - self._busy
         groups = dict.fromkeys(GROUPS, 0.0)
-        for pid, (group, ms) in procs.items():
+        self.processes_ms = {}
+        for pid, (group, name, ms) in procs.items():
             before = self._procs.get(pid)
-            groups[group] += ms - (before[1] if before else 0.0)
+            used = ms - (before[2] if before else 0.0)
+            groups[group] += used
+            self.processes_ms[(pid, name)] = used
         groups["other"] = 0.0
         groups["other"] = max(0.0, self.total_ms - sum(groups.values()))
         self.groups_ms = groups

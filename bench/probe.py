@@ -47,32 +47,8 @@ HEADERS = {"X-API-Key": DEV_API_KEY}
 
 
 def replica_pids() -> list[int]:
-    """The feed's replicas (``ray::ServeReplica:feedcast:…``), by their command lines."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmd.startswith(b"ray::ServeReplica:feedcast:"):
-                out.append(int(d.name))
-    return out
-
-
-def _named() -> dict[int, tuple[str, float]]:
-    """Every process's command line (its start) and CPU time so far (ms)."""
-    hz, out = os.sysconf("SC_CLK_TCK"), {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat, cmd = (d / "stat").read_text(), (d / "cmdline").read_bytes()
-            except OSError:
-                continue
-            f = stat.rpartition(")")[2].split()
-            name = cmd.replace(b"\0", b" ").decode(errors="replace")[:70] or stat.split("(")[1]
-            out[int(d.name)] = (name, (int(f[11]) + int(f[12])) / hz * 1000)
-    return out
+    """The feed's replicas (``bench.load``'s ``replicas`` group)."""
+    return [pid for pid, (group, _, _) in load.processes().items() if group == "replicas"]
 
 
 def _threads(pid: int | None) -> dict[int, tuple[str, float]]:
@@ -80,19 +56,17 @@ def _threads(pid: int | None) -> dict[int, tuple[str, float]]:
     ``ReadStage-``) and its CPU so far (ms)."""
     if pid is None:
         return {}
-    hz, out = os.sysconf("SC_CLK_TCK"), {}
+    out = {}
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return {}
     for task in tasks:
         try:
-            stat = (task / "stat").read_text()
+            name, ms = load.read_stat(task / "stat")
         except OSError:
             continue
-        name = "".join(ch for ch in stat.partition("(")[2].rpartition(")")[0] if not ch.isdigit())
-        f = stat.rpartition(")")[2].split()
-        out[int(task.name)] = (name, (int(f[11]) + int(f[12])) / hz * 1000)
+        out[int(task.name)] = ("".join(ch for ch in name if not ch.isdigit()), ms)
     return out
 
 
@@ -154,6 +128,7 @@ class Profile:
 
 
 async def _windows(
+    s: Settings,
     url: str,
     readers: list[int],
     windows: list[str],
@@ -166,7 +141,7 @@ async def _windows(
 
     rng = random.Random(0)
     out: dict[str, Any] = {}
-    cassandra_pid = proc.read_pid(serve.bench_settings(Settings()).stack_dir, NAME)
+    cassandra_pid = proc.read_pid(s.stack_dir, NAME)
 
     def feed(_: int) -> tuple[str, dict[str, Any]]:
         return f"/v1/feed/{readers[rng.randrange(len(readers))]}", {"limit": serve.LIMIT}
@@ -181,16 +156,15 @@ async def _windows(
         spy = Profile(seconds) if profile == name else None
         jvm_before = _threads(cassandra_pid)
         if name == "idle":
-            meter, first = load.CpuMeter(), _named()
+            meter = load.CpuMeter()
             meter.start()
             await asyncio.sleep(seconds)
             meter.stop()
-            last = _named()
             per_s = {g: round(ms / seconds, 1) for g, ms in meter.groups_ms.items()}
             top = sorted(
-                ((ms - first.get(pid, ("", 0.0))[1]) / seconds, name)
-                for pid, (name, ms) in last.items()
-            )[::-1][:15]
+                ((ms / seconds, cmd[:70]) for (_, cmd), ms in meter.processes_ms.items()),
+                reverse=True,
+            )[:15]
             out[f"{name}{len(out)}"] = {
                 "ms_per_s": round(meter.total_ms / seconds, 1),
                 "by_group": per_s,
@@ -270,7 +244,7 @@ def main() -> None:
             for u in readers[:60]:
                 c.get(f"{url}/v1/feed/{u}", params={"limit": serve.LIMIT})
         time.sleep(5)
-        out = asyncio.run(_windows(url, readers, windows, a.rate, a.seconds, a.profile))
+        out = asyncio.run(_windows(s, url, readers, windows, a.rate, a.seconds, a.profile))
     finally:
         ray_serve.shutdown()
         ray.shutdown()

@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -105,6 +103,7 @@ def world(s: Settings) -> list[int]:
 def _settle(s: Settings, busy_share: float = 0.15, limit_s: float = 180) -> None:
     """Wait until Cassandra is done compacting what the world just wrote (its CPU share over
     5 s below ``busy_share`` of one core), so that no run measures a compaction."""
+    from bench import load
     from stack import proc
     from stack.cassandra import NAME
 
@@ -112,16 +111,14 @@ def _settle(s: Settings, busy_share: float = 0.15, limit_s: float = 180) -> None
     if pid is None:  # not the stack's own node: nothing to watch
         return
 
-    def ticks() -> int:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
+    def cpu_ms() -> float:
+        return load.read_stat(f"/proc/{pid}/stat")[1]
 
-    hz = os.sysconf("SC_CLK_TCK")
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        before = ticks()
+        before = cpu_ms()
         time.sleep(5)
-        share = (ticks() - before) / hz / 5
+        share = (cpu_ms() - before) / 1000 / 5
         print(f"cassandra busy {share:.0%} of a core", flush=True)
         if share < busy_share:
             return

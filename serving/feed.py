@@ -758,8 +758,8 @@ class FeedPath:
                     ),
                 )
             c = self._cache_page(sess.user_id, items + later, continuation=on)
-            if on and items:
-                self.prefetch.on_page(sess.user_id, items + later, p_continue=c)
+            if c is not None and items:  # c: read when prefetch is on
+                self.prefetch.on_page(items + later, c)
         except Exception:  # side work never raises into the executor unseen
             log.exception("side work after %s's page failed", sess.user_id)
             self.metrics.degraded("prefetch")

@@ -196,15 +196,12 @@ class RemovedPosts:
         self._also = also
         self._ids = np.empty(0, np.int64)
         self._recent: dict[int, float] = {}  # taken down here lately: kept through a refresh
-        self._stop = threading.Event()
         self._scan: Any = None
 
     def start(self) -> None:
-        """Refresh now and every ``refresh_s`` until :meth:`stop` (a daemon thread)."""
+        """Refresh now and every ``refresh_s`` for as long as the process lives (a daemon
+        thread: it ends with the replica)."""
         threading.Thread(target=self._loop, name="removed-posts", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def ids(self) -> np.ndarray:
         """The removed post ids (sorted)."""
@@ -228,7 +225,7 @@ class RemovedPosts:
         self._ids = np.unique(np.array(found + list(self._recent), np.int64))
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
                 self.refresh()
             except Exception as exc:  # kept as it was; tried again after refresh_s
@@ -238,4 +235,4 @@ class RemovedPosts:
                     self._also()
             except Exception as exc:
                 log.warning("periodic check failed: %s", exc)
-            self._stop.wait(self.refresh_s)
+            time.sleep(self.refresh_s)

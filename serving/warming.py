@@ -124,15 +124,14 @@ class Prefetcher:
         self.metrics.prefetch_warm("submitted", queued)
         return queued
 
-    def on_page(
-        self, user_id: int, items: Sequence[cache.CachedItem], p_continue: float | None = None
-    ) -> None:
+    def on_page(self, items: Sequence[cache.CachedItem], p_continue: float) -> None:
         """A page was served (``items``: it, then the session's next page): warm its objects
-        ahead of the first screen. ``p_continue``: the user's continuation rate when the
-        caller read it already (in the round trip that cached the page), else read here."""
-        c = self.p_continue(user_id) if p_continue is None else p_continue
+        ahead of the first screen. ``p_continue``: the user's continuation rate, which the
+        feed reads in the round trip that caches the page."""
         stored = self._stored(items)
-        self.submit("page", plan_items(self.s, items, c, at=None, cfg=self.cfg, stored=stored))
+        self.submit(
+            "page", plan_items(self.s, items, p_continue, at=None, cfg=self.cfg, stored=stored)
+        )
 
     def on_impressions(self, seen: Sequence[Seen]) -> None:
         """Impressions arrived: count the users' scrolling, warm ``lookahead`` ahead of each."""

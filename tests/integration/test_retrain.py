@@ -227,6 +227,7 @@ def test_the_schedule_fires_the_real_retrain_on_a_cron_expression(pipe, tmp_path
     APScheduler fires the real retrain job. Whatever this module served before is in the lake
     (each test that serves held-back days retrains on them), so the run it fires finds nothing
     new and says so, in whatever order the tests run."""
+    from pipelines.lock import holder
     from pipelines.retrain import Run
 
     before = {r.id for r in Run.all(pipe)}
@@ -251,8 +252,6 @@ def test_the_schedule_fires_the_real_retrain_on_a_cron_expression(pipe, tmp_path
         print(out[-3000:])  # the scheduler's own log: shown when the test fails
         # A run it fired after the one awaited may have held the lock when it was stopped:
         # that lock lapses after pipeline_lock_ttl_s; the next test must not find it held.
-        from pipelines.lock import holder
-
         wait_until(lambda: holder(pipe) is None, timeout=60, interval=0.5, what="the lock free")
     assert runs[0].state["status"] == "nothing-new", runs[0].state
     assert "retrain on */3 * * * * *" in out
