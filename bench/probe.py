@@ -11,7 +11,8 @@ runs one open-loop window of each, at one rate, one after the other:
   ``bench/sessions.py``).
 
 Each prints machine CPU per request and its groups (``bench/load.py``), and the Cassandra
-node's CPU by thread (request pool, compaction, the collector, the JMX agent). ``--profile W``
+node's CPU by thread (request pool, compaction, the collector, the JMX agent) and its
+completed tasks per request by stage (requests taken, reads, writes, flushes). ``--profile W``
 samples the replicas with py-spy during window ``W`` and prints the functions holding the
 most samples (own and cumulative): where the replica's share of that window goes. Switch a
 cost off between probes with the settings' environment variables (e.g.
@@ -40,6 +41,7 @@ from typing import Any
 import httpx
 
 from bench import load, serve, sessions
+from core import db
 from core.settings import DEV_API_KEY, Settings
 
 WINDOWS = ("idle", "ping", "feed", "page2")
@@ -67,6 +69,22 @@ def _threads(pid: int | None) -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         out[int(task.name)] = ("".join(ch for ch in name if not ch.isdigit()), ms)
+    return out
+
+
+def _pools(session: Any) -> dict[str, int]:
+    """Cassandra's stages and their completed tasks so far (``system_views.thread_pools``):
+    requests taken (``Native-Transport-Requests``), reads and writes run (``ReadStage``,
+    ``MutationStage``), memtable flushes and compactions; and the reads, writes and range scans
+    of each table outside Cassandra's own keyspaces (``system_views.local_*_latency``)."""
+    rows = session.execute("SELECT name, completed_tasks FROM system_views.thread_pools")
+    out = {r[0]: int(r[1]) for r in rows}
+    for kind in ("read", "write", "scan"):  # per table, the node's own operations
+        for r in session.execute(
+            f"SELECT keyspace_name, table_name, count FROM system_views.local_{kind}_latency"
+        ):
+            if r[2] and not r[0].startswith("system"):
+                out[f"{kind} {r[1]}"] = int(r[2])
     return out
 
 
@@ -142,6 +160,7 @@ async def _windows(
     rng = random.Random(0)
     out: dict[str, Any] = {}
     cassandra_pid = proc.read_pid(s.stack_dir, NAME)
+    cluster, cql = db.connect(s, keyspace=None)
 
     def feed(_: int) -> tuple[str, dict[str, Any]]:
         return f"/v1/feed/{readers[rng.randrange(len(readers))]}", {"limit": serve.LIMIT}
@@ -155,6 +174,7 @@ async def _windows(
     for name in windows:
         spy = Profile(seconds) if profile == name else None
         jvm_before = _threads(cassandra_pid)
+        pools_before = _pools(cql)
         if name == "idle":
             meter = load.CpuMeter()
             meter.start()
@@ -202,8 +222,17 @@ async def _windows(
         by_thread = sorted(((ms, k) for k, ms in used.items()), reverse=True)
         per = seconds if name == "idle" else max(rate * seconds, 1)  # ms/s idle, else ms/request
         tops = [(round(ms / per, 2), k) for ms, k in by_thread[:8] if ms > 0]
+        pools_after = _pools(cql)
+        tasks = {
+            k: round((n - pools_before.get(k, 0)) / per, 2)
+            for k, n in sorted(pools_after.items())
+            if n > pools_before.get(k, 0)
+        }
+        unit = "ms/s" if name == "idle" else "ms/request"
         out[next(reversed(out))]["cassandra_threads"] = tops
-        print(f"  cassandra by thread ({'ms/s' if name == 'idle' else 'ms/request'}): {tops}")
+        out[next(reversed(out))]["cassandra_tasks"] = tasks
+        print(f"  cassandra by thread ({unit}): {tops}")
+        print(f"  cassandra tasks ({'per s' if name == 'idle' else 'per request'}): {tasks}")
         if spy is not None:
             total, rows = spy.top()
             out["profile"] = {"window": name, "samples": total, "top": rows}
@@ -212,6 +241,7 @@ async def _windows(
                 share, mine = 100 * cum / max(total, 1), 100 * own / max(total, 1)
                 print(f"  {share:5.1f}% cum {mine:5.1f}% own  {fn_name}")
         await asyncio.sleep(2)
+    cluster.shutdown()
     return out
 
 

@@ -114,6 +114,12 @@ def prefetch_switch_key(settings: Settings) -> str:
     return f"feedcast:{settings.feast_project}:prefetch:switch"
 
 
+def takedown_epoch_key(settings: Settings) -> str:
+    """Bumped by every takedown: the feed replicas re-read ``posts_removed`` when it changed
+    (``serving.takedown.RemovedPosts``)."""
+    return f"feedcast:{settings.feast_project}:takedown-epoch"
+
+
 def media_epoch_key(settings: Settings) -> str:
     """Bumped when the media tier stores renditions for posts that had none (the demo's world
     photos): every replica then forgets what it remembered of posts' media."""

@@ -465,8 +465,17 @@ class Settings(BaseSettings):
         2.0,
         gt=0,
         le=60,
-        description="Each feed replica re-reads the taken-down posts this often (off the "
+        description="Each feed replica checks this often whether a post was taken down (a "
+        "Redis counter every takedown bumps) and re-reads the taken-down posts if so (off the "
         "request path): a takedown leaves every feed within about this long.",
+    )
+    takedown_full_refresh_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Each feed replica re-reads the taken-down posts at least this often "
+        "even when the counter did not change (a takedown whose bump was lost); while Redis "
+        "is unreachable, every takedown_refresh_s.",
     )
     takedown_grace_s: float = Field(
         7 * 86400.0,

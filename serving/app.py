@@ -246,7 +246,11 @@ class FeedService:
         try:
             if self._takedowns is None:  # made on first use: Cassandra may be down at start
                 self._takedowns = takedown.Takedowns(
-                    self.settings, self.path.session(), self.path.stmts(), self.blobs
+                    self.settings,
+                    self.path.session(),
+                    self.path.stmts(),
+                    self.blobs,
+                    on_removed=self.path.removed.add,  # off this replica's pages, others told
                 )
             done = self._takedowns.remove(post_id, author_id)
         except takedown.NotAuthor as exc:
@@ -257,7 +261,6 @@ class FeedService:
             log.warning("takedown of %d not done: %s", post_id, exc)
             self.path.metrics.degraded("takedown")
             return unavailable(f"takedown not done, retry: {type(exc).__name__}")
-        self.path.removed.add(post_id)
         if done.purge_failed:
             self.path.metrics.degraded("edge_purge")
         after = done.delete_after_ms

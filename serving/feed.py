@@ -132,6 +132,20 @@ class Served:
     items: list[cache.CachedItem]
 
 
+class RedisEpoch:
+    """A counter in Redis as a :class:`serving.takedown.SharedEpoch`, behind the replica's Redis
+    breaker (an open breaker reads as unreadable, so the table is re-read)."""
+
+    def __init__(self, client: Any, key: str, breaker: Breaker) -> None:
+        self.client, self.key, self.breaker = client, key, breaker
+
+    def get(self) -> tuple[bytes | None, bool]:
+        return self.breaker.call(lambda: cast(bytes | None, self.client.get(self.key)), None)
+
+    def bump(self) -> None:
+        self.breaker.call(lambda: self.client.incr(self.key), None)
+
+
 def _cached(
     sess: sessions.FeedSession, page: Sequence[sessions.PageItem]
 ) -> list[cache.CachedItem]:
@@ -186,6 +200,8 @@ class FeedPath:
             settings.takedown_refresh_s,
             settings.cassandra_request_timeout_s,
             also=self._check_media_epoch,
+            epoch=RedisEpoch(self.redis, cache.takedown_epoch_key(settings), self.redis_breaker),
+            full_refresh_s=settings.takedown_full_refresh_s,
         )
         self.prefetch = Prefetcher(
             settings, self.metrics, lambda: self._connect()[1:], breaker=self.redis_breaker

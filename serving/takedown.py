@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -58,8 +58,18 @@ class Removal:
 class Takedowns:
     """The takedown tables, the blob store and the edge, for one session."""
 
-    def __init__(self, settings: Settings, session: Session, stmts: Statements, blobs: BlobStore):
+    def __init__(
+        self,
+        settings: Settings,
+        session: Session,
+        stmts: Statements,
+        blobs: BlobStore,
+        on_removed: Callable[[int], None] | None = None,
+    ):
+        """``on_removed(post_id)``: called as soon as a post's ``posts_removed`` row is stored,
+        before its media is touched (the feed replicas' :meth:`RemovedPosts.add`)."""
         self.s, self.session, self.stmts, self.blobs = settings, session, stmts, blobs
+        self.on_removed = on_removed
         self.timeout_s = settings.cassandra_request_timeout_s
         p = session.prepare
         self._removed = p(
@@ -104,6 +114,8 @@ class Takedowns:
         if not already:  # first: off the feeds before anything else
             keep_s = self.s.takedown_keep_days * 86400
             self._run(self._removed, (bucket, post_id, author_id, _now_ms(), keep_s))
+        if self.on_removed is not None:  # a retry announces it again: harmless
+            self.on_removed(post_id)
         if upload is None:  # an announced post: no stored media
             return Removal(post_id, False, 0, 0, 0, None)
         # Its media, the upload's status last: a takedown cut short is finished by a retry.
@@ -177,12 +189,27 @@ def purge(urls: list[str], *, timeout_s: float) -> int:
     return failed
 
 
+class SharedEpoch(Protocol):
+    """A value every replica can read and any can change (a Redis counter): what tells the
+    replicas that ``posts_removed`` has a new row, so they re-read it only then."""
+
+    def get(self) -> tuple[bytes | None, bool]:
+        """(value, read): read False when the value could not be read."""
+
+    def bump(self) -> None: ...
+
+
 class RemovedPosts:
-    """This replica's copy of ``posts_removed``: the ids every page leaves out. Re-read every
-    ``refresh_s`` by a thread of its own (:meth:`start`), never on the request path and
-    whether or not requests come: a replica idle when a takedown lands serves its next page
-    without it (a refresh started by that request, as before, answered it with the old copy).
-    A takedown this replica handled counts at once."""
+    """This replica's copy of ``posts_removed``: the ids every page leaves out. Kept by a thread
+    of its own (:meth:`start`), never on the request path and whether or not requests come: a
+    replica idle when a takedown lands serves its next page without it.
+
+    Every ``refresh_s`` the thread reads the shared ``epoch`` (one Redis GET), which every
+    takedown bumps (:meth:`add`); the table's 8 partitions are re-read only when it changed, when
+    it cannot be read (Redis down: every ``refresh_s``, as without an epoch) and at least every
+    ``full_refresh_s`` (a takedown whose bump was lost). Idle, that is 8 Cassandra reads per
+    ``full_refresh_s`` per replica instead of per ``refresh_s``: a cost that grew with the
+    replicas. A takedown this replica handled counts at once."""
 
     def __init__(
         self,
@@ -190,13 +217,19 @@ class RemovedPosts:
         refresh_s: float,
         timeout_s: float,
         also: Callable[[], None] | None = None,
+        *,
+        epoch: SharedEpoch | None = None,
+        full_refresh_s: float = 0.0,
     ) -> None:
-        """``also``: more of the replica's periodic checks, run after each refresh."""
+        """``also``: more of the replica's periodic checks, run after each refresh.
+        ``epoch`` None: the table is re-read every ``refresh_s``."""
         self._session_of, self.refresh_s, self.timeout_s = session_of, refresh_s, timeout_s
-        self._also = also
+        self._also, self._epoch, self.full_refresh_s = also, epoch, full_refresh_s
         self._ids = np.empty(0, np.int64)
         self._recent: dict[int, float] = {}  # taken down here lately: kept through a refresh
         self._scan: Any = None
+        self._seen: tuple[bytes | None, float] | None = None  # epoch at the last read, when
+        self.reads = 0  # times the table was read
 
     def start(self) -> None:
         """Refresh now and every ``refresh_s`` for as long as the process lives (a daemon
@@ -208,10 +241,29 @@ class RemovedPosts:
         return self._ids
 
     def add(self, post_id: int) -> None:
+        """``post_id`` was just recorded in ``posts_removed``: off this replica's pages now,
+        and every other replica told to re-read the table (the epoch's bump)."""
         self._recent[post_id] = time.monotonic()
         self._ids = np.union1d(self._ids, np.array([post_id], np.int64))
+        if self._epoch is not None:
+            self._epoch.bump()
+
+    def tick(self) -> bool:
+        """One turn of the thread: read the table if it is due (see the class); whether it
+        was read. Errors propagate (the copy is kept as it was)."""
+        value, read = self._epoch.get() if self._epoch is not None else (None, False)
+        if self._seen is not None and read:
+            seen, at = self._seen
+            if value == seen and time.monotonic() - at < self.full_refresh_s:
+                return False
+        self._seen = None  # until this read succeeds
+        self.refresh()
+        # The epoch was read before the table: a takedown bumped after it is seen next turn.
+        self._seen = (value, time.monotonic()) if read else None
+        return True
 
     def refresh(self) -> None:
+        """Read the table now."""
         session = self._session_of()
         if self._scan is None:
             self._scan = session.prepare("SELECT post_id FROM posts_removed WHERE bucket = ?")
@@ -223,11 +275,12 @@ class RemovedPosts:
         horizon = time.monotonic() - 2 * self.refresh_s - self.timeout_s
         self._recent = {p: t for p, t in self._recent.items() if t > horizon}
         self._ids = np.unique(np.array(found + list(self._recent), np.int64))
+        self.reads += 1
 
     def _loop(self) -> None:
         while True:
             try:
-                self.refresh()
+                self.tick()
             except Exception as exc:  # kept as it was; tried again after refresh_s
                 log.warning("removed posts not re-read: %s", exc)
             try:

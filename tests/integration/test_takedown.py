@@ -186,3 +186,44 @@ def test_a_takedown_while_the_upload_is_processed_wins(service, settings, world,
         )
     finally:
         cluster.shutdown()
+
+
+def test_replicas_reread_the_takedowns_only_when_the_epoch_moves(settings, world):
+    """A replica's copy of posts_removed is read again when a takedown bumped the shared epoch
+    (another replica's, through real Redis), when the epoch cannot be read, and at least every
+    full_refresh_s; not on every turn of its thread."""
+    import time
+
+    from core import cache
+    from core.breaker import Breaker
+    from serving.feed import RedisEpoch
+    from serving.takedown import RemovedPosts
+
+    cluster, session = connect(settings)
+    r = cache.client(settings)
+    key = f"{cache.takedown_epoch_key(settings)}:test-{time.time_ns()}"
+    try:
+        mine = RemovedPosts(
+            lambda: session, 0.1, 5.0, epoch=RedisEpoch(r, key, Breaker()), full_refresh_s=60
+        )
+        theirs = RemovedPosts(lambda: session, 0.1, 5.0, epoch=RedisEpoch(r, key, Breaker()))
+        assert mine.tick() and mine.reads == 1  # the first turn reads
+        assert not mine.tick() and not mine.tick() and mine.reads == 1  # nothing changed
+        theirs.add(2**60 + 17)  # a takedown on the other replica bumps the epoch
+        assert theirs.ids().tolist() == [2**60 + 17]  # off its own pages at once
+        assert mine.tick() and mine.reads == 2
+        assert not mine.tick()
+        r.delete(key)  # Redis lost the counter (a restart): read again, then quiet
+        assert mine.tick() and not mine.tick()
+        mine.full_refresh_s = 0.2
+        time.sleep(0.25)
+        assert mine.tick() and mine.reads == 4  # at least every full_refresh_s
+
+        dead = cache.client(settings.model_copy(update={"redis_port": 1}))
+        blind = RemovedPosts(
+            lambda: session, 0.1, 5.0, epoch=RedisEpoch(dead, key, Breaker()), full_refresh_s=60
+        )
+        assert blind.tick() and blind.tick() and blind.reads == 2  # unreadable: every turn
+    finally:
+        r.delete(key)
+        cluster.shutdown()
