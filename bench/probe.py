@@ -72,7 +72,7 @@ def _threads(pid: int | None) -> dict[int, tuple[str, float]]:
     return out
 
 
-def _pools(session: Any) -> dict[str, int]:
+def _node_counts(session: Any) -> dict[str, int]:
     """Cassandra's stages and their completed tasks so far (``system_views.thread_pools``):
     requests taken (``Native-Transport-Requests``), reads and writes run (``ReadStage``,
     ``MutationStage``), memtable flushes and compactions; and the reads, writes and range scans
@@ -174,7 +174,7 @@ async def _windows(
     for name in windows:
         spy = Profile(seconds) if profile == name else None
         jvm_before = _threads(cassandra_pid)
-        pools_before = _pools(cql)
+        counts_before = _node_counts(cql)
         if name == "idle":
             meter = load.CpuMeter()
             meter.start()
@@ -220,19 +220,19 @@ async def _windows(
             )
         used = _by_thread(jvm_before, _threads(cassandra_pid))
         by_thread = sorted(((ms, k) for k, ms in used.items()), reverse=True)
-        per = seconds if name == "idle" else max(rate * seconds, 1)  # ms/s idle, else ms/request
+        idle = name == "idle"
+        per = seconds if idle else max(rate * seconds, 1)  # per second idle, else per request
         tops = [(round(ms / per, 2), k) for ms, k in by_thread[:8] if ms > 0]
-        pools_after = _pools(cql)
+        counts_after = _node_counts(cql)
         tasks = {
-            k: round((n - pools_before.get(k, 0)) / per, 2)
-            for k, n in sorted(pools_after.items())
-            if n > pools_before.get(k, 0)
+            k: round((n - counts_before.get(k, 0)) / per, 2)
+            for k, n in sorted(counts_after.items())
+            if n > counts_before.get(k, 0)
         }
-        unit = "ms/s" if name == "idle" else "ms/request"
-        out[next(reversed(out))]["cassandra_threads"] = tops
-        out[next(reversed(out))]["cassandra_tasks"] = tasks
-        print(f"  cassandra by thread ({unit}): {tops}")
-        print(f"  cassandra tasks ({'per s' if name == 'idle' else 'per request'}): {tasks}")
+        window = out[next(reversed(out))]  # the one just run
+        window["cassandra_threads"], window["cassandra_tasks"] = tops, tasks
+        print(f"  cassandra by thread ({'ms/s' if idle else 'ms/request'}): {tops}")
+        print(f"  cassandra tasks ({'per s' if idle else 'per request'}): {tasks}")
         if spy is not None:
             total, rows = spy.top()
             out["profile"] = {"window": name, "samples": total, "top": rows}

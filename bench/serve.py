@@ -38,6 +38,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from bench import load
 from core import constants as C
 from core.settings import DEV_API_KEY, Settings
 
@@ -103,7 +104,6 @@ def world(s: Settings) -> list[int]:
 def _settle(s: Settings, busy_share: float = 0.15, limit_s: float = 180) -> None:
     """Wait until Cassandra is done compacting what the world just wrote (its CPU share over
     5 s below ``busy_share`` of one core), so that no run measures a compaction."""
-    from bench import load
     from stack import proc
     from stack.cassandra import NAME
 

@@ -133,17 +133,23 @@ class Served:
 
 
 class RedisEpoch:
-    """A counter in Redis as a :class:`serving.takedown.SharedEpoch`, behind the replica's Redis
-    breaker (an open breaker reads as unreadable, so the table is re-read)."""
+    """A counter in Redis that every replica watches (:class:`serving.takedown.SharedEpoch`):
+    the takedown epoch and the media epoch. Behind the replica's Redis breaker; a failure is
+    logged and reads as unreadable (an open breaker too)."""
 
     def __init__(self, client: Any, key: str, breaker: Breaker) -> None:
         self.client, self.key, self.breaker = client, key, breaker
 
+    def _log(self, exc: Exception) -> None:
+        log.warning("redis epoch %s failed: %s", self.key, exc)
+
     def get(self) -> tuple[bytes | None, bool]:
-        return self.breaker.call(lambda: cast(bytes | None, self.client.get(self.key)), None)
+        return self.breaker.call(
+            lambda: cast(bytes | None, self.client.get(self.key)), None, self._log
+        )
 
     def bump(self) -> None:
-        self.breaker.call(lambda: self.client.incr(self.key), None)
+        self.breaker.call(lambda: self.client.incr(self.key), None, self._log)
 
 
 def _cached(
@@ -194,7 +200,10 @@ class FeedPath:
         self.timelines = candidates.TimelineCache(settings, self.redis, self.redis_breaker)
         self.contexts = candidates.ContextCache(settings, self.redis, self.redis_breaker)
         self.stored_media = StoredLookup(self.session)  # uploaded posts' renditions
-        self._media_epoch: bytes | None = None
+        self._media_epoch: bytes | None = None  # its value when last read
+        self._media_counter = RedisEpoch(
+            self.redis, cache.media_epoch_key(settings), self.redis_breaker
+        )
         self.removed = RemovedPosts(  # taken-down posts: off every page
             self.session,
             settings.takedown_refresh_s,
@@ -567,11 +576,7 @@ class FeedPath:
     def _check_media_epoch(self) -> None:
         """Every ``takedown_refresh_s``, off the request path: when the media tier stored
         renditions for posts that had none, forget what this replica knew of posts' media."""
-        epoch, ok = self._redis_call(
-            "media epoch",
-            lambda: cast(bytes | None, self.redis.get(cache.media_epoch_key(self.s))),
-            None,
-        )
+        epoch, ok = self._media_counter.get()
         if not ok or epoch == self._media_epoch:
             return
         if self._media_epoch is not None or epoch is not None:
