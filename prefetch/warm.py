@@ -36,6 +36,11 @@ _READ_BYTES = 64 * 1024
 REFRESH_PREFIX = "/refresh/"  # media.objects.refresh_path: look up, never fetch
 _HTTP_ERRORS = (http.client.HTTPException, TimeoutError, OSError, ValueError)
 REPORT_EVERY_S = 1.0  # background outcomes reach the observer at most this often (batched)
+# A kept-alive connection idle this long is closed, not reused: the edge closes its idle ones
+# after 30 s (keepalive_timeout), and a request written into a connection it closed is lost.
+IDLE_REUSE_S = 15.0
+# What a request on a connection the server closed meanwhile fails with (before any answer).
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 @dataclass
@@ -94,7 +99,7 @@ class EdgeWarmer:
         if url.scheme != "http" or not url.hostname:
             raise ValueError(f"the edge is warmed over plain http: {self.base_url!r}")
         self._host, self._port, self._prefix = url.hostname, url.port or 80, url.path
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # (conn, idle since)
         self._pending: Counter[str] = Counter()  # background outcomes not yet reported
         self._reported_at = time.monotonic()
         # One bound for warm() and the background threads together: the edge (and through it
@@ -178,7 +183,7 @@ class EdgeWarmer:
         self._report(force=True)
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
 
     def __enter__(self) -> EdgeWarmer:
@@ -232,11 +237,39 @@ class EdgeWarmer:
 
     def _request(self, method: str, path: str) -> tuple[int, str, int]:
         """One request on a kept-alive connection: (status, X-Cache-Status, body bytes read),
-        the body read and dropped within ``timeout_s``; a connection that failed is closed."""
+        the body read and dropped within ``timeout_s``; a connection that failed is closed.
+
+        A reused connection the edge closed meanwhile (its keep-alive ran out, or it restarted)
+        fails before any answer: the request is sent once more on a new connection. GET and
+        HEAD are safe to repeat, and without this the first warms after a quiet spell failed.
+        """
+        conn = self._take()
+        if conn is not None:
+            try:
+                return self._exchange(conn, method, path)
+            except _STALE as exc:
+                log.debug("edge warm %s: kept-alive connection gone (%r), reconnecting", path, exc)
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
+        return self._exchange(conn, method, path)
+
+    def _take(self) -> http.client.HTTPConnection | None:
+        """An idle connection fresh enough to reuse, closing those idle too long; or None."""
+        now, stale = time.monotonic(), []
         with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
+            while self._idle:
+                conn, since = self._idle.pop()
+                if now - since < IDLE_REUSE_S:
+                    break
+                stale.append(conn)
+            else:
+                conn = None
+        for old in stale:
+            old.close()
+        return conn
+
+    def _exchange(
+        self, conn: http.client.HTTPConnection, method: str, path: str
+    ) -> tuple[int, str, int]:
         deadline = time.monotonic() + self.timeout_s
         try:
             conn.request(method, self._prefix + path, headers={"User-Agent": "feedcast-warmer"})
@@ -254,7 +287,7 @@ class EdgeWarmer:
             conn.close()
         else:
             with self._lock:
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
         return r.status, status, got
 
     def _fetch(self, path: str) -> tuple[str, int]:
