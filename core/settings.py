@@ -454,21 +454,6 @@ class Settings(BaseSettings):
         "first (at 10, CPU work there still cost the feed's p99 up to 3.6x; at 19, nothing: "
         "docs/RELIABILITY.md).",
     )
-    upload_min_idle_cores: float = Field(
-        0.5,
-        ge=0,
-        description="An upload worker starts a job only while at least this much of the "
-        "machine's CPU (in cores, over the last second) is idle, and waits in short steps "
-        "otherwise, up to upload_yield_max_s: a job's I/O (blobs, Cassandra, the fan-out) "
-        "wakes the feed's threads whatever its nice value. 0: never wait "
-        "(serving/headroom.py).",
-    )
-    upload_yield_max_s: float = Field(
-        10.0,
-        ge=0,
-        description="The longest an upload job waits for idle CPU before it runs anyway (well "
-        "under upload_lease_s): under sustained load the tier slows, it never stops.",
-    )
     blob_capacity_bytes: float | None = Field(
         None,
         gt=0,

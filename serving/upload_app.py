@@ -28,7 +28,6 @@ from fastapi import FastAPI, File, Form, HTTPException, Path, Request, UploadFil
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
-from ray.serve.metrics import Counter
 
 from core import cache, db
 from core.breaker import Breaker
@@ -42,7 +41,6 @@ from serving import startup, storage, uploads
 from serving.autoscaling import load_upload_plan, upload_autoscaling
 from serving.candidates import TimelineCache
 from serving.feed import I64, Rendition
-from serving.headroom import Headroom
 from serving.http import UPLOADS_PREFIX, AppArgs, Guard, errors, unavailable
 from serving.metrics import Metrics, json_logging
 
@@ -287,13 +285,6 @@ class UploadWorker:
         )  # fmt: skip
         self.takedowns = self.processor.takedowns
         self.storage = storage.StorageGauge(s, blobs)
-        self.headroom = Headroom()
-        self._yielded = Counter(
-            "feedcast_upload_yield_seconds",
-            description="Seconds upload jobs waited for idle CPU before they started "
-            "(upload_min_idle_cores), by whether the wait ran to upload_yield_max_s.",
-            tag_keys=("ran_out",),
-        )
         threading.Thread(target=self._sweep, name="upload-sweeper", daemon=True).start()
         threading.Thread(target=self._start_renderer, name="renderer-start", daemon=True).start()
         log.info("upload worker ready (nice %d%s)", target, ", SCHED_IDLE" * s.upload_sched_idle)
@@ -327,15 +318,7 @@ class UploadWorker:
         return self.takedowns.sweep_trash()
 
     async def process(self, post_id: int) -> str:
-        """The job just accepted: taken at once (its first try), whatever its lease says, once
-        the machine has CPU to spare for it (``serving/headroom.py``)."""
-        s = self.s
-        waited = await asyncio.to_thread(
-            self.headroom.wait, s.upload_min_idle_cores, s.upload_yield_max_s
-        )
-        if waited > 0:
-            ran_out = waited >= s.upload_yield_max_s
-            self._yielded.inc(waited, tags={"ran_out": str(ran_out).lower()})
+        """The job just accepted: taken at once (its first try), whatever its lease says."""
         return await asyncio.to_thread(self.processor.run, post_id, first=True)
 
 

@@ -63,7 +63,6 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         upload_quota_per_hour=100_000,
         upload_sweep_s=2.0,
         upload_lease_s=10.0,  # a killed worker's job is taken again within seconds
-        upload_yield_max_s=2.0,  # a job waits for idle CPU, but not a test's timeout long
         takedown_grace_s=6.0,  # a taken-down post's blobs are deleted within the test
         cassandra_keyspace=f"feedcast_test_{run_id}",
         feast_project=f"test_{run_id}",
