@@ -450,6 +450,7 @@ SCENARIOS = (
     "events_kept",
     "uploads_2x",
     "upload_cpu_control",
+    "upload_null_control",
     "cassandra_3_nodes",
     "hostile_input",
 )
@@ -541,6 +542,9 @@ def main(argv: list[str]) -> int:
             "uploads_2x": lambda: result("uploads_2x_60s", *chaos_uploads.run(suite, summary)),
             "upload_cpu_control": lambda: result(
                 "upload_cpu_control_60s", *chaos_uploads.run_cpu_control(suite, summary)
+            ),
+            "upload_null_control": lambda: result(
+                "upload_null_control_60s", *chaos_uploads.run_null_control(suite, summary)
             ),
         }
         for name in only:

@@ -202,6 +202,12 @@ def _cores(meter: CpuMeter, seconds: float) -> dict[str, float]:
     return out | {"machine": round(meter.total_ms / 1000 / seconds, 3)}
 
 
+def _top(meter: CpuMeter, seconds: float, n: int = 12) -> dict[str, float]:
+    """The ``n`` processes that used the most CPU in the window, in cores."""
+    top = sorted(meter.processes_ms.items(), key=lambda kv: -kv[1])[:n]
+    return {f"{name[:70]} [{pid}]": round(ms / 1000 / seconds, 3) for (pid, name), ms in top}
+
+
 def _stages() -> dict[str, dict[float, float]]:
     import ray
 
@@ -309,6 +315,9 @@ def _side_by_side(
         "cores_before": _cores(before, t1 - t0),
         "cores_during": _cores(during_cpu, t2 - t1),
         "cores_after": _cores(after, t4 - t3),
+        # Which processes took the burst's CPU (the upload API, workers, render processes, the
+        # upload client are apart here; ``cores_during`` sums them by group).
+        "top_processes_during": _top(during_cpu, t2 - t1),
         # How late the feed's load generator sent its calls (its own event loop's delay).
         "client_lag_p99_ms_before": _lag_p99(ref),
         "client_lag_p99_ms_during": _lag_p99(during),
@@ -446,6 +455,25 @@ def run_cpu_control(
     finally:
         pool.shutdown()
     fig = summary(feed.pop("during")) | {"spinners": n, "spinner_nice": s.upload_nice, **feed}
+    return fig, {
+        "reference windows free of upload work": _clean_reference(fig),
+        "feed p99 ≤ 1.5× its baseline (at the gate)": _gate_check(fig),
+    }
+
+
+def run_null_control(
+    suite: Any, summary: Callable[[list[Any]], dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, bool]]:
+    """The A/A control of ``uploads_2x``: the same three windows at B (a minute before, the
+    60 s "burst", a minute after) with nothing at all in the middle one. Its ratio is what the
+    1.5x check says of the machine alone: where it swings past 1.5x, a verdict of
+    ``uploads_2x`` in one run is the noise of a minute's p99, not the uploads."""
+
+    def start(at: float) -> Callable[[], None]:
+        return lambda: time.sleep(max(0.0, at + BURST_S - time.time()))
+
+    _, feed = _side_by_side(suite, start)
+    fig = summary(feed.pop("during")) | feed
     return fig, {
         "reference windows free of upload work": _clean_reference(fig),
         "feed p99 ≤ 1.5× its baseline (at the gate)": _gate_check(fig),
