@@ -204,8 +204,9 @@ def _cores(meter: CpuMeter, seconds: float) -> dict[str, float]:
 
 def _top(meter: CpuMeter, seconds: float, n: int = 12) -> dict[str, float]:
     """The ``n`` processes that used the most CPU in the window, in cores."""
-    top = sorted(meter.processes_ms.items(), key=lambda kv: -kv[1])[:n]
-    return {f"{name[:70]} [{pid}]": round(ms / 1000 / seconds, 3) for (pid, name), ms in top}
+    return {
+        f"{cmd[:70]} [{pid}]": round(ms / 1000 / seconds, 3) for ms, pid, cmd in meter.busiest(n)
+    }
 
 
 def _stages() -> dict[str, dict[float, float]]:
@@ -355,6 +356,14 @@ def _gate_check(fig: dict[str, Any]) -> bool:
     return bool(np.isfinite(ratio)) and ratio <= 1.5
 
 
+def _feed_checks(fig: dict[str, Any]) -> dict[str, bool]:
+    """The checks of the feed's side, the same in ``uploads_2x`` and its controls."""
+    return {
+        "reference windows free of upload work": _clean_reference(fig),
+        "feed p99 ≤ 1.5× its baseline (at the gate)": _gate_check(fig),
+    }
+
+
 def run(
     suite: Any, summary: Callable[[list[Any]], dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, bool]]:
@@ -412,8 +421,7 @@ def run(
     return fig, {
         "uploads accepted": len(accepted) > 0,
         "none lost (every 202 ready)": drained["ready"] == len(accepted),
-        "reference windows free of upload work": _clean_reference(fig),
-        "feed p99 ≤ 1.5× its baseline (at the gate)": _gate_check(fig),
+        **_feed_checks(fig),
     }
 
 
@@ -455,10 +463,7 @@ def run_cpu_control(
     finally:
         pool.shutdown()
     fig = summary(feed.pop("during")) | {"spinners": n, "spinner_nice": s.upload_nice, **feed}
-    return fig, {
-        "reference windows free of upload work": _clean_reference(fig),
-        "feed p99 ≤ 1.5× its baseline (at the gate)": _gate_check(fig),
-    }
+    return fig, _feed_checks(fig)
 
 
 def run_null_control(
@@ -474,7 +479,4 @@ def run_null_control(
 
     _, feed = _side_by_side(suite, start)
     fig = summary(feed.pop("during")) | feed
-    return fig, {
-        "reference windows free of upload work": _clean_reference(fig),
-        "feed p99 ≤ 1.5× its baseline (at the gate)": _gate_check(fig),
-    }
+    return fig, _feed_checks(fig)

@@ -134,6 +134,12 @@ class CpuMeter:
         groups["other"] = max(0.0, self.total_ms - sum(groups.values()))
         self.groups_ms = groups
 
+    def busiest(self, n: int) -> list[tuple[float, int, str]]:
+        """The ``n`` processes that used the most CPU over the window: (ms, pid, command line),
+        busiest first."""
+        ranked = sorted(((ms, pid, cmd) for (pid, cmd), ms in self.processes_ms.items()))
+        return ranked[::-1][:n]
+
     def per_request(self, answered: int) -> tuple[float, dict[str, float]]:
         n = max(answered, 1)
         return self.total_ms / n, {g: ms / n for g, ms in self.groups_ms.items()}

@@ -181,10 +181,7 @@ async def _windows(
             await asyncio.sleep(seconds)
             meter.stop()
             per_s = {g: round(ms / seconds, 1) for g, ms in meter.groups_ms.items()}
-            top = sorted(
-                ((ms / seconds, cmd[:70]) for (_, cmd), ms in meter.processes_ms.items()),
-                reverse=True,
-            )[:15]
+            top = [(ms / seconds, cmd[:70]) for ms, _, cmd in meter.busiest(15)]
             out[f"{name}{len(out)}"] = {
                 "ms_per_s": round(meter.total_ms / seconds, 1),
                 "by_group": per_s,

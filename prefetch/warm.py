@@ -253,19 +253,19 @@ class EdgeWarmer:
         return self._exchange(conn, method, path)
 
     def _take(self) -> http.client.HTTPConnection | None:
-        """An idle connection fresh enough to reuse, closing those idle too long; or None."""
-        now, stale = time.monotonic(), []
+        """The most recently used idle connection if it is fresh enough to reuse; else None,
+        and every idle one is closed (they are appended in time order: the last is the newest,
+        so when it is too old, all are)."""
+        stale: list[tuple[http.client.HTTPConnection, float]] = []
         with self._lock:
-            while self._idle:
-                conn, since = self._idle.pop()
-                if now - since < IDLE_REUSE_S:
-                    break
-                stale.append(conn)
-            else:
-                conn = None
-        for old in stale:
-            old.close()
-        return conn
+            if not self._idle:
+                return None
+            if time.monotonic() - self._idle[-1][1] < IDLE_REUSE_S:
+                return self._idle.pop()[0]
+            stale, self._idle = self._idle, []
+        for conn, _ in stale:
+            conn.close()
+        return None
 
     def _exchange(
         self, conn: http.client.HTTPConnection, method: str, path: str
