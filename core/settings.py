@@ -264,6 +264,13 @@ class Settings(BaseSettings):
         "until it is ready, so that a replacement's model loading does not starve the replicas "
         "serving; 0: none (serving/startup.py).",
     )
+    serve_placement_check: bool = Field(
+        True,
+        description="Refuse to deploy when the deployments at their replica ceilings need more "
+        "logical CPUs than the Ray cluster has: a replica that cannot be placed pends, and while "
+        "one does Ray runs a full gc.collect() in every worker every ~10 s, which stalled the "
+        "feed (p99 3-4x, serving/placement.py). Off only where an autoscaler adds nodes.",
+    )
 
     # Security: API keys, per-key rate limit (shared by all replicas through Redis), body size
     api_key_hashes: Annotated[list[str], NoDecode] = Field(

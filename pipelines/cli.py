@@ -298,6 +298,7 @@ def serve_start() -> None:
     """Start the Ray head (if needed) and deploy the feed service; print its URL."""
     # lazy: ray and the whole service (~6 s); ray must come after _before_any_command's export
     from serving.deploy import deploy
+    from serving.placement import PlacementError
 
     s = settings()
     if s.serve_capacity_plan is not None:  # a bad plan fails here, before Ray starts
@@ -310,7 +311,10 @@ def serve_start() -> None:
         console.print(f"ray        {ray_head.up(s)}")
     except StackError as exc:
         fail(str(exc))
-    url = deploy(s, address=ray_head.address(s))
+    try:
+        url = deploy(s, address=ray_head.address(s))
+    except PlacementError as exc:
+        fail(str(exc))
     console.print(f"feed service at {url}  (try: curl {url}/v1/feed/1?limit=5)")
 
 

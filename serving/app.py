@@ -21,7 +21,6 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 from ray import serve
-from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
 from ray.serve import Application
 
 from core.lease import lease_key
@@ -89,7 +88,11 @@ def _rfc3339(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+# Logical CPUs per feed replica: what Ray places by (serving/placement.py checks they fit).
+FEED_CPUS = 0.5
+
+
+@serve.deployment(ray_actor_options={"num_cpus": FEED_CPUS})
 @serve.ingress(api)
 class FeedService:
     def __init__(self, settings: dict[str, Any]) -> None:
@@ -279,16 +282,8 @@ def build_app(args: AppArgs) -> Application:
     s = Settings(**args.settings)
     # serve.deployment turns the class into a Deployment; mypy sees only the class.
     deployment: Any = FeedService
-    actor: dict[str, Any] = {"num_cpus": 0.5}
-    if s.serve_startup_nice:  # a starting replica yields the CPU to those serving
-        # The hook by its environment variable: Ray converts a ``worker_process_setup_hook``
-        # field only in ``ray.init``'s job-wide runtime_env, not in an actor's.
-        actor["runtime_env"] = {
-            "env_vars": {
-                WORKER_PROCESS_SETUP_HOOK_ENV_VAR: "serving.startup.lower_priority",
-                startup.ENV: str(s.serve_startup_nice),
-            }
-        }
+    # A starting replica yields the CPU to those serving (serving/startup.py).
+    actor = startup.actor_options(FEED_CPUS, "serving.startup.lower_priority", s.serve_startup_nice)
     return deployment.options(
         ray_actor_options=actor,
         max_ongoing_requests=s.serve_max_ongoing_requests,

@@ -11,6 +11,7 @@ import ray
 from ray import serve
 
 from core.settings import Settings
+from serving import placement
 from serving.app import build_app
 from serving.http import UPLOADS_PREFIX, AppArgs
 from serving.upload_app import build_upload_app
@@ -38,6 +39,8 @@ def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
             # A local instance binds to loopback only (a cluster address brings its own).
             _node_ip_address="127.0.0.1" if address == "local" else None,
         )
+    if settings.serve_placement_check:  # before anything is deployed: nothing left half-done
+        placement.check(placement.demand(settings), ray.cluster_resources().get("CPU", 0.0))
     serve.start(
         http_options={
             "host": settings.serve_host,

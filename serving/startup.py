@@ -25,6 +25,9 @@ import resource
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
 
 log = logging.getLogger("feedcast.serving.startup")
 
@@ -60,6 +63,38 @@ def lower_priority() -> None:
     for tid in _threads():  # Ray's own threads too: all of the start yields
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, tid, min(base + step, 19))
+
+
+def stay_lower() -> None:
+    """Ray's ``worker_process_setup_hook`` for the upload tier's replicas: at base + N from the
+    first instruction, for good: the tier runs nicer than the feed all its life, its start
+    included (``serving/upload_app._actor_options``)."""
+    step = int(os.environ.get(ENV, "0") or 0)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    if step <= 0:
+        return
+    os.environ[_BASE_ENV] = str(base)
+    for tid in _threads():
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, min(base + step, 19))
+
+
+def base_priority() -> int:
+    """The nice value this process had before a setup hook lowered it (else its current one)."""
+    return int(os.environ.get(_BASE_ENV, os.getpriority(os.PRIO_PROCESS, 0)))
+
+
+def actor_options(cpus: float, hook: str, step: int) -> dict[str, Any]:
+    """A replica's ``ray_actor_options``: ``cpus`` logical CPUs, and with ``step`` > 0 the setup
+    hook ``hook`` (``lower_priority`` or ``stay_lower``) given ``step`` in the environment. By
+    its environment variable: Ray converts a ``worker_process_setup_hook`` field only in
+    ``ray.init``'s job-wide runtime_env, not in an actor's."""
+    options: dict[str, Any] = {"num_cpus": cpus}
+    if step > 0:
+        options["runtime_env"] = {
+            "env_vars": {WORKER_PROCESS_SETUP_HOOK_ENV_VAR: hook, ENV: str(step)}
+        }
+    return options
 
 
 def restore_priority() -> int:

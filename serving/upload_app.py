@@ -17,7 +17,6 @@ Both run at ``upload_nice`` below the feed. ``build_upload_app`` binds them;
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +44,12 @@ from serving.http import UPLOADS_PREFIX, AppArgs, Guard, errors, unavailable
 from serving.metrics import Metrics, json_logging
 
 log = logging.getLogger("feedcast.serving.uploads")
+
+# Logical CPUs per replica, what Ray places by (serving/placement.py checks they fit): small,
+# since the tier runs at upload_nice and takes only the CPU the feed leaves; a larger share
+# would only keep a feed replica, or the tier's own second worker, from being placed.
+UPLOAD_API_CPUS = 0.1
+UPLOAD_WORKER_CPUS = 0.1
 
 # Its routes are documented in the feed's /openapi.json (serving.http.document), not here.
 upload_api = FastAPI(
@@ -120,14 +125,14 @@ class _Db:
 def _lower_priority(s: Settings) -> int:
     """The upload tier's processes at ``upload_nice`` below where they started (and under
     SCHED_IDLE with ``upload_sched_idle``): every thread now, and the threads they start."""
-    target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + s.upload_nice)
+    target = min(19, startup.base_priority() + s.upload_nice)
     startup.set_priority(target)
     if s.upload_sched_idle:
         startup.set_idle()
     return target
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(ray_actor_options={"num_cpus": UPLOAD_API_CPUS})
 @serve.ingress(upload_api)
 class UploadService:
     """The upload API: checks, stores the original, records the job, answers 202 and hands the
@@ -263,7 +268,7 @@ class UploadService:
         return UploadStatus(**upload_status_of(self.settings, job, store))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(ray_actor_options={"num_cpus": UPLOAD_WORKER_CPUS})
 class UploadWorker:
     """The upload tier: renders accepted photos (``serving/uploads.py``), nicer than the feed,
     scaled on its own; each worker also sweeps up jobs whose worker died."""
@@ -322,11 +327,20 @@ class UploadWorker:
         return await asyncio.to_thread(self.processor.run, post_id, first=True)
 
 
+def _actor_options(s: Settings, cpus: float) -> dict[str, Any]:
+    """An upload replica at ``upload_nice`` from its first instruction (Ray's setup hook), not
+    only from its ``__init__``: otherwise its start (a fresh Python importing Ray, Pillow and
+    the Cassandra driver) runs at the feed's priority every time the tier scales up under a
+    burst, and the burst's worst 30 s were those (docs/RELIABILITY.md)."""
+    return startup.actor_options(cpus, "serving.startup.stay_lower", s.upload_nice)
+
+
 def upload_worker(s: Settings) -> Any:
     """The upload tier's deployment: its own replicas and autoscaling, a job at a time each."""
     worker: Any = UploadWorker
     plan = load_upload_plan(s.serve_capacity_plan) if s.serve_capacity_plan else None
     return worker.options(
+        ray_actor_options=_actor_options(s, UPLOAD_WORKER_CPUS),
         max_ongoing_requests=2,
         # The capacity plan's upload workers per hour as the floor (same mechanism as the feed).
         autoscaling_config=upload_autoscaling(s.upload_min_replicas, s.upload_max_replicas, plan),
@@ -339,6 +353,7 @@ def build_upload_app(args: AppArgs) -> Application:
     s = Settings(**args.settings)
     service: Any = UploadService  # serve.deployment made it a Deployment; mypy sees the class
     return service.options(
+        ray_actor_options=_actor_options(s, UPLOAD_API_CPUS),
         # As many uploads in flight as the gate admits, twice over; past them, 503 at once.
         max_ongoing_requests=2 * s.upload_max_inflight,
         max_queued_requests=2 * s.upload_max_inflight,

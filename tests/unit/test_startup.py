@@ -110,3 +110,38 @@ def test_a_process_in_its_own_group_ends_when_its_parent_is_killed():
         assert not os.path.exists(f"/proc/{child}"), "the child outlived its parent"
     finally:
         parent.kill()
+
+
+STAY = textwrap.dedent(
+    """
+    import json, os
+    from serving import startup
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    startup.stay_lower()
+    print(json.dumps({"base": base, "now": startup.nice_of_threads(os.getpid()),
+                      "remembered": startup.base_priority()}))
+    """
+)
+
+
+def test_the_upload_tiers_hook_lowers_its_start_for_good_and_remembers_the_base():
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", STAY],
+        env={**os.environ, startup.ENV: "19"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    got = json.loads(out.stdout)
+    assert set(got["now"]) == {19}  # no privilege needed to go down, and no way back asked
+    assert got["remembered"] == got["base"]  # the tier's own nice is counted from here
+
+
+def test_actor_options_carry_the_hook_only_with_a_step():
+    hook = "serving.startup.stay_lower"
+    assert startup.actor_options(0.1, hook, 0) == {"num_cpus": 0.1}
+    env = startup.actor_options(0.1, hook, 19)["runtime_env"]["env_vars"]
+    assert env[startup.ENV] == "19" and hook in env.values()
