@@ -14,6 +14,7 @@ connection from a pool. Its own CPU is the ``generator`` group.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import os
 import time
@@ -137,8 +138,7 @@ class CpuMeter:
     def busiest(self, n: int) -> list[tuple[float, int, str]]:
         """The ``n`` processes that used the most CPU over the window: (ms, pid, command line),
         busiest first."""
-        ranked = sorted(((ms, pid, cmd) for (pid, cmd), ms in self.processes_ms.items()))
-        return ranked[::-1][:n]
+        return heapq.nlargest(n, ((ms, pid, cmd) for (pid, cmd), ms in self.processes_ms.items()))
 
     def per_request(self, answered: int) -> tuple[float, dict[str, float]]:
         n = max(answered, 1)

@@ -6,8 +6,9 @@ raylet asks every worker of the cluster for a full ``gc.collect()``, once every 
 "resource deadlock" handling: an actor handle caught in a reference cycle might hold the CPUs).
 Each feed replica then stops for a full collection of its ~500k objects every ~10 s, 24-92 ms
 here, for as long as the replica pends: the feed's p99 went 3-4x for the seven minutes an
-upload burst's second worker pended (docs/RELIABILITY.md, 2026-12-07 evening). So a deployment plan
-whose ceilings cannot all be placed is refused before it is deployed, naming what to change.
+upload burst's second worker pended (docs/RELIABILITY.md, 2026-12-07 evening). So a deployment
+plan whose ceilings cannot all be placed is refused before it is deployed, naming what to
+change.
 """
 
 from __future__ import annotations

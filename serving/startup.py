@@ -54,29 +54,27 @@ def _threads() -> list[int]:
 
 
 def lower_priority() -> None:
-    """Ray's ``worker_process_setup_hook`` for feed replicas: start at base + N."""
-    step = int(os.environ.get(ENV, "0") or 0)
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-    if step <= 0 or not can_restore(base):
-        return
-    os.environ[_BASE_ENV] = str(base)
-    for tid in _threads():  # Ray's own threads too: all of the start yields
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, min(base + step, 19))
+    """Ray's ``worker_process_setup_hook`` for feed replicas: start at base + N, and only where
+    the replica may come back to base when ready (``restore_priority``)."""
+    _start_lowered(restorable=True)
 
 
 def stay_lower() -> None:
     """Ray's ``worker_process_setup_hook`` for the upload tier's replicas: at base + N from the
     first instruction, for good: the tier runs nicer than the feed all its life, its start
     included (``serving/upload_app._actor_options``)."""
+    _start_lowered(restorable=False)
+
+
+def _start_lowered(*, restorable: bool) -> None:
+    """Every thread (Ray's own too: all of the start yields) at base + the step in ``ENV``; the
+    base kept in the environment for ``restore_priority`` and ``base_priority``."""
     step = int(os.environ.get(ENV, "0") or 0)
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    if step <= 0:
+    if step <= 0 or (restorable and not can_restore(base)):
         return
     os.environ[_BASE_ENV] = str(base)
-    for tid in _threads():
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, min(base + step, 19))
+    set_priority(min(base + step, 19))
 
 
 def base_priority() -> int:

@@ -9,6 +9,7 @@ import ray
 
 from core.settings import DEV_API_KEY, Settings
 from serving import placement
+from serving.app import FEED_CPUS
 from serving.deploy import deploy
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def test_a_redeploy_past_the_clusters_cpus_is_refused_and_changes_nothing(
 ) -> None:
     before = _replicas()
     cpus = ray.cluster_resources()["CPU"]
-    too_many = int(cpus / 0.5) + 1  # feed replicas alone past the cluster's CPUs
+    too_many = int(cpus / FEED_CPUS) + 1  # feed replicas alone past the cluster's CPUs
     with pytest.raises(placement.PlacementError, match="serve_max_replicas"):
         deploy(settings.model_copy(update={"serve_max_replicas": too_many}), address="local")
     assert _replicas() == before
