@@ -297,10 +297,14 @@ def eval_(
 def serve_start() -> None:
     """Start the Ray head (if needed) and deploy the feed service; print its URL."""
     # lazy: ray and the whole service (~6 s); ray must come after _before_any_command's export
-    from serving.deploy import deploy
+    from serving.deploy import NotReadyError, deploy, preflight
     from serving.placement import PlacementError
 
     s = settings()
+    try:  # before Ray starts: what the replicas load must be there
+        preflight(s)
+    except NotReadyError as exc:
+        fail(str(exc))
     if s.serve_capacity_plan is not None:  # a bad plan fails here, before Ray starts
         try:
             hours = len(load_plan(s.serve_capacity_plan)["hours"])
@@ -313,7 +317,7 @@ def serve_start() -> None:
         fail(str(exc))
     try:
         url = deploy(s, address=ray_head.address(s))
-    except PlacementError as exc:
+    except (NotReadyError, PlacementError) as exc:
         fail(str(exc))
     console.print(f"feed service at {url}  (try: curl {url}/v1/feed/1?limit=5)")
 

@@ -15,15 +15,61 @@ from serving import placement
 from serving.app import build_app
 from serving.http import UPLOADS_PREFIX, AppArgs
 from serving.upload_app import build_upload_app
-from stack import ingress
+from stack import ingress, mlflow_server
 
 APP_NAME = "feedcast"
 UPLOAD_APP_NAME = "feedcast-uploads"  # its replicas: ray::ServeReplica:feedcast-uploads:...
 
 
+class NotReadyError(RuntimeError):
+    """What the feed needs before it can start is not there (no features applied, no model at
+    the alias): the message says which, and the command that makes it."""
+
+
+def preflight(settings: Settings) -> None:
+    """Check, before Ray is touched, that the replicas will find what they load at start: the
+    feature service in the Feast registry and both rankers at ``model_alias`` in MLflow.
+    Without it a fresh checkout's ``feedcast serve start`` ended in Ray's traceback of a
+    replica that failed to start (``FeatureServiceNotFoundException``) minutes later.
+
+    Raises:
+        NotReadyError: naming what is missing and what makes it.
+    """
+    from feast.errors import FeastObjectNotFoundException
+    from mlflow.exceptions import MlflowException
+
+    from features.definitions import FEATURE_SERVICE
+    from features.store import open_store
+    from serving.model import resolve
+
+    try:
+        open_store(settings).get_feature_service(FEATURE_SERVICE)
+    except FeastObjectNotFoundException:
+        raise NotReadyError(
+            f"no feature service {FEATURE_SERVICE!r} of project {settings.feast_project!r} in "
+            f"the Feast registry under {settings.feast_dir}: run `make demo` once (or "
+            "`feedcast world generate`, "
+            "`feedcast features apply` and `feedcast features materialize`)"
+        ) from None
+    if not mlflow_server.answers(settings):
+        raise NotReadyError(
+            f"MLflow at {settings.mlflow_tracking_uri} is not answering: start the stack with "
+            "`feedcast stack up`"
+        )
+    try:
+        resolve(settings, settings.model_alias)
+    except MlflowException:
+        raise NotReadyError(
+            f"no model versions at @{settings.model_alias} of {settings.model_name} and "
+            f"{settings.heavy_model_name} in MLflow: run `make demo` once (or `feedcast train`)"
+        ) from None
+
+
 def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
     """Deploy (or redeploy) both applications to the Ray cluster at ``address``; return the
-    service's URL."""
+    service's URL. :class:`NotReadyError` (see :func:`preflight`) or
+    :class:`~serving.placement.PlacementError` before anything is deployed."""
+    preflight(settings)
     if not ray.is_initialized():
         if address == "local":  # replicas at normal priority, not Ray's default nice 15
             os.environ.setdefault("RAY_worker_niceness", "0")

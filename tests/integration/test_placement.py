@@ -10,7 +10,7 @@ import ray
 from core.settings import DEV_API_KEY, Settings
 from serving import placement
 from serving.app import FEED_CPUS
-from serving.deploy import deploy
+from serving.deploy import NotReadyError, deploy
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +37,13 @@ def test_a_redeploy_past_the_clusters_cpus_is_refused_and_changes_nothing(
     assert _replicas() == before
     r = httpx.get(f"{service}/v1/feed/1", params={"limit": 5}, headers={"X-API-Key": DEV_API_KEY})
     assert r.status_code == 200, r.text
+
+
+def test_a_deploy_whose_models_are_not_registered_is_refused_and_changes_nothing(
+    settings: Settings, service: str
+) -> None:
+    before = _replicas()
+    missing = settings.model_copy(update={"model_name": "feed_ranker_never_trained"})
+    with pytest.raises(NotReadyError, match=r"feed_ranker_never_trained.*feedcast train"):
+        deploy(missing, address="local")
+    assert _replicas() == before
