@@ -29,9 +29,10 @@ from media.blobs import BlobStore
 from serving import ingest, startup, takedown
 from serving.autoscaling import LEASED_POLICY, POLICY, load_plan
 from serving.cursor import MAX_CURSOR_CHARS, CursorError
-from serving.feed import I64, FeedPage, FeedPath
+from serving.feed import FeedPath
 from serving.http import AppArgs, Guard, document, errors, unavailable
 from serving.metrics import json_logging, request_context
+from serving.schemas import I64, FeedPage
 from serving.upload_app import upload_api
 from serving.warming import Seen
 

@@ -25,12 +25,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
 from cassandra.cluster import Cluster, Session
-from pydantic import BaseModel, Field
 
 from core import cache, db
 from core.breaker import Breaker
@@ -45,80 +44,13 @@ from serving import candidates, cursor, impressions, ranking, sessions
 from serving.metrics import Metrics
 from serving.model import ModelHolder, Rankers
 from serving.rules import RuleConfig
+from serving.schemas import FeedItem, FeedPage, MediaKind, Rendition, Source
 from serving.takedown import RemovedPosts
 from serving.warming import Prefetcher, Seen
 
 log = logging.getLogger("feedcast.serving.feed")
 T = TypeVar("T")
 POPULAR_REFRESH_S = 10.0  # the popular list changes at materialization (hourly)
-
-
-I64 = 2**63 - 1
-
-
-# thumb, full, or wNNN: an uploaded photo's width (an original narrower than every rendition
-# width gets one at its own width, e.g. w242).
-VARIANT_PATTERN = r"^(thumb|full|w[1-9][0-9]{0,4})$"
-Format = Literal["jpeg", "webp", "avif", "mp4"]
-
-
-class Rendition(BaseModel):
-    """One object a client can draw the post from, at the CDN edge."""
-
-    variant: str = Field(
-        pattern=VARIANT_PATTERN,
-        description="thumb: the small feed image or a video's poster; full: the photo or stream; "
-        "wNNN: an uploaded photo's rendition NNN pixels wide (never wider than the original).",
-    )
-    format: Format = Field(
-        description="An uploaded photo comes in each of jpeg (progressive), webp and avif, "
-        "smallest first: take the first the client decodes."
-    )
-    width: int = Field(ge=1, le=16_384, description="Pixels.")
-    height: int = Field(ge=1, le=16_384, description="Pixels.")
-    bytes: int = Field(ge=1, le=I64, description="Content-Length the edge answers with.")
-    url: str = Field(description="GET it from the edge (public, cacheable).")
-
-
-MediaKind = Literal["photo", "video", "unknown"]
-Source = Literal["timeline", "pull", "explore", "unknown"]
-
-
-class FeedItem(BaseModel):
-    post_id: int = Field(ge=0, le=I64)
-    author_id: int = Field(ge=0, le=I64)
-    created_at: datetime = Field(description="When the post was made (RFC 3339, UTC).")
-    media_kind: MediaKind
-    source: Source = Field(
-        description="The candidate source: followed accounts' fan-out, a big account pulled at "
-        "read time, or the popular list (out of network)."
-    )
-    position: int = Field(ge=0, le=100, description="0-based slot in this page.")
-    renditions: list[Rendition] = Field(
-        description="Empty when the post's media could not be read (see `degraded`)."
-    )
-    score: float | None = Field(None, description="The ranking score; only with debug=true.")
-
-
-class FeedPage(BaseModel):
-    user_id: int = Field(ge=1, le=I64)
-    items: list[FeedItem]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page of this session; null when the session "
-        "is exhausted (or could not be stored: see `degraded`)."
-    )
-    session: Literal["new", "continued", "restarted"] = Field(
-        description="new: a first page, ranked now; continued: the next page of a session; "
-        "restarted: the cursor's session expired or was lost, so this is a new first page."
-    )
-    page: int = Field(ge=0, le=2**32 - 1, description="0-based page of the session.")
-    model_version: str
-    candidates: int = Field(ge=0, le=I64, description="Candidates the session ranked.")
-    sources: dict[str, Annotated[int, Field(ge=0, le=I64)]] = Field(
-        description="Candidates per source (first pages)."
-    )
-    degraded: list[str] = Field(description="Steps that fell back to a degraded path.")
-    request_id: str
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from core.breaker import Breaker
 from core.settings import Settings
-from serving.feed import I64
+from serving.schemas import I64
 from serving.security import ApiKeys, BodyLimit, RateLimiter
 
 UPLOADS_PREFIX = "/v1/uploads"  # the upload tier's route prefix

@@ -39,9 +39,9 @@ from media.renditions import RenditionStore
 from serving import startup, storage, uploads
 from serving.autoscaling import load_upload_plan, upload_autoscaling
 from serving.candidates import TimelineCache
-from serving.feed import I64, Rendition
 from serving.http import UPLOADS_PREFIX, AppArgs, Guard, errors, unavailable
 from serving.metrics import Metrics, json_logging
+from serving.schemas import I64, Rendition
 
 log = logging.getLogger("feedcast.serving.uploads")
 
