@@ -451,6 +451,7 @@ SCENARIOS = (
     "uploads_2x",
     "upload_cpu_control",
     "upload_null_control",
+    "uploads_2x_repeated",
     "cassandra_3_nodes",
     "hostile_input",
 )
@@ -545,6 +546,9 @@ def main(argv: list[str]) -> int:
             ),
             "upload_null_control": lambda: result(
                 "upload_null_control_60s", *chaos_uploads.run_null_control(suite, summary)
+            ),
+            "uploads_2x_repeated": lambda: result(
+                "uploads_2x_repeated", *chaos_uploads.run_repeated(suite, summary)
             ),
         }
         for name in only:
