@@ -549,8 +549,12 @@ def run_repeated(
     """``ROUNDS`` bursts and as many null controls, alternating (burst first in even rounds, the
     control first in odd ones), each from the tier at its floor. One minute's p99 at B rests on
     its ~30 slowest requests and swung 0.33–3.88x between A/A minutes (docs/RELIABILITY.md), so
-    the verdict is the pooled one: the p99 of all the bursts' requests together against that of
-    all their reference minutes together, beside the same figure of the null controls."""
+    the verdict is pooled, and against the controls: the p99 of all the bursts' middle minutes'
+    requests together against that of all the null controls' middle minutes together. Those
+    are the same minutes of the same load (its age matters: in the first run the controls'
+    middle minutes were faster than their own references in every round, 0.51-0.73x), with and
+    without the burst: what the issue calls the feed's baseline. The pooled ratio against each
+    burst's own reference minutes is reported beside it."""
     s = suite.s
     per_job, capacity, rate = _offered_rate(suite)
     bursts: list[tuple[list[float], list[float], list[float]]] = []
@@ -610,11 +614,11 @@ def run_repeated(
         "uploads_ready": drained["ready"],
         "uploads_failed": drained["failed"],
         "uploads_lost": drained["still_processing"],
-        # The verdict: pooled p99 of the bursts' minutes ÷ pooled p99 of their references.
+        # Pooled p99 of the bursts' minutes ÷ pooled p99 of their own reference minutes.
         "gate_feed_p99_ratio_pooled": burst_ratio,
         # The same of the null controls: what the figure is with nothing in the middle minute.
         "null_gate_feed_p99_ratio_pooled": null_ratio,
-        # The bursts' middle minutes against the controls' middle minutes, directly.
+        # The verdict: the bursts' middle minutes against the controls' middle minutes.
         "burst_vs_null_during_p99": p99_ms(burst_during) / p99_ms(null_during)
         if null_during
         else float("nan"),
@@ -632,6 +636,8 @@ def run_repeated(
         "uploads accepted": len(accepted) > 0,
         "none lost (every 202 ready)": drained["ready"] == len(accepted),
         "reference windows free of upload work": clean,
-        "pooled feed p99 ≤ 1.5× its baseline (at the gate)": bool(np.isfinite(burst_ratio))
-        and burst_ratio <= 1.5,
+        "pooled feed p99 during the bursts ≤ 1.5× during the controls (at the gate)": bool(
+            np.isfinite(fig["burst_vs_null_during_p99"])
+        )
+        and fig["burst_vs_null_during_p99"] <= 1.5,
     }

@@ -234,6 +234,31 @@ def test_a_job_no_worker_took_is_swept_up(service, settings, world):
         cluster.shutdown()
 
 
+def test_a_finished_jobs_row_left_in_another_bucket_is_swept_off(service, settings, world):
+    """A row of the sweeper's list that outlived its job (its removal failed, or an older build
+    wrote it to bucket ``post_id % 8``) is removed by the next sweep, not read every 10 s for
+    ever."""
+    author, _ = _author_with_followers(settings, world)
+    data = samples.crop(samples.photos()[2], 3 / 4, 0.55)
+    cluster, session = connect(settings)
+    try:
+        post_id, _, jobs = _record(settings, session, author, data, lease_s=-1)
+        done = _ready(service, post_id, timeout_s=settings.upload_sweep_s * 6 + 30)
+        assert done["status"] == "ready"
+        stray = (uploads.pending_bucket(post_id) + 1) % uploads.PENDING_BUCKETS
+        session.execute(
+            "INSERT INTO uploads_pending (bucket, post_id) VALUES (%s, %s)", (stray, post_id)
+        )
+        assert (stray, post_id) in jobs.pending_rows()
+        deadline = time.monotonic() + settings.upload_sweep_s * 4 + 10
+        while (stray, post_id) in jobs.pending_rows() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        assert post_id not in jobs.pending()
+        assert _ready(service, post_id)["status"] == "ready"  # and the job is as it was
+    finally:
+        cluster.shutdown()
+
+
 RENDER_NAME = uploads.RENDER_NAME
 
 

@@ -12,8 +12,7 @@ HEAVY = ("torch", "feast", "lightgbm", "mlflow")
 
 def test_the_upload_app_imports_nothing_of_the_ranking_path() -> None:
     code = (
-        "import sys, serving.upload_app; "
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+        f"import sys, serving.upload_app; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
