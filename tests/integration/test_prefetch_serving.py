@@ -30,6 +30,18 @@ def _feed(service: str, user: int, **params) -> httpx.Response:
     return httpx.get(f"{service}/v1/feed/{user}", headers=API, params=params, timeout=30)
 
 
+def _no_cached_page(settings: Settings, user: int) -> None:
+    """Forget ``user``'s cached page, so that the next one read is the side work's of the
+    request a test makes next. An earlier request for the same user (another test's, in random
+    order) leaves its own page cached: the same first items at the default limit, a longer tail
+    (CI, 2026-12-07: 35 items after 5 where the session's next page has 5)."""
+    r = cache.client(settings)
+    try:
+        r.delete(cache.page_key(settings, user))
+    finally:
+        r.close()
+
+
 def _cached_page(settings: Settings, user: int, request_items: list[int]) -> list[cache.CachedItem]:
     """What the side work cached for ``user`` once it is the page just served (followed by the
     session's next page when prefetch is on)."""
@@ -98,6 +110,7 @@ def test_a_served_page_warms_its_planned_objects_at_the_edge(service, settings, 
     user = readers(world, settings, 1, skip=1)[0]
     c = _deep_scroller(settings, user)
     assert c**2 >= settings.prefetch_threshold  # two items ahead are sure enough to fetch
+    _no_cached_page(settings, user)
     r = _feed(service, user, limit=10)
     assert r.status_code == 200
     served = [i["post_id"] for i in r.json()["items"]]
@@ -121,6 +134,7 @@ def test_a_served_page_warms_its_planned_objects_at_the_edge(service, settings, 
 
 def test_the_served_page_is_cached_with_the_sessions_next_page_after_it(service, settings, world):
     user = readers(world, settings, 1, skip=2)[0]
+    _no_cached_page(settings, user)
     first = _feed(service, user, limit=5).json()
     items = _cached_page(settings, user, [i["post_id"] for i in first["items"]])
     nxt = _feed(service, user, limit=5, cursor=first["next_cursor"]).json()
@@ -132,6 +146,7 @@ def test_the_served_page_is_cached_with_the_sessions_next_page_after_it(service,
 
 def test_impressions_roll_the_prefetch_along_the_page(service, settings, world):
     user = readers(world, settings, 1, skip=3)[0]
+    _no_cached_page(settings, user)
     served = [i["post_id"] for i in _feed(service, user, limit=12).json()["items"]]
     items = _cached_page(settings, user, served)
     assert len(items) >= 8
