@@ -567,14 +567,15 @@ def run_repeated(
         for kind in ("burst", "null") if k % 2 == 0 else ("null", "burst"):
             waited = _workers_at_floor(s)
             print(f"  round {k + 1}/{ROUNDS}: {kind} (tier at its floor after {waited:.0f} s)")
+            ids: list[int] = []
             if kind == "burst":
                 feed, ids = _burst_round(suite, rate)
                 accepted += ids
+                during_calls += feed["during"]
+                bursts.append(feed.pop("gate_times"))
             else:
                 _, feed = _side_by_side(suite, _nothing)
-            times = feed.pop("gate_times")
-            (bursts if kind == "burst" else nulls).append(times)
-            during_calls += feed["during"] if kind == "burst" else []
+                nulls.append(feed.pop("gate_times"))
             clean = clean and _clean_reference(feed)
             rows.append(
                 {
@@ -586,7 +587,7 @@ def run_repeated(
                     "ratio": round(feed["gate_feed_p99_ratio"], 2),
                     "windows_utc": feed["windows_utc"],
                     "answered": feed["gate_feed_answered"],
-                    "uploads_accepted": len(ids) if kind == "burst" else 0,
+                    "uploads_accepted": len(ids),
                     "cores": [feed[w] for w in ("cores_before", "cores_during", "cores_after")],
                     "stage_p99_ms": [
                         feed[w]

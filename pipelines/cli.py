@@ -316,8 +316,8 @@ def serve_start() -> None:
     except StackError as exc:
         fail(str(exc))
     try:
-        url = deploy(s, address=ray_head.address(s))
-    except (NotReadyError, PlacementError) as exc:
+        url = deploy(s, address=ray_head.address(s), checked=True)
+    except PlacementError as exc:
         fail(str(exc))
     console.print(f"feed service at {url}  (try: curl {url}/v1/feed/1?limit=5)")
 

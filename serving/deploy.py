@@ -65,11 +65,14 @@ def preflight(settings: Settings) -> None:
         ) from None
 
 
-def deploy(settings: Settings, *, address: str, timeout_s: float = 180) -> str:
+def deploy(
+    settings: Settings, *, address: str, timeout_s: float = 180, checked: bool = False
+) -> str:
     """Deploy (or redeploy) both applications to the Ray cluster at ``address``; return the
-    service's URL. :class:`NotReadyError` (see :func:`preflight`) or
-    :class:`~serving.placement.PlacementError` before anything is deployed."""
-    preflight(settings)
+    service's URL. :class:`NotReadyError` (see :func:`preflight`; skipped when ``checked``: the
+    caller ran it) or :class:`~serving.placement.PlacementError` before anything is deployed."""
+    if not checked:
+        preflight(settings)
     if not ray.is_initialized():
         if address == "local":  # replicas at normal priority, not Ray's default nice 15
             os.environ.setdefault("RAY_worker_niceness", "0")

@@ -250,9 +250,12 @@ def test_a_finished_jobs_row_left_in_another_bucket_is_swept_off(service, settin
             "INSERT INTO uploads_pending (bucket, post_id) VALUES (%s, %s)", (stray, post_id)
         )
         assert (stray, post_id) in jobs.pending_rows()
-        deadline = time.monotonic() + settings.upload_sweep_s * 4 + 10
-        while (stray, post_id) in jobs.pending_rows() and time.monotonic() < deadline:
-            time.sleep(1.0)
+        wait_until(
+            lambda: (stray, post_id) not in jobs.pending_rows(),
+            timeout=settings.upload_sweep_s * 4 + 10,
+            interval=1.0,
+            what=f"the sweeper to take {post_id}'s stray row off its list",
+        )
         assert post_id not in jobs.pending()
         assert _ready(service, post_id)["status"] == "ready"  # and the job is as it was
     finally:
