@@ -43,7 +43,10 @@ BURST_S = 60.0
 REF_S = 60.0
 
 
-def job_seconds(url: str, authors: list[int], n: int = 4) -> float:
+JOBS = 4  # uploads, one at a time, that measure a job on the idle tier
+
+
+def job_seconds(url: str, authors: list[int], n: int = JOBS) -> float:
     """Median seconds from an upload's 202 to ``ready``, one upload at a time on the idle tier:
     what one worker takes per job as deployed (nice, beside the feed), handover included."""
     times = []
@@ -417,26 +420,48 @@ def _burst_round(suite: Any, rate: float) -> tuple[dict[str, Any], list[int]]:
     }, accepted
 
 
-def _offered_rate(suite: Any) -> tuple[float, float, float]:
-    """(one job's seconds on the idle tier, the tier's capacity, twice it: the burst's rate)."""
-    per_job = job_seconds(suite.url, list(suite.users))
-    capacity = suite.s.upload_max_replicas / per_job
+def _offered_rate(suite: Any) -> tuple[float, float, float, dict[str, float]]:
+    """(one job's seconds on the idle tier, the tier's capacity, twice it: the burst's rate,
+    and how the capacity was found). The capacity is the lower of two: the workers' (each a
+    job at a time, ``upload_max_replicas / seconds``) and the CPU cap's (``upload_cpu_fraction``
+    of the cores ÷ the tier's CPU seconds per job, measured over the same jobs)."""
+    from core import cpucap
+
+    meter = CpuMeter()
+    meter.start()
+    per_job = job_seconds(suite.url, list(suite.users), n=JOBS)
+    meter.stop()
+    cpu_per_job = meter.groups_ms.get("uploads", 0.0) / 1000 / JOBS
+    workers = suite.s.upload_max_replicas / per_job
+    cap = cpucap.cores_for(suite.s.upload_cpu_fraction)
+    capped = cap / cpu_per_job if cap > 0 and cpu_per_job > 0 else float("inf")
+    capacity = min(workers, capped)
     rate = 2 * capacity
-    print(f"  one job {per_job:.2f} s on the idle tier: {rate:.1f} uploads/s offered")
-    return per_job, capacity, rate
+    print(
+        f"  one job {per_job:.2f} s, {cpu_per_job:.2f} CPU s on the idle tier; capacity "
+        f"{capacity:.2f}/s (workers {workers:.2f}, cap {capped:.2f}): {rate:.1f} uploads/s offered"
+    )
+    how = {
+        "upload_job_cpu_s": cpu_per_job,
+        "upload_cpu_cap_cores": cap,
+        "capacity_workers_per_s": workers,
+        "capacity_cap_per_s": capped,
+    }
+    return per_job, capacity, rate, how
 
 
 def run(
     suite: Any, summary: Callable[[list[Any]], dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, bool]]:
     """The scenario's figures and checks (``bench.chaos`` makes them its result)."""
-    per_job, capacity, rate = _offered_rate(suite)
+    per_job, capacity, rate, how = _offered_rate(suite)
     feed, accepted = _burst_round(suite, rate)
     feed.pop("gate_times")
     groups = autogroups(suite.s)
     drained = wait_ready(suite.url, accepted, timeout_s=900)
     fig = summary(feed.pop("during")) | {
         "upload_job_s": per_job,
+        **how,
         "tier_capacity_per_s": capacity,
         "uploads_ready": drained["ready"],
         "uploads_failed": drained["failed"],
@@ -556,7 +581,7 @@ def run_repeated(
     without the burst: what the issue calls the feed's baseline. The pooled ratio against each
     burst's own reference minutes is reported beside it."""
     s = suite.s
-    per_job, capacity, rate = _offered_rate(suite)
+    per_job, capacity, rate, how = _offered_rate(suite)
     bursts: list[tuple[list[float], list[float], list[float]]] = []
     nulls: list[tuple[list[float], list[float], list[float]]] = []
     rows: list[dict[str, Any]] = []
@@ -609,6 +634,7 @@ def run_repeated(
     fig = summary(during_calls) | {
         "rounds": ROUNDS,
         "upload_job_s": per_job,
+        **how,
         "tier_capacity_per_s": capacity,
         "uploads_offered_per_s": rate,
         "uploads_accepted": len(accepted),

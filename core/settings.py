@@ -461,6 +461,17 @@ class Settings(BaseSettings):
         "first (at 10, CPU work there still cost the feed's p99 up to 3.6x; at 19, nothing: "
         "docs/RELIABILITY.md).",
     )
+    upload_cpu_fraction: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="The upload tier's processes on a node (API, workers, their renders, a "
+        "worker's start included) use at most this fraction of its cores together: a cgroup "
+        "CPU quota, in an idle group where the kernel has one, so a burst of uploads never "
+        "takes the core the feed needs next (at nice 19 alone it did: docs/RELIABILITY.md). "
+        "0: no cap. Needs the cgroup v1 cpu controller writable (root); where it is not, the "
+        "tier logs why and feedcast_upload_cpu_cap_cores is 0.",
+    )
     blob_capacity_bytes: float | None = Field(
         None,
         gt=0,

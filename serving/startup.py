@@ -62,8 +62,12 @@ def lower_priority() -> None:
 def stay_lower() -> None:
     """Ray's ``worker_process_setup_hook`` for the upload tier's replicas: at base + N from the
     first instruction, for good: the tier runs nicer than the feed all its life, its start
-    included (``serving/upload_app._actor_options``)."""
+    included (``serving/upload_app._actor_options``); and inside the tier's CPU cap where the
+    environment names one (``serving/cpucap.py``)."""
+    from core import cpucap  # no Ray, no feedcast imports: cheap in a starting worker
+
     _start_lowered(restorable=False)
+    cpucap.join_from_env()
 
 
 def _start_lowered(*, restorable: bool) -> None:
@@ -82,15 +86,18 @@ def base_priority() -> int:
     return int(os.environ.get(_BASE_ENV, os.getpriority(os.PRIO_PROCESS, 0)))
 
 
-def actor_options(cpus: float, hook: str, step: int) -> dict[str, Any]:
-    """A replica's ``ray_actor_options``: ``cpus`` logical CPUs, and with ``step`` > 0 the setup
-    hook ``hook`` (``lower_priority`` or ``stay_lower``) given ``step`` in the environment. By
-    its environment variable: Ray converts a ``worker_process_setup_hook`` field only in
-    ``ray.init``'s job-wide runtime_env, not in an actor's."""
+def actor_options(
+    cpus: float, hook: str, step: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A replica's ``ray_actor_options``: ``cpus`` logical CPUs, and with ``step`` > 0 or
+    ``env`` the setup hook ``hook`` (``lower_priority`` or ``stay_lower``) given ``step`` and
+    ``env`` in the environment. By its environment variable: Ray converts a
+    ``worker_process_setup_hook`` field only in ``ray.init``'s job-wide runtime_env, not in an
+    actor's."""
     options: dict[str, Any] = {"num_cpus": cpus}
-    if step > 0:
+    if step > 0 or env:
         options["runtime_env"] = {
-            "env_vars": {WORKER_PROCESS_SETUP_HOOK_ENV_VAR: hook, ENV: str(step)}
+            "env_vars": {WORKER_PROCESS_SETUP_HOOK_ENV_VAR: hook, ENV: str(step), **(env or {})}
         }
     return options
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
-from core import cache, db
+from core import cache, cpucap, db
 from core.breaker import Breaker
 from core.db import connect
 from core.settings import Settings
@@ -122,14 +122,19 @@ class _Db:
     renditions: RenditionStore
 
 
-def _lower_priority(s: Settings) -> int:
+def _lower_priority(s: Settings) -> tuple[int, cpucap.Cap]:
     """The upload tier's processes at ``upload_nice`` below where they started (and under
-    SCHED_IDLE with ``upload_sched_idle``): every thread now, and the threads they start."""
+    SCHED_IDLE with ``upload_sched_idle``): every thread now, and the threads they start; and
+    inside the tier's CPU cap (the setup hook joined it already; joining again is a no-op, and
+    says where the process stands)."""
     target = min(19, startup.base_priority() + s.upload_nice)
     startup.set_priority(target)
     if s.upload_sched_idle:
         startup.set_idle()
-    return target
+    cap = cpucap.join(cpucap.group_name(s.ray_port), cpucap.cores_for(s.upload_cpu_fraction))
+    if not cap.cores and s.upload_cpu_fraction > 0:
+        log.warning("upload tier not CPU-capped: %s", cap.why)
+    return target, cap
 
 
 @serve.deployment(ray_actor_options={"num_cpus": UPLOAD_API_CPUS})
@@ -155,8 +160,8 @@ class UploadService:
         )  # fmt: skip
         self._ids: ids.IdMaker | None = None
         Guard.arm(s, self.metrics, Breaker(1.0))
-        nice = _lower_priority(s)
-        log.info("upload service ready (nice %d)", nice)
+        nice, cap = _lower_priority(s)
+        log.info("upload service ready (nice %d, %s)", nice, cap)
 
     def _db(self) -> _Db:
         """Cassandra and the job tables, connected on first use (Cassandra may be down at
@@ -276,7 +281,7 @@ class UploadWorker:
     def __init__(self, settings: dict[str, Any]) -> None:
         json_logging()
         self.s = s = Settings(**settings)
-        target = _lower_priority(s)
+        target, self.cap = _lower_priority(s)
         self.cluster, session = connect(s)
         redis = cache.client(s)
         timelines = TimelineCache(s, redis, Breaker(1.0))
@@ -290,9 +295,13 @@ class UploadWorker:
         )  # fmt: skip
         self.takedowns = self.processor.takedowns
         self.storage = storage.StorageGauge(s, blobs)
+        self.cap_gauges = cpucap.CapGauges(self.cap)
         threading.Thread(target=self._sweep, name="upload-sweeper", daemon=True).start()
         threading.Thread(target=self._start_renderer, name="renderer-start", daemon=True).start()
-        log.info("upload worker ready (nice %d%s)", target, ", SCHED_IDLE" * s.upload_sched_idle)
+        log.info(
+            "upload worker ready (nice %d%s, %s)",
+            target, ", SCHED_IDLE" * s.upload_sched_idle, self.cap,
+        )  # fmt: skip
 
     def _start_renderer(self) -> None:
         """Start the render process now, not on the first job (a fresh Python's imports)."""
@@ -308,6 +317,7 @@ class UploadWorker:
                 ("uploads", self.processor.sweep),
                 ("trash", self._trash),
                 ("storage", self.storage.update),
+                ("cpu cap", self.cap_gauges.update),
             )
             for what, sweep in sweeps:
                 try:
@@ -332,7 +342,12 @@ def _actor_options(s: Settings, cpus: float) -> dict[str, Any]:
     only from its ``__init__``: otherwise its start (a fresh Python importing Ray, Pillow and
     the Cassandra driver) runs at the feed's priority every time the tier scales up under a
     burst, and the burst's worst 30 s were those (docs/RELIABILITY.md)."""
-    return startup.actor_options(cpus, "serving.startup.stay_lower", s.upload_nice)
+    return startup.actor_options(
+        cpus,
+        "serving.startup.stay_lower",
+        s.upload_nice,
+        cpucap.env(s.ray_port, s.upload_cpu_fraction),
+    )
 
 
 def upload_worker(s: Settings) -> Any:

@@ -12,6 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
+from core import cpucap
 from core.settings import Settings
 from stack import ingress, proc
 
@@ -104,6 +105,7 @@ def down(settings: Settings) -> bool:
     # The head is gone: whatever HAProxy of its folder is left (orphaned, or about to be) is
     # stopped, or the next head on these ports cannot bind them (seen in make chaos).
     ingress.stop_orphans(settings, any_parent=True)
+    cpucap.remove(cpucap.group_name(settings.ray_port))  # the upload tier's CPU cap, if empty
     return stopped
 
 

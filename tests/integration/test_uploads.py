@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from core import cache
+from core import cache, cpucap
 from core.db import connect
 from core.settings import DEV_API_KEY
 from media import ids, samples
@@ -279,12 +280,30 @@ def _render_processes(parent: int) -> list[int]:
     return out
 
 
+def _capped_together(settings, ray_session: str, workers: list[int]) -> None:
+    """The tier's API and workers, and each worker's renderer, in one cgroup whose quota is
+    ``upload_cpu_fraction`` of the cores (where this machine lets a process make one)."""
+    from stack import ray_head
+
+    tier = ray_head.replica_pids(ray_session, "feedcast-uploads:")
+    kids = [k for pid in workers for k in _render_processes(pid)]
+    assert kids and set(workers) <= set(tier)
+    group = cpucap.group_name(settings.ray_port)
+    if not os.access(cpucap.ROOT, os.W_OK):  # no cap here, and the tier says so
+        assert all(cpucap.of_process(p) == cpucap.of_process() for p in tier + kids)
+        return
+    assert {cpucap.of_process(p) for p in tier + kids} == {f"/{group}"}
+    quota = int((cpucap.ROOT / group / "cpu.cfs_quota_us").read_text())
+    cores = cpucap.cores_for(settings.upload_cpu_fraction)
+    assert quota == round(cores * cpucap.PERIOD_US) and quota > 0
+    assert "nr_throttled" in cpucap.throttled(group)
+
+
 def test_a_worker_killed_mid_job_still_ends_ready_with_one_set(service, settings, world):
     """SIGKILL every upload worker while one holds a job: Ray Serve replaces the worker, the
     job's lease runs out, a sweeper takes it again, and it ends ready with one set of
     renditions. The upload tier (its API and its workers) runs nicer than the feed (and under
     SCHED_IDLE where set), in every thread."""
-    import os
     import signal
 
     import ray
@@ -317,6 +336,7 @@ def test_a_worker_killed_mid_job_still_ends_ready_with_one_set(service, settings
                     for kid in kids:
                         group = Path(f"/proc/{kid}/autogroup").read_text().strip()
                         assert group != mine and group.endswith(f" nice {settings.upload_nice}")
+                _capped_together(settings, ray_session, workers)
             data = samples.crop(samples.photos()[attempt % 3], 1.0, 1.0 - 0.07 * attempt)
             r = _post(service, data, author)
             assert r.status_code == 202, r.text
