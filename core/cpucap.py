@@ -33,6 +33,7 @@ PERIOD_US = 100_000
 # Ray's setup hook takes no arguments: the group and its size travel in the environment.
 ENV_GROUP = "FEEDCAST_CPU_GROUP"
 ENV_CORES = "FEEDCAST_CPU_CORES"
+NOT_ASKED = "upload_cpu_fraction is 0"
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def join(group: str, cores: float, root: Path = ROOT) -> Cap:
     a quota of ``cores``, making the group first if needed. Never raises: a failure leaves
     the process where it was and says why."""
     if cores <= 0:
-        return Cap(group, 0.0, False, "upload_cpu_fraction is 0")
+        return Cap(group, 0.0, False, NOT_ASKED)
     where = root / group
     try:
         where.mkdir(exist_ok=True)
@@ -150,7 +151,10 @@ class CapGauges:
         )
 
     def update(self) -> dict[str, float]:
-        """Export now; nothing to report (a sweep of the worker's loop)."""
+        """Export now; nothing to report (a sweep of the worker's loop). No series at all
+        where no cap was asked for (``upload_cpu_fraction`` 0): that is not a degraded state."""
+        if not self.cap.cores and self.cap.why == NOT_ASKED:
+            return {}
         self._cores.set(self.cap.cores)
         if self.cap.cores:
             self._throttled.set(throttled(self.cap.group).get("throttled_time", 0) / 1e9)
