@@ -19,13 +19,10 @@ mounted or not writable (no root, cgroup v2 only), nothing is capped: the tier l
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-log = logging.getLogger("feedcast.serving.cpucap")
 
 ROOT = Path("/sys/fs/cgroup/cpu")
 PREFIX = "feedcast-uploads-"
@@ -44,6 +41,12 @@ class Cap:
     cores: float
     idle: bool
     why: str = ""
+
+    @property
+    def asked(self) -> bool:
+        """Whether a cap was asked for (``upload_cpu_fraction`` > 0): an uncapped process
+        that asked for one is degraded; one that did not is as configured."""
+        return self.why != NOT_ASKED
 
     def __str__(self) -> str:
         if not self.cores:
@@ -153,7 +156,7 @@ class CapGauges:
     def update(self) -> dict[str, float]:
         """Export now; nothing to report (a sweep of the worker's loop). No series at all
         where no cap was asked for (``upload_cpu_fraction`` 0): that is not a degraded state."""
-        if not self.cap.cores and self.cap.why == NOT_ASKED:
+        if not self.cap.asked:
             return {}
         self._cores.set(self.cap.cores)
         if self.cap.cores:

@@ -63,7 +63,7 @@ def stay_lower() -> None:
     """Ray's ``worker_process_setup_hook`` for the upload tier's replicas: at base + N from the
     first instruction, for good: the tier runs nicer than the feed all its life, its start
     included (``serving/upload_app._actor_options``); and inside the tier's CPU cap where the
-    environment names one (``serving/cpucap.py``)."""
+    environment names one (``core/cpucap.py``)."""
     from core import cpucap  # no Ray, no feedcast imports: cheap in a starting worker
 
     _start_lowered(restorable=False)

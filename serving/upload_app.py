@@ -132,7 +132,7 @@ def _lower_priority(s: Settings) -> tuple[int, cpucap.Cap]:
     if s.upload_sched_idle:
         startup.set_idle()
     cap = cpucap.join(cpucap.group_name(s.ray_port), cpucap.cores_for(s.upload_cpu_fraction))
-    if not cap.cores and s.upload_cpu_fraction > 0:
+    if not cap.cores and cap.asked:
         log.warning("upload tier not CPU-capped: %s", cap.why)
     return target, cap
 
