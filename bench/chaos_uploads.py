@@ -432,7 +432,7 @@ def _offered_rate(suite: Any) -> tuple[float, float, float, dict[str, float]]:
     per_job = job_seconds(suite.url, list(suite.users), n=JOBS)
     meter.stop()
     cpu_per_job = meter.groups_ms.get("uploads", 0.0) / 1000 / JOBS
-    workers = suite.s.upload_max_replicas / per_job
+    workers = suite.s.upload_workers_max / per_job
     cap = cpucap.cores_for(suite.s.upload_cpu_fraction)
     capped = cap / cpu_per_job if cap > 0 and cpu_per_job > 0 else float("inf")
     capacity = min(workers, capped)
@@ -497,7 +497,7 @@ def run_cpu_control(
     from serving import startup, uploads
 
     s = suite.s
-    n = s.upload_max_replicas
+    n = s.upload_workers_max
 
     pool = ProcessPoolExecutor(
         n,

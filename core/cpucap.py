@@ -19,6 +19,7 @@ mounted or not writable (no root, cgroup v2 only), nothing is capped: the tier l
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -62,6 +63,16 @@ def group_name(ray_port: int) -> str:
 def cores_for(fraction: float, cpus: int | None = None) -> float:
     """``fraction`` of this node's cores (0: no cap)."""
     return max(0.0, fraction) * (cpus or os.cpu_count() or 1)
+
+
+def workers_for(fraction: float, cpus: int | None = None) -> int | None:
+    """The upload workers worth having on a node under its cap: one per core the cap grants,
+    rounded up, since a worker renders a job at a time on about one core (None: no cap asked).
+    Past that, another worker shares the same quota: it adds no uploads per second, only its
+    start, and a scale-up's start was a burst's worst seconds for the feed (2 workers under a
+    0.5-core cap: 0.33-0.42 uploads/s, as one; docs/RELIABILITY.md, 2026-12-08)."""
+    cores = cores_for(fraction, cpus)
+    return max(1, math.ceil(cores - 1e-9)) if cores > 0 else None
 
 
 def env(ray_port: int, fraction: float) -> dict[str, str]:

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core import cpucap
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 Consistency = Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"]
@@ -25,6 +27,8 @@ DEV_API_KEY = "feedcast-dev-key"
 # The development cursor key, public for the same reason; production refuses it.
 DEV_CURSOR_KEY = "dev:feedcast-dev-cursor-secret"
 DEV_API_KEY_HASH = "sha256:" + hashlib.sha256(DEV_API_KEY.encode()).hexdigest()
+# Upload workers at most where neither upload_max_replicas nor a CPU cap bounds them.
+UPLOAD_WORKERS_UNCAPPED = 2
 CURSOR_KEY = re.compile(r"([A-Za-z0-9_-]{1,16}):(.{16,})")
 _KEY_HASH = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 
@@ -451,7 +455,15 @@ class Settings(BaseSettings):
         "decode fails at once).",
     )
     upload_min_replicas: int = Field(1, ge=0, description="Upload workers at least.")
-    upload_max_replicas: int = Field(2, ge=1, description="Upload workers at most.")
+    upload_max_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Upload workers at most. Unset: one per core the CPU cap grants on this "
+        "machine, rounded up (upload_cpu_fraction x its cores: 1 at 0.25 of 2 cores), or 2 with "
+        "no cap. Under the cap a further worker shares the same quota: it adds no uploads per "
+        "second, only its start, which was an upload burst's worst seconds for the feed "
+        "(docs/RELIABILITY.md).",
+    )
     upload_nice: int = Field(
         19,
         ge=0,
@@ -705,6 +717,14 @@ class Settings(BaseSettings):
             "p_save": self.blend_save,
             "e_dwell": self.blend_dwell,
         }
+
+    @property
+    def upload_workers_max(self) -> int:
+        """``upload_max_replicas``, or where unset what this machine's CPU cap keeps busy
+        (:func:`core.cpucap.workers_for`; 2 with no cap)."""
+        if self.upload_max_replicas is not None:
+            return self.upload_max_replicas
+        return cpucap.workers_for(self.upload_cpu_fraction) or UPLOAD_WORKERS_UNCAPPED
 
     @property
     def media_url(self) -> str:

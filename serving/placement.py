@@ -46,7 +46,7 @@ def demand(s: Settings) -> list[Demand]:
     return [
         Demand("FeedService", feed_max, FEED_CPUS, feed_bound),
         Demand("UploadService", 1, UPLOAD_API_CPUS, "one replica"),
-        Demand("UploadWorker", s.upload_max_replicas, UPLOAD_WORKER_CPUS, "upload_max_replicas"),
+        Demand("UploadWorker", s.upload_workers_max, UPLOAD_WORKER_CPUS, "upload_max_replicas"),
     ]
 
 

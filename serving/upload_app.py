@@ -358,7 +358,7 @@ def upload_worker(s: Settings) -> Any:
         ray_actor_options=_actor_options(s, UPLOAD_WORKER_CPUS),
         max_ongoing_requests=2,
         # The capacity plan's upload workers per hour as the floor (same mechanism as the feed).
-        autoscaling_config=upload_autoscaling(s.upload_min_replicas, s.upload_max_replicas, plan),
+        autoscaling_config=upload_autoscaling(s.upload_min_replicas, s.upload_workers_max, plan),
         logging_config={"enable_access_log": s.serve_access_log},
     )
 

@@ -11,6 +11,7 @@ import sys
 import uuid
 
 from core import cpucap
+from core.settings import UPLOAD_WORKERS_UNCAPPED, Settings
 
 
 def _fake_group(root, name: str) -> None:
@@ -36,6 +37,20 @@ def test_no_controller_leaves_the_process_uncapped_and_says_why(tmp_path):
     assert cpucap.join("g", 0.0, root=tmp_path).cores == 0  # a fraction of 0: no cap asked
 
 
+def test_the_upload_ceiling_follows_the_cores_the_cap_grants(monkeypatch):
+    # One worker per capped core, rounded up: a second under a 0.5-core cap only adds its start.
+    assert cpucap.workers_for(0.25, cpus=2) == 1
+    assert cpucap.workers_for(0.5, cpus=2) == 1
+    assert cpucap.workers_for(0.75, cpus=2) == 2
+    assert cpucap.workers_for(0.25, cpus=16) == 4
+    assert cpucap.workers_for(0.0, cpus=16) is None
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert Settings().upload_workers_max == 1
+    assert Settings(upload_cpu_fraction=0).upload_workers_max == UPLOAD_WORKERS_UNCAPPED
+    assert Settings(upload_cpu_fraction=1).upload_workers_max == 2
+    assert Settings(upload_max_replicas=3).upload_workers_max == 3  # asked for: kept
+
+
 def test_the_setup_hooks_environment_names_the_stacks_group():
     env = cpucap.env(6380, 0.25)
     assert env[cpucap.ENV_GROUP] == "feedcast-uploads-6380"
@@ -58,6 +73,7 @@ def test_throttled_reads_cpu_stat_and_remove_keeps_a_busy_group(tmp_path):
 _BUSY = """
 import json, sys, time
 from core import cpucap
+from core.settings import UPLOAD_WORKERS_UNCAPPED, Settings
 cap = cpucap.join(sys.argv[1], 0.3)
 t, c = time.monotonic(), time.process_time()
 while time.monotonic() - t < 2.0:

@@ -24,20 +24,21 @@ def test_each_deployed_configuration_fits_two_cpus(make) -> None:
     need = placement.check(placement.demand(s), 2.0)
     rows = {r.deployment: r for r in placement.demand(s)}
     assert rows["FeedService"].replicas == s.serve_max_replicas
-    assert rows["UploadWorker"].replicas == s.upload_max_replicas
+    assert rows["UploadWorker"].replicas == s.upload_workers_max
     assert 0 < need <= 2.0
 
 
 def test_the_chaos_stack_leaves_room_for_the_second_upload_worker() -> None:
     # Three feed replicas and the upload tier's two workers: the second worker used to pend for
     # the whole of an upload burst (0.25 CPU each: 1.5 + 0.25 + 2 x 0.25 = 2.25 > 2).
-    s = chaos_settings(Settings())
-    assert s.serve_max_replicas == 3 and s.upload_max_replicas == 2
+    # (On 2 cores the cap's default ceiling is one worker; two must still fit where asked for.)
+    s = chaos_settings(Settings(upload_max_replicas=2))
+    assert s.serve_max_replicas == 3 and s.upload_workers_max == 2
     assert placement.check(placement.demand(s), 2.0) <= 2.0
 
 
 def test_a_ceiling_past_the_cluster_is_refused_naming_what_to_change() -> None:
-    s = Settings(serve_max_replicas=4)  # 4 x 0.5 alone fills 2 CPUs
+    s = Settings(serve_max_replicas=4, upload_max_replicas=2)  # 4 x 0.5 alone fills 2 CPUs
     with pytest.raises(placement.PlacementError) as err:
         placement.check(placement.demand(s), 2.0)
     msg = str(err.value)
