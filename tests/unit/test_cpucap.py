@@ -73,7 +73,6 @@ def test_throttled_reads_cpu_stat_and_remove_keeps_a_busy_group(tmp_path):
 _BUSY = """
 import json, sys, time
 from core import cpucap
-from core.settings import UPLOAD_WORKERS_UNCAPPED, Settings
 cap = cpucap.join(sys.argv[1], 0.3)
 t, c = time.monotonic(), time.process_time()
 while time.monotonic() - t < 2.0:
